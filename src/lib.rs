@@ -1,0 +1,33 @@
+//! tierlog: a tiered Raft log store.
+//!
+//! Recent entries live in an in-memory ring backed by a checksummed write-ahead log (the hot tier);
+//! a background compactor moves older ranges into zstd-compressed blocks stored in redb (the cold
+//! tier). Reads merge both tiers. See `docs/design.md` for the data flow and invariants and
+//! `docs/format.md` for the on-disk formats.
+//!
+//! ```no_run
+//! use tierlog::{Config, Entry, LogStore, StorageEngine, TieredEngine};
+//! # async fn demo() -> tierlog::Result<()> {
+//! let engine = TieredEngine::open("/tmp/my-log", Config::default()).await?;
+//! let log = engine.log_store();
+//! log.persist_entries(vec![Entry::new(1, 1, "hello"), Entry::new(2, 1, "world")]).await?;
+//! log.flush()?; // now both entries survive power loss
+//! assert_eq!(log.get_entries(1..=2)?.len(), 2);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod engine;
+mod error;
+pub mod proto;
+mod stats;
+mod traits;
+
+pub use config::{Config, RecoveryMode};
+pub use engine::{TierLogStore, TierMetaStore, TieredEngine};
+pub use error::{Error, Result};
+pub use proto::{Entry, HardState, LogId, VotedFor};
+pub use stats::Stats;
+pub use traits::{LogStore, MetaStore, StorageEngine};
