@@ -38,9 +38,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{Model, Rng, diff_entries, tiny_config};
-use tierlog::{
-    Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor,
-};
+use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
 const TEST_NAME: &str = "crash_loop";
@@ -230,9 +228,7 @@ async fn child_loop(dir: &Path, seed: u64, term_base: u64, sync: bool) -> Result
         .map_err(|e| format!("open: {e}"))?;
     let log = engine.log_store();
     let meta = engine.meta_store();
-    let mut m = load_model(&engine)
-        .await
-        .map_err(|e| format!("load: {e}"))?;
+    let mut m = load_model(&engine).await.map_err(|e| format!("load: {e}"))?;
     say(&format!("O {} {}", m.last_index(), m.boundary_index()));
     let mut rng = Rng::new(seed ^ term_base);
     let mut term = term_base;
@@ -270,12 +266,7 @@ async fn child_loop(dir: &Path, seed: u64, term_base: u64, sync: bool) -> Result
     }
 }
 
-async fn pick_op(
-    rng: &mut Rng,
-    m: &Model,
-    term: u64,
-    log: &tierlog::TierLogStore,
-) -> Result<Op, String> {
+async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStore) -> Result<Op, String> {
     let last = m.last_index();
     let b = m.boundary_index();
     let has = !m.entries.is_empty();
@@ -458,10 +449,10 @@ fn parent_main() {
         let mut opened = false;
         let mut lines = 0u64;
         let handle = |line: String,
-                          pending: &mut Option<Op>,
-                          model: &mut Model,
-                          opened: &mut bool,
-                          tally: &mut Tally| {
+                      pending: &mut Option<Op>,
+                      model: &mut Model,
+                      opened: &mut bool,
+                      tally: &mut Tally| {
             if let Some(rest) = line.strip_prefix("B ") {
                 let op = Op::decode(rest)
                     .unwrap_or_else(|| panic!("round {round}: bad line from child: {line:?}"));
@@ -492,9 +483,9 @@ fn parent_main() {
                     handle(line, &mut pending, &mut model, &mut opened, &mut tally);
                     let fire = match trigger {
                         Trigger::Lines(n) => lines >= n,
-                        Trigger::InFlight(tag) => pending
-                            .as_ref()
-                            .is_some_and(|p| p.encode().starts_with(tag)),
+                        Trigger::InFlight(tag) => {
+                            pending.as_ref().is_some_and(|p| p.encode().starts_with(tag))
+                        }
                         Trigger::Timer(_) => false,
                     } || lines >= 3_000;
                     if fire {
@@ -532,9 +523,7 @@ fn parent_main() {
         match pending.as_ref().map(|p| p.encode()) {
             Some(s) if s.starts_with('C') => tally.killed_mid_compaction += 1,
             Some(s) if s.starts_with('G') => tally.killed_mid_purge += 1,
-            Some(s) if s.starts_with('T') || s.starts_with('R') => {
-                tally.killed_mid_truncate_or_replace += 1
-            }
+            Some(s) if s.starts_with('T') || s.starts_with('R') => tally.killed_mid_truncate_or_replace += 1,
             Some(s) if s.starts_with('P') => tally.killed_mid_append += 1,
             _ => {}
         }
@@ -548,9 +537,7 @@ fn parent_main() {
         let outcome = rt.block_on(async {
             let engine = TieredEngine::open(&dir, tiny_config())
                 .await
-                .unwrap_or_else(|e| {
-                    panic!("round {round} (seed {seed}): open after SIGKILL failed: {e}")
-                });
+                .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after SIGKILL failed: {e}"));
             let r_before = check(&engine, &before, seed).await;
             let r_after = match &after {
                 Some(a) if r_before.is_err() => Some(check(&engine, a, seed).await),
@@ -624,10 +611,7 @@ async fn check(engine: &TieredEngine, m: &Model, seed: u64) -> Result<u64, Strin
         .load_purge_boundary()
         .map_err(|e| format!("load_purge_boundary: {e}"))?;
     if boundary != m.boundary {
-        return Err(format!(
-            "purge boundary {boundary:?}, expected {:?}",
-            m.boundary
-        ));
+        return Err(format!("purge boundary {boundary:?}, expected {:?}", m.boundary));
     }
     let hard = engine
         .meta_store()
@@ -648,10 +632,7 @@ async fn check(engine: &TieredEngine, m: &Model, seed: u64) -> Result<u64, Strin
     probes.extend(m.first_index());
     probes.push(last);
     for i in probes {
-        let got = log
-            .entry(i)
-            .await
-            .map_err(|e| format!("entry({i}): {e}"))?;
+        let got = log.entry(i).await.map_err(|e| format!("entry({i}): {e}"))?;
         let want = m.entries.get(&i).map(|t| common::entry(i, *t, seed));
         if got != want {
             return Err(format!(
