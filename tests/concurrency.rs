@@ -212,7 +212,7 @@ async fn reader(log: Arc<tierlog::TierLogStore>, shared: Arc<Shared>, id: u64) -
         let b1 = boundary(&log);
         let what = format!("reader {id}: read {lo}..={hi} (boundary {b0}->{b1}, last {last0})");
         check_slice(&got, lo, hi, b0, &shared.starts).unwrap_or_else(|e| panic!("{what}: {e}"));
-        if cut0 == cut1 && cut0 % 2 == 0 {
+        if cut0 == cut1 && cut0.is_multiple_of(2) {
             // Nothing was cut during the read: what existed throughout must all be there.
             let must_lo = lo.max(b1 + 1);
             let must_hi = hi.min(last0);

@@ -273,7 +273,7 @@ async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStor
     let roll = rng.below(1000);
     // Keep the retained log short so each check after a kill stays cheap.
     if m.entries.len() > 3_000 && roll < 100 {
-        return Ok(purge_op(rng, m, last - 500, term, log).await?);
+        return purge_op(m, last - 500, term, log).await;
     }
     Ok(match roll {
         0..=449 => {
@@ -318,7 +318,7 @@ async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStor
             } else {
                 rng.range(b + 1, b + 1 + (last - b) / 2)
             };
-            purge_op(rng, m, cutoff, term, log).await?
+            purge_op(m, cutoff, term, log).await?
         }
         850..=899 => {
             let voted_for = rng.chance(2, 3).then(|| VotedFor {
@@ -339,13 +339,7 @@ async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStor
 
 /// A purge at `index` whose log id never sorts below the current boundary, so "highest purged"
 /// is unambiguous whichever way the engine orders log ids.
-async fn purge_op(
-    _rng: &mut Rng,
-    m: &Model,
-    index: u64,
-    term: u64,
-    log: &tierlog::TierLogStore,
-) -> Result<Op, String> {
+async fn purge_op(m: &Model, index: u64, term: u64, log: &tierlog::TierLogStore) -> Result<Op, String> {
     let entry_term = log
         .entry(index)
         .await

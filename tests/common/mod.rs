@@ -71,7 +71,7 @@ pub fn payload(index: u64, term: u64, seed: u64) -> Bytes {
     let mut word = h;
     let mut n = 0u64;
     while out.len() < len {
-        let bytes = if n % 2 == 0 {
+        let bytes = if n.is_multiple_of(2) {
             word = mix(word);
             word.to_le_bytes()
         } else {
