@@ -387,7 +387,10 @@ fn parent_main() {
     });
     eprintln!("{TEST_NAME}: seed {seed} (replay with TIERLOG_CRASH_SEED={seed}), {kills} kills");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("store");
+    // TIERLOG_CRASH_DIR keeps the store (and a copy of it as the last kill left it, in
+    // `<dir>.killed`) for a post-mortem.
+    let keep = std::env::var_os("TIERLOG_CRASH_DIR").map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| tmp.path().join("store"));
     let exe = std::env::current_exe().expect("current_exe");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -442,11 +445,15 @@ fn parent_main() {
         let mut pending: Option<Op> = None;
         let mut opened = false;
         let mut lines = 0u64;
-        let handle = |line: String,
-                      pending: &mut Option<Op>,
-                      model: &mut Model,
-                      opened: &mut bool,
-                      tally: &mut Tally| {
+        let mut round_log: Vec<String> = Vec::new();
+        let mut handle = |line: String,
+                          pending: &mut Option<Op>,
+                          model: &mut Model,
+                          opened: &mut bool,
+                          tally: &mut Tally| {
+            if keep.is_some() {
+                round_log.push(line.clone());
+            }
             if let Some(rest) = line.strip_prefix("B ") {
                 let op = Op::decode(rest)
                     .unwrap_or_else(|| panic!("round {round}: bad line from child: {line:?}"));
@@ -522,6 +529,15 @@ fn parent_main() {
             _ => {}
         }
 
+        if let Some(k) = &keep {
+            let copy = k.with_extension("killed");
+            let prev = k.with_extension("prev");
+            let _ = std::fs::remove_dir_all(&prev);
+            let _ = std::fs::rename(&copy, &prev);
+            copy_dir(&dir, &copy);
+            let _ = std::fs::rename(k.with_extension("ops"), k.with_extension("prevops"));
+            let _ = std::fs::write(k.with_extension("ops"), round_log.join("\n"));
+        }
         let before = model.clone();
         let after = pending.as_ref().map(|op| {
             let mut m = model.clone();
@@ -585,6 +601,19 @@ fn parent_main() {
         tally.killed_mid_append,
         model.last_index(),
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for ent in std::fs::read_dir(from).expect("read_dir") {
+        let ent = ent.expect("dir entry");
+        let target = to.join(ent.file_name());
+        if ent.file_type().expect("file type").is_dir() {
+            copy_dir(&ent.path(), &target);
+        } else {
+            std::fs::copy(ent.path(), &target).expect("copy file");
+        }
+    }
 }
 
 fn busy_wait(d: Duration) {
