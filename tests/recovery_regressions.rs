@@ -51,3 +51,62 @@ async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
         panic!("log after reopen: {d}");
     }
 }
+
+/// `replace_range(from, entries)` lowers the write-ahead segment's "highest live index" to `from - 1`
+/// *after* counting the record's own entries (`log_and_apply`: `w.append(&rec)` then
+/// `w.note_truncate(from)`), so the segment holding the replacement entries claims it holds nothing
+/// above `from - 1`. Once the cold checkpoint reaches `from - 1` and passes the segment's sequence
+/// numbers (here: a purge-only checkpoint round), the compactor retires the segment and the
+/// replacement entries exist nowhere on disk: a plain drop + reopen loses them. Found by the crash
+/// loop (seed 4: entries 595..=603 gone, then recovery wrote later entries into the wrong ring
+/// slots).
+#[tokio::test]
+async fn replace_range_entries_survive_segment_retirement_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // No compaction unless forced, so the checkpoint's cold_hi stays where compact_now put it.
+    let config = tierlog::Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let log = e.log_store();
+        log.persist_entries(batch(1, 100, 1, SEED)).await.unwrap();
+        m.persist(1, 100, 1);
+        e.compact_now().await.unwrap();
+        log.replace_range(101, batch(101, 10, 2, SEED)).await.unwrap();
+        m.persist(101, 10, 2);
+        // Big entries: the segment holding the replace is sealed and a new one started.
+        let big: Vec<tierlog::Entry> = (111..=114)
+            .map(|i| tierlog::Entry::new(i, 3, vec![i as u8; 30_000]))
+            .collect();
+        log.persist_entries(big.clone()).await.unwrap();
+        log.flush().unwrap();
+        let segments_before = e.stats().wal_segments;
+        // A purge moves the checkpoint without moving entries; the background round then retires
+        // every closed segment it believes the checkpoint covers.
+        log.purge(tierlog::LogId::new(1, 5)).await.unwrap();
+        m.purge(tierlog::LogId::new(1, 5));
+        for _ in 0..200 {
+            if e.stats().wal_segments < segments_before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got = log.get_entries(0..=200).unwrap();
+        assert_eq!(got.len(), 109, "live log before reopen");
+        for b in big {
+            m.entries.insert(b.index, b.term);
+        }
+    }
+    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let log = e.log_store();
+    assert_eq!(log.last_index(), 114);
+    let got = log.get_entries(0..=200).unwrap();
+    let want: Vec<(u64, u64)> = m.entries.iter().map(|(i, t)| (*i, *t)).collect();
+    let have: Vec<(u64, u64)> = got.iter().map(|e| (e.index, e.term)).collect();
+    assert_eq!(have, want, "log after reopen (index, term)");
+}
