@@ -73,3 +73,58 @@ async fn tiers_merge_and_survive_reopen() {
         assert_eq!(*x, e(x.index, t));
     }
 }
+
+#[tokio::test]
+async fn offline_tools_read_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+        let log = eng.log_store();
+        log.persist_entries((1..=3000).map(|i| e(i, 1)).collect())
+            .await
+            .unwrap();
+        eng.compact_now().await.unwrap();
+        log.persist_entries((3001..=3100).map(|i| e(i, 2)).collect())
+            .await
+            .unwrap();
+        log.purge(LogId::new(1, 10)).await.unwrap();
+    }
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<_> = walk(d);
+        v.sort();
+        v
+    };
+    let before = listing(dir.path());
+    let ins = tierlog::offline::inspect(dir.path()).unwrap();
+    assert_eq!(ins.index_range, Some((11, 3100)));
+    assert!(ins.cold_blocks > 0 && ins.compression_ratio > 1.0, "{ins:?}");
+    let rep = tierlog::offline::verify(dir.path()).unwrap();
+    assert_eq!(rep.entries, 3090);
+    let d = tierlog::offline::dump(dir.path(), 3000, 3001).unwrap();
+    assert_eq!(d, vec![e(3000, 1), e(3001, 2)]);
+    assert_eq!(
+        before,
+        listing(dir.path()),
+        "read-only tools changed the directory"
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("x"), "y").unwrap();
+    assert!(matches!(
+        tierlog::offline::inspect(other.path()),
+        Err(tierlog::Error::Config(_))
+    ));
+}
+
+fn walk(d: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(d).unwrap() {
+        let p = ent.unwrap().path();
+        let m = std::fs::metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push((p.display().to_string(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out
+}

@@ -30,6 +30,13 @@ pub(crate) struct Recovered {
     next_seq: u64,
 }
 
+impl Recovered {
+    /// The segments scanned, oldest first.
+    pub(crate) fn segments(&self) -> &[SegmentScan] {
+        &self.segments
+    }
+}
+
 /// Lists segment files by header id; files whose header says "spare" (or that were never finished
 /// being created) are returned separately. Read-only.
 /// Segment files by id, and spare files.
