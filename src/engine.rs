@@ -360,10 +360,13 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
                     };
                     let res = compactor.run(&inner, urgency).map(|_| ());
                     inner.urgent.store(false, Ordering::Relaxed);
-                    if let Err(e) = &res {
-                        tracing::error!(error = %e, "compaction round failed");
-                        *inner.last_error.lock() = Some(e.to_string());
-                    }
+                    *inner.last_error.lock() = match &res {
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction round failed");
+                            Some(e.to_string())
+                        }
+                        Ok(()) => None,
+                    };
                     inner.room.notify_waiters();
                     if let Some(reply) = request {
                         let _ = reply.send(res);

@@ -145,9 +145,9 @@ impl Inner {
                 if st.ring.bytes() <= budget {
                     return Ok(());
                 }
-                // Everything in the ring is already moved and nothing can be evicted: more waiting
-                // would not help (the compactor's last round failed or the budget is tiny).
-                if self.last_error.lock().is_some() && st.evictable_upto() >= st.last {
+                // The compactor's last round failed: waiting could last forever, so the budget is
+                // exceeded (the failure is logged) rather than the log stalled.
+                if self.last_error.lock().is_some() {
                     return Ok(());
                 }
             }
