@@ -154,7 +154,9 @@ impl Compactor {
         for seg in garbage {
             inner.spares.retire(seg)?;
         }
-        inner.spares.ensure_one(inner.config.segment_bytes)?;
+        if inner.writer.lock().active_fill() > 0.5 {
+            inner.spares.ensure_one(inner.config.segment_bytes)?;
+        }
         tracing::debug!(new_hi, "compaction round committed");
         Ok(true)
     }

@@ -111,6 +111,9 @@ impl Inner {
                 },
                 None => Vec::new(),
             };
+            if let Some(next) = plan.ahead {
+                self.prefetch(next);
+            }
             let c = &self.counters;
             c.cold_reads.fetch_add(out.len() as u64, Ordering::Relaxed);
             c.hot_reads.fetch_add(plan.hot.len() as u64, Ordering::Relaxed);
@@ -121,6 +124,34 @@ impl Inner {
             self.cold.path(),
             "cold blocks kept changing under a read; giving up",
         ))
+    }
+
+    /// Asks the read-ahead thread to load `m` into the cache, unless it is there or the thread is busy
+    /// (read-ahead is a hint: dropping it costs only latency).
+    fn prefetch(&self, m: BlockMeta) {
+        if self.cache.contains(m.id) {
+            return;
+        }
+        if let Some(tx) = self.read_ahead.lock().as_ref() {
+            let _ = tx.try_send(m);
+        }
+    }
+
+    /// Read-ahead thread body: loads hinted blocks into the cache until the engine stops.
+    pub(crate) fn read_ahead_loop(&self, rx: std::sync::mpsc::Receiver<BlockMeta>) {
+        while let Ok(m) = rx.recv() {
+            if self.cache.contains(m.id) {
+                continue;
+            }
+            match self.cold.read_blocks(&[m]) {
+                Ok(mut v) => {
+                    if let Some(Some(b)) = v.pop() {
+                        self.cache.insert(b);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "read-ahead failed"),
+            }
+        }
     }
 
     /// Entries `[m.first, upto]` of block `m`, for the compactor's trim of a block cut in the middle.

@@ -54,6 +54,9 @@ pub(crate) struct LogState {
 pub(crate) struct ReadPlan {
     pub hot: Vec<Entry>,
     pub cold: Option<(u64, u64, Vec<BlockMeta>)>,
+    /// The cold block right after the last one planned, when the read ends in that block's last
+    /// quarter: a sequential scan will want it next, so it is worth decompressing ahead of time.
+    pub ahead: Option<BlockMeta>,
 }
 
 impl LogState {
@@ -327,13 +330,14 @@ impl LogState {
             return ReadPlan {
                 hot: Vec::new(),
                 cold: None,
+                ahead: None,
             };
         }
         let rf = self.ring.first();
         let hot = self.ring.range(a.max(rf), b);
         let cold = (a < rf).then(|| {
             let to = b.min(rf - 1);
-            let metas = self
+            let metas: Vec<BlockMeta> = self
                 .cold
                 .blocks
                 .range(..=to)
@@ -346,6 +350,13 @@ impl LogState {
                 .collect();
             (a, to, metas)
         });
-        ReadPlan { hot, cold }
+        let ahead = cold.as_ref().and_then(|(_, to, metas)| {
+            let last = metas.last()?;
+            let near_end = *to >= last.last - (last.last - last.first) / 4;
+            let next = self.cold.blocks.range(last.last + 1..).next().map(|(_, m)| *m)?;
+            (near_end && next.first == last.last + 1 && next.first < rf && next.last <= self.cold.hi)
+                .then_some(next)
+        });
+        ReadPlan { hot, cold, ahead }
     }
 }

@@ -337,6 +337,11 @@ impl WalWriter {
         out
     }
 
+    /// Share of the active segment already written: a spare is prepared only when a rotation is near.
+    pub(crate) fn active_fill(&self) -> f64 {
+        self.active.offset as f64 / self.active.capacity.max(1) as f64
+    }
+
     /// Segment files and their bytes.
     pub(crate) fn disk_usage(&self) -> (u64, u64) {
         let spares = self.pool.files.lock();
