@@ -235,8 +235,8 @@ impl Inner {
 
 fn check_batch(entries: &[Entry]) -> Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        if e.index == 0 {
-            return Err(Error::InvalidInput("entry index 0 is reserved".into()));
+        if e.index == 0 || e.index == u64::MAX {
+            return Err(Error::InvalidInput(format!("entry index {} is reserved", e.index)));
         }
         if i > 0 && e.index != entries[i - 1].index + 1 {
             return Err(Error::InvalidInput(format!(
@@ -276,6 +276,9 @@ impl LogStore for TierLogStore {
     async fn purge(&self, cutoff: LogId) -> Result<()> {
         if cutoff.index == 0 {
             return Ok(());
+        }
+        if cutoff.index == u64::MAX {
+            return Err(Error::InvalidInput("purge cutoff index u64::MAX is reserved".into()));
         }
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {
