@@ -210,13 +210,8 @@ impl Inner {
             None => Vec::new(),
         };
         let seq = w.append(&rec)?;
-        match &rec {
-            Record::Truncate { from } | Record::Replace { from, .. } => w.note_truncate(*from),
-            Record::Reset => w.note_truncate(1),
-            _ => {}
-        }
         let mut st = self.state.write();
-        st.apply(seq, rec, None, rehydrated);
+        st.apply(seq, rec, rehydrated);
         let budget = self.ring_budget(st.cold.blocks.len());
         st.evict(budget);
         self.publish_last_index(&st);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 
 pub(crate) use record::Record;
+use record::HEADER_LEN;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
 
@@ -280,15 +281,19 @@ impl WalWriter {
     pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
         self.sync.check_healthy()?;
         let len = rec.encoded_len() as u64;
+        // Every write ends with an all-zero record header, so the byte after the last record always
+        // reads as "end", never as a recycled file's old bytes (which would look torn).
+        let trailer = HEADER_LEN as u64;
         let seal_len = Record::Seal.encoded_len() as u64;
         if self.active.offset > SEGMENT_HEADER_LEN
-            && self.active.offset + len + seal_len > self.active.capacity
+            && self.active.offset + len + seal_len + trailer > self.active.capacity
         {
             self.rotate()?;
         }
         let seq = self.next_seq;
         self.buf.clear();
         rec.encode(self.active.id, seq, &mut self.buf);
+        self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
@@ -296,6 +301,18 @@ impl WalWriter {
             .map_err(|e| Error::io(&path, e))?;
         self.active.offset += len;
         self.next_seq += 1;
+        // Entries a truncation removes no longer keep older segments alive; the record's own entries
+        // (a replace_range's) are counted after that.
+        let removed_from = match rec {
+            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
+            Record::Reset => Some(1),
+            _ => None,
+        };
+        if let Some(from) = removed_from {
+            for s in &mut self.segments {
+                s.max_index = s.max_index.min(from.saturating_sub(1));
+            }
+        }
         if let Some(info) = self.segments.back_mut() {
             info.last_seq = seq;
             info.max_index = info.max_index.max(rec.max_index());
@@ -303,13 +320,6 @@ impl WalWriter {
         }
         self.sync.note_written(seq);
         Ok(seq)
-    }
-
-    /// Entries at or above `from` are gone: older segments no longer need to outlive them.
-    pub(crate) fn note_truncate(&mut self, from: u64) {
-        for s in &mut self.segments {
-            s.max_index = s.max_index.min(from.saturating_sub(1));
-        }
     }
 
     fn rotate(&mut self) -> Result<()> {
