@@ -30,6 +30,8 @@ struct Snapshot {
     entries: Vec<Entry>,
     trim: Option<BlockMeta>,
     flush_partial: bool,
+    /// Entries up to here must be in the round's blocks, even in a partial last block.
+    required: u64,
 }
 
 /// Why a round runs.
@@ -73,13 +75,17 @@ impl Compactor {
         let force = urgency == Urgency::Force || inner.urgent.load(Ordering::Relaxed);
         let start = (cut + 1).max(st.ring.first());
         let keep = if force { 0 } else { cfg.hot_tail_entries };
+        // Cold content above a dirty cut, up to the cold high-water, is rewritten in the same round:
+        // its write-ahead records may already be retired (the cold copy covered them), so the ring's
+        // copy must reach the cold tier before the old blocks go.
+        let required = st.cold.hi;
         let end = if st.is_empty() {
             0
         } else {
-            st.last.saturating_sub(keep)
+            st.last.saturating_sub(keep).max(required.min(st.last))
         };
         let avail = st.ring.bytes_in(start, end);
-        let compact = avail > 0 && (force || avail >= cfg.compaction_trigger_bytes);
+        let compact = avail > 0 && (force || avail >= cfg.compaction_trigger_bytes || start <= required);
         let checkpoint_moved = committed.purged != st.purged || committed.cold_hi != st.cold.hi.max(cut);
         if !compact && !garbage_above && !purgeable && !checkpoint_moved {
             return None;
@@ -88,7 +94,7 @@ impl Compactor {
         if compact {
             let mut bytes = 0;
             let mut i = start;
-            while i <= end && bytes < MAX_ROUND_RAW_BYTES {
+            while i <= end && (bytes < MAX_ROUND_RAW_BYTES || i <= required) {
                 match st.ring.get(i) {
                     Some(e) => {
                         bytes += 12 + e.payload.len() as u64;
@@ -116,6 +122,7 @@ impl Compactor {
             entries,
             trim,
             flush_partial: force,
+            required,
         })
     }
 
@@ -193,7 +200,8 @@ impl Compactor {
         for (i, e) in snap.entries.iter().enumerate() {
             raw += 12 + e.payload.len() as u64;
             let is_last = i + 1 == snap.entries.len();
-            if raw >= target || (is_last && snap.flush_partial) {
+            let needed = snap.entries[chunk_start].index <= snap.required;
+            if raw >= target || (is_last && (snap.flush_partial || needed)) {
                 let chunk = &snap.entries[chunk_start..=i];
                 let stored = block::encode(next_id, chunk, &mut self.zstd)
                     .map_err(|e| Error::db(inner.cold.path(), e))?;

@@ -231,7 +231,10 @@ impl Inner {
 fn check_batch(entries: &[Entry]) -> Result<()> {
     for (i, e) in entries.iter().enumerate() {
         if e.index == 0 || e.index == u64::MAX {
-            return Err(Error::InvalidInput(format!("entry index {} is reserved", e.index)));
+            return Err(Error::InvalidInput(format!(
+                "entry index {} is reserved",
+                e.index
+            )));
         }
         if i > 0 && e.index != entries[i - 1].index + 1 {
             return Err(Error::InvalidInput(format!(
@@ -273,7 +276,9 @@ impl LogStore for TierLogStore {
             return Ok(());
         }
         if cutoff.index == u64::MAX {
-            return Err(Error::InvalidInput("purge cutoff index u64::MAX is reserved".into()));
+            return Err(Error::InvalidInput(
+                "purge cutoff index u64::MAX is reserved".into(),
+            ));
         }
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {

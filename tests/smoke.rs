@@ -153,11 +153,18 @@ async fn memory_budget_holds_under_sustained_writes() {
         peak = peak.max(eng.stats().hot_bytes);
     }
     let s = eng.stats();
-    assert!(peak <= ring_share + batch_bytes, "peak {peak} > {ring_share} + {batch_bytes}");
+    assert!(
+        peak <= ring_share + batch_bytes,
+        "peak {peak} > {ring_share} + {batch_bytes}"
+    );
     assert!(s.cold_blocks > 0 && s.backpressure_waits > 0, "{s:?}");
     // Everything is still readable, mostly from the cold tier.
     let all = log.get_entries(1..=400 * 64).unwrap();
     assert_eq!(all.len(), 400 * 64);
-    assert!(all.iter().enumerate().all(|(k, e)| e.index == k as u64 + 1 && e.payload == payload));
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(k, e)| e.index == k as u64 + 1 && e.payload == payload)
+    );
     assert!(eng.stats().cold_reads > 0);
 }

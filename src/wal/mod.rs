@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-pub(crate) use record::Record;
 use record::HEADER_LEN;
+pub(crate) use record::Record;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
 
