@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use record::HEADER_LEN;
 pub(crate) use record::Record;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
@@ -28,6 +29,13 @@ pub(crate) struct Recovered {
     /// Spare files ready for reuse.
     spares: Vec<PathBuf>,
     next_seq: u64,
+}
+
+impl Recovered {
+    /// The segments scanned, oldest first.
+    pub(crate) fn segments(&self) -> &[SegmentScan] {
+        &self.segments
+    }
 }
 
 /// Lists segment files by header id; files whose header says "spare" (or that were never finished
@@ -126,7 +134,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 ));
             }
         }
-        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, r.clone())));
+        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, detach(r))));
         scans.push(scan);
     }
     let next_seq = scans
@@ -140,6 +148,27 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         spares,
         next_seq,
     })
+}
+
+/// A copy of `r` whose payloads own their bytes: decoded payloads are slices of the whole segment
+/// buffer, which would otherwise stay alive (and unaccounted) as long as any replayed entry does.
+fn detach(r: &Record) -> Record {
+    let own = |es: &[crate::proto::Entry]| {
+        es.iter()
+            .map(|e| crate::proto::Entry {
+                payload: bytes::Bytes::copy_from_slice(&e.payload),
+                ..e.clone()
+            })
+            .collect()
+    };
+    match r {
+        Record::Append(es) => Record::Append(own(es)),
+        Record::Replace { from, entries } => Record::Replace {
+            from: *from,
+            entries: own(entries),
+        },
+        other => other.clone(),
+    }
 }
 
 /// A closed or active segment the writer keeps track of for garbage collection.
@@ -218,7 +247,7 @@ impl WalWriter {
         }
         let next_id = rec.segments.last().map_or(1, |s| s.id + 1);
         let sync = Arc::new(SyncPoint::default());
-        let active = new_active(dir, &pool, next_id, segment_bytes)?;
+        let active = new_active(dir, &pool, next_id, next_seq, segment_bytes)?;
         segments.push_back(SegmentInfo {
             id: next_id,
             path: segment_path(dir, next_id),
@@ -252,15 +281,19 @@ impl WalWriter {
     pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
         self.sync.check_healthy()?;
         let len = rec.encoded_len() as u64;
+        // Every write ends with an all-zero record header, so the byte after the last record always
+        // reads as "end", never as a recycled file's old bytes (which would look torn).
+        let trailer = HEADER_LEN as u64;
         let seal_len = Record::Seal.encoded_len() as u64;
         if self.active.offset > SEGMENT_HEADER_LEN
-            && self.active.offset + len + seal_len > self.active.capacity
+            && self.active.offset + len + seal_len + trailer > self.active.capacity
         {
             self.rotate()?;
         }
         let seq = self.next_seq;
         self.buf.clear();
         rec.encode(self.active.id, seq, &mut self.buf);
+        self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
@@ -268,6 +301,18 @@ impl WalWriter {
             .map_err(|e| Error::io(&path, e))?;
         self.active.offset += len;
         self.next_seq += 1;
+        // Entries a truncation removes no longer keep older segments alive; the record's own entries
+        // (a replace_range's) are counted after that.
+        let removed_from = match rec {
+            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
+            Record::Reset => Some(1),
+            _ => None,
+        };
+        if let Some(from) = removed_from {
+            for s in &mut self.segments {
+                s.max_index = s.max_index.min(from.saturating_sub(1));
+            }
+        }
         if let Some(info) = self.segments.back_mut() {
             info.last_seq = seq;
             info.max_index = info.max_index.max(rec.max_index());
@@ -275,13 +320,6 @@ impl WalWriter {
         }
         self.sync.note_written(seq);
         Ok(seq)
-    }
-
-    /// Entries at or above `from` are gone: older segments no longer need to outlive them.
-    pub(crate) fn note_truncate(&mut self, from: u64) {
-        for s in &mut self.segments {
-            s.max_index = s.max_index.min(from.saturating_sub(1));
-        }
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -297,7 +335,7 @@ impl WalWriter {
         // newer segment after an unsealed one and call it damage.
         self.sync.sync_file(&self.active.file, seq, &path)?;
         let id = self.active.id + 1;
-        let next = new_active(&self.dir, &self.pool, id, self.segment_bytes)?;
+        let next = new_active(&self.dir, &self.pool, id, seq + 1, self.segment_bytes)?;
         self.next_seq += 1;
         if let Some(info) = self.segments.back_mut() {
             info.last_seq = seq;
@@ -328,6 +366,11 @@ impl WalWriter {
             }
         }
         out
+    }
+
+    /// Share of the active segment already written: a spare is prepared only when a rotation is near.
+    pub(crate) fn active_fill(&self) -> f64 {
+        self.active.offset as f64 / self.active.capacity.max(1) as f64
     }
 
     /// Segment files and their bytes.
@@ -365,7 +408,7 @@ fn effective_max_indices(segments: &[SegmentScan]) -> Vec<u64> {
     out
 }
 
-fn new_active(dir: &Path, pool: &SparePool, id: u64, segment_bytes: u64) -> Result<Active> {
+fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
     let spare = pool.files.lock().pop();
     let (file, capacity) = match spare {
@@ -394,7 +437,7 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, segment_bytes: u64) -> Resu
             (f, segment_bytes)
         }
     };
-    file.write_all_at(&encode_header(id), 0)
+    file.write_all_at(&encode_header(id, first_seq), 0)
         .map_err(|e| Error::io(&path, e))?;
     // The header must reach the disk with the first synced record; the directory entry of a new
     // file must too, or power loss could lose a segment whose records were synced.
@@ -426,7 +469,7 @@ impl SparePool {
             .write(true)
             .open(&seg.path)
             .map_err(|e| Error::io(&seg.path, e))?;
-        f.write_all_at(&encode_header(SPARE_ID), 0)
+        f.write_all_at(&encode_header(SPARE_ID, 0), 0)
             .and_then(|_| f.sync_data())
             .map_err(|e| Error::io(&seg.path, e))?;
         let to = spare_path(&self.dir, seg.id);
@@ -549,5 +592,65 @@ impl SyncPoint {
                 return Err(Error::io(dir, std::io::Error::other(msg)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Entry;
+
+    fn write_log(dir: &Path, n: u64) -> PathBuf {
+        let rec = recover(dir, RecoveryMode::TolerateTornTail).unwrap();
+        let mut w = WalWriter::open(dir, &rec, 1 << 20, 2).unwrap();
+        for i in 1..=n {
+            w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
+                .unwrap();
+        }
+        w.segments.back().unwrap().path.clone()
+    }
+
+    #[test]
+    fn torn_tail_is_cut_but_damage_before_valid_records_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 10);
+        let scan = scan_segment(&path).unwrap();
+        assert_eq!(scan.records.len(), 10);
+        let last_off = scan.records[9].1 as usize;
+        let mid_off = scan.records[4].1 as usize;
+        let pristine = std::fs::read(&path).unwrap();
+
+        // Tear the last record: recovery keeps the first nine.
+        let mut torn = pristine.clone();
+        torn[last_off + 20] ^= 0xff;
+        std::fs::write(&path, &torn).unwrap();
+        let rec = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(rec.records.len(), 9);
+        let err = recover(dir.path(), RecoveryMode::AbsoluteConsistency)
+            .err()
+            .unwrap();
+        assert!(err.is_corruption());
+
+        // Damage in the middle, valid records after it: an error naming the offset.
+        let mut mid = pristine.clone();
+        mid[mid_off + 20] ^= 0xff;
+        std::fs::write(&path, &mid).unwrap();
+        match recover(dir.path(), RecoveryMode::TolerateTornTail) {
+            Err(crate::Error::Corruption { offset, .. }) => assert_eq!(offset, mid_off as u64),
+            other => panic!("expected corruption, got {:?}", other.map(|r| r.records.len())),
+        }
+        let salvaged = recover(dir.path(), RecoveryMode::TolerateAnyCorruption).unwrap();
+        assert_eq!(salvaged.records.len(), 4);
+    }
+
+    #[test]
+    fn reopen_seals_and_continues_the_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        write_log(dir.path(), 3);
+        write_log(dir.path(), 2);
+        let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
+        // 3 records, a seal (seq 4) written by the second open, then 2 more.
+        assert_eq!(seqs, vec![1, 2, 3, 5, 6]);
     }
 }
