@@ -323,7 +323,7 @@ async fn damage_is_detected_with_file_and_offset_and_never_read_as_valid() {
                 last.saturating_sub(first) + 1,
                 "{what}: tolerate-any kept a log with holes"
             );
-            if (n as usize) < total {
+            if n < total {
                 t.any_opened_prefix += 1;
             }
         }

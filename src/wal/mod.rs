@@ -14,6 +14,8 @@ use parking_lot::{Condvar, Mutex};
 
 use record::HEADER_LEN;
 pub(crate) use record::Record;
+pub(crate) use record::{Frame, checksum, parse_frame};
+pub(crate) use segment::decode_header;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
 
@@ -295,6 +297,14 @@ impl WalWriter {
         rec.encode(self.active.id, seq, &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
+        crate::fuzzing::torn_write(
+            "wal::append::torn",
+            &self.active.file,
+            &self.buf,
+            self.active.offset,
+        )
+        .and_then(|_| crate::fuzzing::io_fault("wal::append"))
+        .map_err(|e| Error::io(&path, e))?;
         self.active
             .file
             .write_all_at(&self.buf, self.active.offset)
@@ -410,6 +420,7 @@ fn effective_max_indices(segments: &[SegmentScan]) -> Vec<u64> {
 
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
+    crate::fuzzing::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
     let spare = pool.files.lock().pop();
     let (file, capacity) = match spare {
         Some(sp) => {
@@ -461,6 +472,7 @@ impl SparePool {
     /// Turns a retired segment into a spare (header rewritten to "spare", so its stale records can
     /// never be replayed) or deletes it when enough spares are kept.
     pub(crate) fn retire(&self, seg: SegmentInfo) -> Result<()> {
+        crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
         let keep = self.files.lock().len() < self.max;
         if !keep {
             return std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e));
@@ -485,6 +497,7 @@ impl SparePool {
             return Ok(());
         }
         let tmp = self.dir.join(format!("new-{:016x}.wal", std::process::id()));
+        crate::fuzzing::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
         let f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -544,7 +557,7 @@ impl SyncPoint {
     }
 
     fn sync_file(&self, file: &File, upto: u64, path: &Path) -> Result<()> {
-        match file.sync_data() {
+        match crate::fuzzing::io_fault("wal::sync").and_then(|_| file.sync_data()) {
             Ok(()) => {
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
@@ -577,7 +590,7 @@ impl SyncPoint {
             let file = s.file.clone();
             drop(s);
             let res = match &file {
-                Some(f) => f.sync_data(),
+                Some(f) => crate::fuzzing::io_fault("wal::sync").and_then(|_| f.sync_data()),
                 None => Ok(()),
             };
             s = self.state.lock();
