@@ -26,6 +26,12 @@ pub(crate) fn io_fault(name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Marks a completed write-ahead fdatasync: the `wal::synced` failpoint, which the power-loss
+/// simulation (`tests/power_loss.rs`) configures with a callback that records what is on disk.
+pub(crate) fn synced() {
+    fail::fail_point!("wal::synced");
+}
+
 /// A torn write: when the failpoint `name` fires, the first half of `buf` reaches `file` at `offset`
 /// and the call fails, as a full disk or a crash in the middle of `pwrite` would leave it.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]

@@ -236,6 +236,7 @@ impl WalWriter {
                 file.write_all_at(&buf, s.end)
                     .map_err(|e| Error::io(&s.path, e))?;
                 file.sync_data().map_err(|e| Error::io(&s.path, e))?;
+                crate::fuzzing::synced();
                 last_seq = next_seq;
                 next_seq += 1;
             }
@@ -453,6 +454,7 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
     // The header must reach the disk with the first synced record; the directory entry of a new
     // file must too, or power loss could lose a segment whose records were synced.
     file.sync_data().map_err(|e| Error::io(&path, e))?;
+    crate::fuzzing::synced();
     sync_dir(dir)?;
     Ok(Active {
         id,
@@ -559,6 +561,7 @@ impl SyncPoint {
     fn sync_file(&self, file: &File, upto: u64, path: &Path) -> Result<()> {
         match crate::fuzzing::io_fault("wal::sync").and_then(|_| file.sync_data()) {
             Ok(()) => {
+                crate::fuzzing::synced();
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
                 Ok(())
@@ -590,7 +593,9 @@ impl SyncPoint {
             let file = s.file.clone();
             drop(s);
             let res = match &file {
-                Some(f) => crate::fuzzing::io_fault("wal::sync").and_then(|_| f.sync_data()),
+                Some(f) => crate::fuzzing::io_fault("wal::sync")
+                    .and_then(|_| f.sync_data())
+                    .inspect(|_| crate::fuzzing::synced()),
                 None => Ok(()),
             };
             s = self.state.lock();
