@@ -17,7 +17,7 @@
 //! the hard state is the last saved. Then the reopened copy takes more writes (a purge, an append,
 //! a flush) and is reopened once more, which must keep exactly those.
 //!
-//! Default 8 power cuts per mode; more: `TIERLOG_POWER_TRIALS=1000 cargo test --release --features
+//! Default 16 power cuts per mode; more: `TIERLOG_POWER_TRIALS=1000 cargo test --release --features
 //! failpoints --test power_loss -- --nocapture`.
 
 mod common;
@@ -281,7 +281,7 @@ async fn power_cuts(mode: Mode) {
     let trials = std::env::var("TIERLOG_POWER_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8u64);
+        .unwrap_or(16u64);
     let seed = std::env::var("TIERLOG_POWER_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
