@@ -617,3 +617,112 @@ fn regression_truncate_overwrite_purge_reopen_loses_entries() {
         panic!("{e}");
     }
 }
+
+/// A sequence the model test found in a 1 000-case release run (case shrunk by proptest): after a
+/// reset, appends that start a fresh log above index 1, truncates, `replace_range`s, forced
+/// compactions and a `close` + reopen, the reopened log starts at a later index than the
+/// acknowledged one (the first entries are gone).
+#[test]
+fn regression_reset_then_fresh_start_compact_close_reopen_keeps_the_first_entries() {
+    use Bad::*;
+    use Op::*;
+    let case = Case {
+        sync: true,
+        hot_tail: 0,
+        ops: vec![
+            Overwrite { at: 37802, len: 4 },
+            Entry { at: 15180 },
+            Append { gap: 61, len: 1 },
+            Append { gap: 161, len: 7 },
+            Reopen {
+                close: false,
+                in_runtime: false,
+            },
+            Append { gap: 30, len: 13 },
+            Compact,
+            Hard { vote: None },
+            Append { gap: 195, len: 20 },
+            Append { gap: 34, len: 20 },
+            Reopen {
+                close: false,
+                in_runtime: true,
+            },
+            Invalid {
+                kind: IndexZero,
+                at: 17885,
+                len: 2,
+            },
+            Append { gap: 52, len: 6 },
+            Overwrite { at: 16690, len: 8 },
+            Overwrite { at: 61775, len: 2 },
+            Compact,
+            Append { gap: 197, len: 8 },
+            Reset,
+            Purge { at: 28173 },
+            Compact,
+            EmptyBatch,
+            Append { gap: 41, len: 20 },
+            Get {
+                at: 61747,
+                span: 44,
+                backwards: false,
+            },
+            Append { gap: 101, len: 20 },
+            Append { gap: 116, len: 20 },
+            Append { gap: 162, len: 12 },
+            Invalid {
+                kind: Gap,
+                at: 34822,
+                len: 4,
+            },
+            Replace { at: 44762, len: 9 },
+            Append { gap: 5, len: 11 },
+            Append { gap: 8, len: 5 },
+            Append { gap: 93, len: 3 },
+            Compact,
+            Append { gap: 190, len: 27 },
+            Append { gap: 234, len: 31 },
+            Append { gap: 56, len: 5 },
+            Append { gap: 192, len: 10 },
+            Compact,
+            Append { gap: 107, len: 33 },
+            Append { gap: 62, len: 30 },
+            Overwrite { at: 34710, len: 6 },
+            Compact,
+            EmptyBatch,
+            Append { gap: 45, len: 1 },
+            Overwrite { at: 63598, len: 6 },
+            Overwrite { at: 20733, len: 9 },
+            Truncate { at: 16167 },
+            Overwrite { at: 60019, len: 8 },
+            Truncate { at: 10327 },
+            Purge { at: 11684 },
+            Overwrite { at: 4834, len: 1 },
+            Reset,
+            Truncate { at: 11797 },
+            Append { gap: 91, len: 1 },
+            Invalid {
+                kind: Duplicate,
+                at: 23350,
+                len: 2,
+            },
+            Append { gap: 210, len: 30 },
+            Append { gap: 124, len: 26 },
+            Truncate { at: 55065 },
+            Replace { at: 58620, len: 4 },
+            Invalid {
+                kind: Descending,
+                at: 59715,
+                len: 2,
+            },
+            Append { gap: 81, len: 25 },
+            Reopen {
+                close: true,
+                in_runtime: false,
+            },
+        ],
+    };
+    if let Err(e) = run_case(&case) {
+        panic!("{e}");
+    }
+}
