@@ -468,6 +468,9 @@ fn parent_main() {
             } else if line.starts_with("O ") {
                 *opened = true;
             } else if let Some(msg) = line.strip_prefix("E ") {
+                if let Some(k) = &keep {
+                    let _ = std::fs::write(k.with_extension("failops"), round_log.join("\n"));
+                }
                 panic!("round {round} (seed {seed}): child failed: {msg}");
             } else {
                 panic!("round {round}: unexpected line from child: {line:?}");
