@@ -286,7 +286,8 @@ async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStor
             Op::Persist { first, len, term }
         }
         450..=529 if has => {
-            let lo = (b + 1).max(last.saturating_sub(50));
+            // An overwrite must start inside the log: below its first entry it would leave a hole.
+            let lo = m.first_index().unwrap_or(b + 1).max(last.saturating_sub(50));
             Op::Persist {
                 first: rng.range(lo, last),
                 len: rng.range(1, 20),

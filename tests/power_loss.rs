@@ -161,7 +161,10 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode) -> (usize, usize,
                 m.persist(first, len, term);
             }
             45..=54 if has => {
-                let first = rng.range((b + 1).max(last.saturating_sub(60)), last);
+                let first = rng.range(
+                    m.first_index().unwrap_or(b + 1).max(last.saturating_sub(60)),
+                    last,
+                );
                 let len = rng.range(1, 10);
                 log.persist_entries(batch(first, len, term, SEED)).await.unwrap();
                 m.persist(first, len, term);
