@@ -171,9 +171,20 @@ impl Compactor {
         }
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         let cp = *inner.checkpoint.lock();
-        let garbage = inner.writer.lock().take_garbage(cp.applied_seq, cp.cold_hi);
-        for seg in garbage {
-            inner.spares.retire(seg)?;
+        let mut garbage = inner
+            .writer
+            .lock()
+            .take_garbage(cp.applied_seq, cp.cold_hi)
+            .into_iter();
+        while let Some(seg) = garbage.next() {
+            if let Err(e) = inner.spares.retire(seg.clone()) {
+                // Keep tracking what was not retired, so a later round (or the next open) tries again.
+                inner
+                    .writer
+                    .lock()
+                    .give_back(std::iter::once(seg).chain(garbage).collect());
+                return Err(e);
+            }
         }
         if inner.writer.lock().active_fill() > 0.5 {
             inner.spares.ensure_one(inner.config.segment_bytes)?;

@@ -460,6 +460,13 @@ impl WalWriter {
         out
     }
 
+    /// Puts segments `take_garbage` returned, but that could not be retired, back at the front.
+    pub(crate) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
+        for s in segs.into_iter().rev() {
+            self.segments.push_front(s);
+        }
+    }
+
     /// Share of the active segment already written: a spare is prepared only when a rotation is near.
     pub(crate) fn active_fill(&self) -> f64 {
         self.active.offset as f64 / self.active.capacity.max(1) as f64
