@@ -286,8 +286,15 @@ impl WalWriter {
         });
         let mut next_seq = rec.next_seq;
         let mut segments = VecDeque::new();
+        // The newest segment, unless sealed or nearly full, stays the active one: every write ends
+        // with a zeroed header, so appending right after its last valid record is safe, and reopening
+        // does not leave a segment behind each time.
+        let reuse = rec.segments.last().filter(|sc| {
+            sc.tail != Tail::Sealed && sc.end + 4 * HEADER_LEN as u64 + SEGMENT_HEADER_LEN < sc.file_len
+        });
         for sc in &rec.segments {
-            if sc.tail != Tail::Sealed {
+            let is_reused = reuse.is_some_and(|r| r.id == sc.id);
+            if sc.tail != Tail::Sealed && !is_reused {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(&sc.path)
@@ -309,10 +316,10 @@ impl WalWriter {
                 }
             }
             if let Some(info) = segments.back_mut() {
-                info.last_seq = if sc.tail == Tail::Sealed {
-                    sc.last_seq().unwrap_or(0)
-                } else {
-                    next_seq - 1
+                info.last_seq = match sc.tail {
+                    Tail::Sealed => sc.last_seq().unwrap_or(0),
+                    _ if is_reused => sc.last_seq().unwrap_or(sc.first_seq.saturating_sub(1)),
+                    _ => next_seq - 1,
                 };
             }
         }
@@ -322,15 +329,33 @@ impl WalWriter {
             let aside = path.with_extension("wal.corrupt");
             std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
         }
-        let next_id = rec.max_id + 1;
         let sync = Arc::new(SyncPoint::default());
-        let active = new_active(dir, &pool, next_id, next_seq, segment_bytes)?;
-        segments.push_back(SegmentInfo::new(
-            next_id,
-            segment_path(dir, next_id),
-            next_seq.saturating_sub(1),
-            active.capacity,
-        ));
+        let active = match reuse {
+            Some(sc) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&sc.path)
+                    .map_err(|e| Error::io(&sc.path, e))?;
+                Active {
+                    id: sc.id,
+                    file: Arc::new(file),
+                    offset: sc.end,
+                    capacity: sc.file_len,
+                }
+            }
+            None => {
+                let next_id = rec.max_id + 1;
+                let active = new_active(dir, &pool, next_id, next_seq, segment_bytes)?;
+                segments.push_back(SegmentInfo::new(
+                    next_id,
+                    segment_path(dir, next_id),
+                    next_seq.saturating_sub(1),
+                    active.capacity,
+                ));
+                active
+            }
+        };
         sync.reset(active.file.clone(), next_seq.saturating_sub(1));
         Ok(WalWriter {
             dir: dir.to_path_buf(),
@@ -444,6 +469,13 @@ impl WalWriter {
             }
         }
         out
+    }
+
+    /// Puts segments `take_garbage` returned, but that could not be retired, back at the front.
+    pub(crate) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
+        for s in segs.into_iter().rev() {
+            self.segments.push_front(s);
+        }
     }
 
     /// Share of the active segment already written: a spare is prepared only when a rotation is near.
@@ -716,13 +748,31 @@ mod tests {
     }
 
     #[test]
-    fn reopen_seals_and_continues_the_sequence() {
+    fn reopen_continues_the_newest_segment_and_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 3);
         write_log(dir.path(), 2);
         let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
-        // 3 records, a seal (seq 4) written by the second open, then 2 more.
-        assert_eq!(seqs, vec![1, 2, 3, 5, 6]);
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            rec.segments().len(),
+            1,
+            "reopening must not leave a segment behind"
+        );
+    }
+
+    #[test]
+    fn writing_after_a_cut_torn_tail_is_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 5);
+        let scan = scan_segment(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[scan.records[4].1 as usize + 30] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        write_log(dir.path(), 1);
+        let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     }
 }
