@@ -228,6 +228,9 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode) -> (usize, usize,
     drop(meta);
     drop(e);
     let lost = cut_power(&crashed.join("wal"), &synced, mode, &mut rng);
+    if std::env::var_os("TIERLOG_POWER_KEEP").is_some() {
+        copy_dir(&crashed, &root.join(format!("cut{trial}.pristine")));
+    }
 
     let what = format!("trial {trial} (seed {seed}, {mode:?}, {ops} ops, flushed through op {durable})");
     let e = TieredEngine::open(&crashed, quiet_config())
@@ -289,7 +292,12 @@ async fn power_cuts(mode: Mode) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(SEED);
-    let root = tempfile::tempdir().unwrap();
+    let mut root = tempfile::tempdir().unwrap();
+    // TIERLOG_POWER_KEEP=1 keeps the directories (live and cut copies) for a post-mortem.
+    if std::env::var_os("TIERLOG_POWER_KEEP").is_some() {
+        root.disable_cleanup(true);
+        eprintln!("power_loss {mode:?}: directories under {}", root.path().display());
+    }
     let mut lost_ops = 0;
     let mut unflushed_ops = 0;
     let mut lost_bytes = 0;
@@ -353,7 +361,9 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
     m.persist(1, 50, 1);
     log.flush().unwrap();
-    for k in 0..10 {
+    // ~100 KiB more: at least one rotation (which syncs the old segment and the new header), and
+    // unsynced records at the end of the newest segment; then a checkpoint that covers them all.
+    for k in 0..40 {
         log.persist_entries(batch(51 + k * 10, 10, 2 + k, SEED))
             .await
             .unwrap();
