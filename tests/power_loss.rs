@@ -124,7 +124,7 @@ fn matches(e: &TieredEngine, m: &Model) -> Result<(), String> {
     }
 }
 
-async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode) -> (usize, usize, u64) {
+async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: bool) -> (usize, usize, u64) {
     let dir = root.join(format!("live{trial}"));
     let snap: Snapshot = Arc::new(Mutex::new(HashMap::new()));
     {
@@ -251,6 +251,12 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode) -> (usize, usize,
         "{what}: hard state"
     );
 
+    if !after_writes {
+        drop(e);
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&crashed).ok();
+        return (states.len() - 1 - k, states.len() - 1 - durable, lost);
+    }
     // Life goes on after the power cut: these writes must survive a clean reopen exactly.
     let mut m = states[k].clone();
     let log = e.log_store();
@@ -282,7 +288,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode) -> (usize, usize,
     (states.len() - 1 - k, states.len() - 1 - durable, lost)
 }
 
-async fn power_cuts(mode: Mode) {
+async fn power_cuts(mode: Mode, after_writes: bool) {
     let scenario = FailScenario::setup();
     let trials = std::env::var("TIERLOG_POWER_TRIALS")
         .ok()
@@ -302,7 +308,7 @@ async fn power_cuts(mode: Mode) {
     let mut unflushed_ops = 0;
     let mut lost_bytes = 0;
     for t in 0..trials {
-        let (lost, unflushed, bytes) = trial(root.path(), t, seed, mode).await;
+        let (lost, unflushed, bytes) = trial(root.path(), t, seed, mode, after_writes).await;
         lost_ops += lost;
         unflushed_ops += unflushed;
         lost_bytes += bytes;
@@ -316,21 +322,22 @@ async fn power_cuts(mode: Mode) {
 
 #[tokio::test]
 async fn power_cut_losing_everything_unsynced() {
-    power_cuts(Mode::Synced).await;
+    power_cuts(Mode::Synced, true).await;
 }
 
 #[tokio::test]
 async fn power_cut_with_in_order_writeback_of_a_prefix() {
-    power_cuts(Mode::InOrder).await;
+    power_cuts(Mode::InOrder, true).await;
 }
 
 /// Fails on the engine at the time of writing: with a random subset of the unsynced pages written
 /// back, a valid later record can follow a missing one in the newest segment, and the default mode
 /// (`TolerateTornTail`) then refuses to open ("record checksum mismatch" in the middle of the
-/// segment), although nothing that was flushed is damaged.
+/// segment), although nothing that was flushed is damaged. (Writes after the cut are left to the
+/// two tests above, so this one shows only the open.)
 #[tokio::test]
 async fn power_cut_with_out_of_order_page_writeback() {
-    power_cuts(Mode::AnyPages).await;
+    power_cuts(Mode::AnyPages, false).await;
 }
 
 /// A forced compaction checkpoints records that were written but not yet fdatasync'ed; a power cut
