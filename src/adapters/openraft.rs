@@ -32,6 +32,11 @@
 //! is durable. `truncate_after` also flushes, so a truncation is never lost behind a later durable
 //! write. `purge` records the new purged log id durably before it purges the engine, and a purge
 //! interrupted by a crash is completed when the store is reopened.
+//!
+//! `save_committed` writes the committed log id to a second small file with an atomic rename but no
+//! fsync: openraft treats it as a hint (it lets an in-memory state machine be re-applied up to the
+//! pre-restart commit point on startup), so after a power loss an older or missing value is
+//! acceptable, and an unreadable file reads as "unknown" rather than failing the open.
 
 use std::fmt::Debug;
 use std::fs::{self, File};
@@ -53,6 +58,9 @@ use crate::{Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, 
 
 /// Name of the companion file holding the vote and the purged log id.
 pub const META_FILE: &str = "openraft-meta.json";
+/// Name of the best-effort file holding the last committed log id (see [`OpenraftLogStore`]'s
+/// `save_committed`).
+pub const COMMITTED_FILE: &str = "openraft-committed.json";
 /// Subdirectory of [`OpenraftLogStore::open`]'s directory that holds the tierlog engine.
 pub const ENGINE_DIR: &str = "log";
 
@@ -95,6 +103,8 @@ struct Shared<C: RaftTypeConfig> {
     engine: TieredEngine,
     log: Arc<TierLogStore>,
     meta_path: PathBuf,
+    committed_path: PathBuf,
+    committed: RwLock<Option<LogIdOf<C>>>,
     /// Serialises companion-file writers so two saves never interleave their renames.
     meta_write: Mutex<()>,
     /// What the companion file holds, published only after it is durable.
@@ -151,6 +161,8 @@ where
     pub async fn with_engine(engine: TieredEngine, meta_path: impl Into<PathBuf>) -> crate::Result<Self> {
         let meta_path = meta_path.into();
         let meta = read_meta::<C>(&meta_path)?;
+        let committed_path = meta_path.with_file_name(COMMITTED_FILE);
+        let committed = read_committed_hint::<C>(&committed_path);
         let log = engine.log_store();
         if let Some(purged) = &meta.last_purged {
             let wanted = to_tier_log_id::<C>(purged);
@@ -164,6 +176,8 @@ where
                 engine,
                 log,
                 meta_path,
+                committed_path,
+                committed: RwLock::new(committed),
                 meta_write: Mutex::new(()),
                 meta: RwLock::new(meta),
             }),
@@ -285,6 +299,17 @@ fn read_meta<C: RaftTypeConfig>(path: &Path) -> crate::Result<RaftMeta<C>> {
     })
 }
 
+fn read_committed_hint<C: RaftTypeConfig>(path: &Path) -> Option<LogIdOf<C>> {
+    let bytes = fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable committed-log-id hint");
+            None
+        }
+    }
+}
+
 fn write_meta<C: RaftTypeConfig>(path: &Path, meta: &RaftMeta<C>) -> io::Result<()> {
     let file = MetaFile {
         format: META_FORMAT,
@@ -378,6 +403,22 @@ where
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         self.save_meta(|m| m.vote = Some(vote.clone()))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let bytes = serde_json::to_vec(&committed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let path = &self.shared.committed_path;
+        let tmp = path.with_extension("json.tmp");
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        // No fsync on purpose: the value is a hint that may go back in time after a power loss.
+        fs::write(&tmp, &bytes).map_err(with_path)?;
+        fs::rename(&tmp, path).map_err(with_path)?;
+        *self.shared.committed.write() = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        Ok(self.shared.committed.read().clone())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
