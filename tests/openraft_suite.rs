@@ -22,8 +22,14 @@ impl StoreBuilder<TypeConfig, OpenraftLogStore<TypeConfig>, Arc<MemStateMachine>
 {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, OpenraftLogStore<TypeConfig>, Arc<MemStateMachine>), StorageError<TypeConfig>>
-    {
+    ) -> Result<
+        (
+            tempfile::TempDir,
+            OpenraftLogStore<TypeConfig>,
+            Arc<MemStateMachine>,
+        ),
+        StorageError<TypeConfig>,
+    > {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = OpenraftLogStore::<TypeConfig>::open(dir.path(), self.config.clone())
             .await

@@ -210,7 +210,10 @@ pub fn hard_state_from_tierlog(s: HardState) -> Result<DHardState, DError> {
 impl d_engine::LogStore for DEngineLogStore {
     async fn persist_entries(&self, entries: Vec<DEntry>) -> Result<(), DError> {
         let entries = entries.into_iter().map(entry_to_tierlog).collect();
-        self.inner.persist_entries(entries).await.map_err(to_d_engine_error)
+        self.inner
+            .persist_entries(entries)
+            .await
+            .map_err(to_d_engine_error)
     }
 
     async fn entry(&self, index: u64) -> Result<Option<DEntry>, DError> {

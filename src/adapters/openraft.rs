@@ -258,7 +258,10 @@ where
     C: RaftTypeConfig,
     CommittedOf<C>: LeaderTerm,
 {
-    LogId::new(id.committed_leader_id().leader_term(), id.index().saturating_add(1))
+    LogId::new(
+        id.committed_leader_id().leader_term(),
+        id.index().saturating_add(1),
+    )
 }
 
 /// Maps a tierlog error to the `io::Error` openraft expects, keeping the message (and path).
@@ -406,7 +409,8 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let bytes = serde_json::to_vec(&committed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let path = &self.shared.committed_path;
         let tmp = path.with_extension("json.tmp");
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
@@ -426,7 +430,10 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let batch = entries.into_iter().map(|e| Self::encode(&e)).collect::<io::Result<Vec<_>>>()?;
+        let batch = entries
+            .into_iter()
+            .map(|e| Self::encode(&e))
+            .collect::<io::Result<Vec<_>>>()?;
         if !batch.is_empty() {
             self.shared.log.persist_entries(batch).await.map_err(to_io)?;
         }
