@@ -1,6 +1,17 @@
-//! Engine bug reproduction (found by d-engine's suite under a small memory budget): dropping a
-//! `TieredEngine` never returns, because the compactor thread keeps committing rounds and `Drop`
-//! joins it. Mirrors d-engine's `StorageEngineTestSuite` sequence with tierlog's own API, reopening the
+//! Engine bug reproduction (found by d-engine's and openraft's suites under a small memory budget):
+//! the compactor livelocks, so dropping a `TieredEngine` never returns (Drop joins the compactor
+//! thread) and `compact_now` never completes.
+//!
+//! Cause, from reading `src/compactor.rs`: a Normal round starts when the ring bytes above the cold
+//! high-water (`entry_cost` = payload + ENTRY_OVERHEAD each) reach `compaction_trigger_bytes`, but
+//! `build_and_commit` emits only full blocks (raw 12 + payload bytes >= `block_target_bytes`) unless
+//! `flush_partial`. When the trigger is reached but no full block forms (always when the trigger is
+//! below the block size; also when it equals it, since the ring counts more overhead per entry), the
+//! round moves nothing, still commits a redb transaction, and returns `Ok(true)`, so
+//! `Compactor::run` calls `round` again forever. With the defaults (4 MiB trigger, 128 KiB blocks)
+//! it does not happen.
+//!
+//! The test mirrors d-engine's `StorageEngineTestSuite` sequence with tierlog's own API, reopening the
 //! same directory for every step, and fails (instead of hanging) when a drop takes over 20 s.
 
 use std::sync::mpsc;
@@ -103,9 +114,8 @@ async fn drop_returns_with_small_budget_multi_thread() {
     run(small_budget()).await;
 }
 
-/// Same small trigger, but with cold blocks no larger than the trigger: this one passes, which points
-/// at `compaction_trigger_bytes < block_target_bytes` (a Normal round finds enough bytes to run but
-/// never a full block to move, commits nothing new, and reports progress, so `run` loops forever).
+/// Trigger equal to the block size also livelocks (the ring's per-entry overhead is larger than the
+/// block's, so the trigger is reached before a block is full).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_returns_when_blocks_fit_the_trigger() {
     run(Config {

@@ -131,7 +131,10 @@ struct Node {
 fn tier_config() -> Config {
     Config {
         memory_budget_bytes: 1 << 20,
+        // Trigger well above the block size: a trigger below it livelocks the compactor (engine
+        // bug, tests/engine_drop_hang.rs).
         compaction_trigger_bytes: 64 << 10,
+        block_target_bytes: 16 << 10,
         hot_tail_entries: 64,
         compaction_interval_ms: 50,
         ..Config::default()
@@ -189,7 +192,14 @@ async fn write_range(leader: &RaftNode, range: std::ops::Range<u64>) {
         let range = range.clone();
         tasks.spawn(async move {
             for i in range.filter(|i| i % WRITERS == w) {
-                raft.client_write(request(i)).await.unwrap();
+                // A fresh leader refuses writes (ForwardToLeader, LeaseExpired) until its lease is
+                // established; only acknowledged writes count, so retry those refusals.
+                let mut attempts = 0;
+                while let Err(e) = raft.client_write(request(i)).await {
+                    attempts += 1;
+                    assert!(attempts < 100, "write {i} kept failing: {e}");
+                    sleep(Duration::from_millis(50)).await;
+                }
             }
         });
     }
