@@ -1,7 +1,8 @@
 //! d-engine 0.2.4's own storage conformance suite (`StorageEngineTestSuite`, 15 cases including the
 //! four drop-and-reopen durability cases) against tierlog through the d-engine adapter.
 //!
-//! Run: `cargo xtask test`, or `PROTOC=... cargo test --features d-engine-tests --test d_engine_suite`.
+//! Run: `PROTOC=$(cargo xtask protoc) cargo test --features d-engine-tests --test d_engine_suite`
+//! (`cargo xtask test` runs it with everything else).
 
 use std::path::PathBuf;
 use std::sync::Arc;
