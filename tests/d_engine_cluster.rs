@@ -40,10 +40,7 @@ fn tier_config() -> Config {
     // A small budget and eager compaction so entries reach the cold tier during the run.
     Config {
         memory_budget_bytes: 2 << 20,
-        // Trigger well above the block size: a trigger below it livelocks the compactor (engine
-        // bug, tests/engine_drop_hang.rs).
         compaction_trigger_bytes: 64 << 10,
-        block_target_bytes: 16 << 10,
         hot_tail_entries: 128,
         compaction_interval_ms: 50,
         ..Config::default()

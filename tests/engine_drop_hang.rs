@@ -1,15 +1,13 @@
-//! Engine bug reproduction (found by d-engine's and openraft's suites under a small memory budget):
-//! the compactor livelocks, so dropping a `TieredEngine` never returns (Drop joins the compactor
-//! thread) and `compact_now` never completes.
+//! Regression test for an engine bug found by d-engine's and openraft's suites under a small memory
+//! budget: the compactor livelocked, so dropping a `TieredEngine` never returned (Drop joins the
+//! compactor thread) and `compact_now` never completed.
 //!
-//! Cause, from reading `src/compactor.rs`: a Normal round starts when the ring bytes above the cold
-//! high-water (`entry_cost` = payload + ENTRY_OVERHEAD each) reach `compaction_trigger_bytes`, but
-//! `build_and_commit` emits only full blocks (raw 12 + payload bytes >= `block_target_bytes`) unless
-//! `flush_partial`. When the trigger is reached but no full block forms (always when the trigger is
-//! below the block size; also when it equals it, since the ring counts more overhead per entry), the
-//! round moves nothing, still commits a redb transaction, and returns `Ok(true)`, so
-//! `Compactor::run` calls `round` again forever. With the defaults (4 MiB trigger, 128 KiB blocks)
-//! it does not happen.
+//! Cause: a Normal round started when the ring bytes above the cold high-water (payload plus the
+//! ring's per-entry overhead) reached `compaction_trigger_bytes`, but only full blocks (raw bytes >=
+//! `block_target_bytes`) were moved. When the trigger was reached but no full block formed (always
+//! with a trigger below the block size, and also at equal sizes because the ring counts more
+//! overhead per entry), the round moved nothing, still committed, and reported progress, so
+//! `Compactor::run` looped forever. Fixed in main by "compaction rounds always make progress".
 //!
 //! The test mirrors d-engine's `StorageEngineTestSuite` sequence with tierlog's own API, reopening the
 //! same directory for every step, and fails (instead of hanging) when a drop takes over 20 s.

@@ -131,10 +131,7 @@ struct Node {
 fn tier_config() -> Config {
     Config {
         memory_budget_bytes: 1 << 20,
-        // Trigger well above the block size: a trigger below it livelocks the compactor (engine
-        // bug, tests/engine_drop_hang.rs).
         compaction_trigger_bytes: 64 << 10,
-        block_target_bytes: 16 << 10,
         hot_tail_entries: 64,
         compaction_interval_ms: 50,
         ..Config::default()

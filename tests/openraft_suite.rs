@@ -57,9 +57,7 @@ fn openraft_log_suite_small_budget() {
         Suite::test_all(TierlogBuilder {
             config: Config {
                 memory_budget_bytes: 1 << 20,
-                // Trigger well above the block size (see tests/engine_drop_hang.rs).
-                compaction_trigger_bytes: 4 << 10,
-                block_target_bytes: 1 << 10,
+                compaction_trigger_bytes: 1 << 10,
                 hot_tail_entries: 1,
                 compaction_interval_ms: 1,
                 ..Config::default()
