@@ -338,3 +338,18 @@ fn model_smoke_sequence() {
     run_case(&ops, false);
     run_case(&ops, true);
 }
+
+/// Shrunk failure found by `engine_matches_model`: 12 entries compacted, reopen, 2 appended, index 3
+/// overwritten (deep in the cold tier), reset, reopen: recovery must give an empty log.
+#[test]
+fn regression_reset_after_deep_cold_overwrite() {
+    let ops = vec![
+        Op::Append { len: 12, bump: false },
+        Op::Compact,
+        Op::Reopen,
+        Op::Append { len: 2, bump: false },
+        Op::Overwrite { at: 19686, len: 1 },
+        Op::Reset,
+    ];
+    run_case(&ops, false);
+}

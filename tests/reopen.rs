@@ -141,6 +141,23 @@ async fn drop_and_reopen_at_once_in_current_thread_runtime() {
     check_written(&engine, 6).await;
 }
 
+/// Drop and immediate reopen with `Config::default()` (full-size, preallocated segments), as
+/// d-engine's conformance suite does it.
+#[tokio::test]
+async fn drop_and_reopen_at_once_with_default_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=3u64 {
+        let engine = TieredEngine::open(dir.path(), Config::default()).await.unwrap();
+        if round > 1 {
+            check_written(&engine, round - 1).await;
+        }
+        write_some(&engine, round).await;
+        drop(engine);
+    }
+    let engine = TieredEngine::open(dir.path(), Config::default()).await.unwrap();
+    check_written(&engine, 3).await;
+}
+
 /// The same on a multi_thread runtime, with the handles dropped in a different order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_and_reopen_at_once_in_multi_thread_runtime() {

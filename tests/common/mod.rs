@@ -42,11 +42,16 @@ pub fn is_intact(e: &Entry) -> bool {
     e.payload == payload(e.index, e.term)
 }
 
+/// Smallest write-ahead segments (64 KiB): test logs span several segments, so rollover and
+/// segment retirement are exercised, and each engine does not preallocate 64 MiB files.
+pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
+
 /// No automatic compaction at all: everything stays in the hot tier unless `compact_now` is called.
 pub fn cfg_hot_only() -> Config {
     Config {
         compaction_trigger_bytes: u64::MAX,
         compaction_interval_ms: 3_600_000,
+        segment_bytes: TEST_SEGMENT_BYTES,
         ..Config::default()
     }
 }
@@ -70,6 +75,7 @@ pub fn cfg_eager_compaction() -> Config {
         compaction_trigger_bytes: 4096,
         hot_tail_entries: 0,
         compaction_interval_ms: 1,
+        segment_bytes: TEST_SEGMENT_BYTES,
         ..Config::default()
     }
 }
