@@ -20,8 +20,9 @@
 //! - `purge/1024_of_100k`: purge 1024 more entries of a sliding 100k-entry log (mostly cold);
 //!   between purges (untimed) 1024 entries are appended and, every 16 rounds, compacted.
 //! - `reopen/{N}_entries/hot_tail_{1024,65536}`: `TieredEngine::open` of a log with N entries of
-//!   256 B retained, all but the hot tail compacted. N = 100 000 by default; set
-//!   `TIERLOG_BENCH_REOPEN_ENTRIES=1000000` for the 1M-entry figure of the issue.
+//!   256 B retained, all but the hot tail compacted (compaction only by `compact_now`, so the tail
+//!   stays hot), and `reopen/16_entries/hot_tail_16` as the fixed cost of an open. N = 100 000 by
+//!   default; set `TIERLOG_BENCH_REOPEN_ENTRIES=1000000` for the 1M-entry figure of the issue.
 //!
 //! Bench directories go under `TIERLOG_BENCH_DIR` if set, else cargo's target tmpdir (a real disk;
 //! a tmpfs would make fdatasync free and the baseline meaningless).
@@ -36,7 +37,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use tempfile::TempDir;
 use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TierLogStore, TieredEngine};
 
@@ -337,6 +338,7 @@ fn get_entries_benches(c: &mut Criterion) {
         let mut engine: Option<TieredEngine> = None;
         let mut pos = 0usize;
         let (mut hits, mut misses) = (0u64, 0u64);
+        g.sampling_mode(SamplingMode::Flat);
         g.bench_function("cold_cache_cold", |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -430,32 +432,46 @@ fn reopen_benches(c: &mut Criterion) {
     let rt = runtime();
     let n = reopen_entries();
     let mut g = c.benchmark_group("reopen");
-    for &tail in &[1024u64, 65_536] {
-        let cfg = Config {
-            hot_tail_entries: tail,
-            ..Config::default()
-        };
+    // Each open takes long enough that criterion's default linear sampling would run ~55 of them.
+    g.sampling_mode(SamplingMode::Flat);
+    // Compaction only on demand, so exactly `tail` entries stay in the hot tier.
+    let cfg = Config {
+        compaction_trigger_bytes: u64::MAX,
+        ..Config::default()
+    };
+    for (entries, tail) in [(16u64, 16u64), (n, 1024), (n, 65_536)] {
         let dir = tempdir();
         {
             let engine = rt
                 .block_on(TieredEngine::open(dir.path(), cfg.clone()))
                 .expect("open");
+            let log = engine.log_store();
             let t0 = Instant::now();
-            rt.block_on(fill(&engine.log_store(), 1, n));
-            rt.block_on(engine.compact_now()).expect("compact");
+            let cold = entries - tail;
+            let mut next = 1;
+            while next <= cold {
+                let len = 100_000.min(cold - next + 1);
+                rt.block_on(fill(&log, next, len));
+                rt.block_on(engine.compact_now()).expect("compact");
+                next += len;
+            }
+            rt.block_on(fill(&log, next, tail));
             let s = engine.stats();
             eprintln!(
-                "reopen setup ({n} entries, hot tail {tail}) took {:?}: high water {}, cold blocks {}, wal {} B",
+                "reopen setup ({entries} entries, hot tail {tail}) took {:?}: high water {}, cold blocks {}, hot {}, wal {} B",
                 t0.elapsed(),
                 s.compaction_high_water,
                 s.cold_blocks,
+                s.hot_entries,
                 s.wal_bytes
             );
+            drop(log);
             rt.block_on(engine.close()).expect("close");
         }
         let mut hot_after_open = 0;
+        let name = format!("reopen/{entries}_entries/hot_tail_{tail}");
         g.bench_function(
-            BenchmarkId::new(format!("{n}_entries"), format!("hot_tail_{tail}")),
+            BenchmarkId::new(format!("{entries}_entries"), format!("hot_tail_{tail}")),
             |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
@@ -465,16 +481,16 @@ fn reopen_benches(c: &mut Criterion) {
                             .block_on(TieredEngine::open(dir.path(), cfg.clone()))
                             .expect("reopen");
                         total += start.elapsed();
-                        assert_eq!(engine.log_store().last_index(), n);
+                        assert_eq!(engine.log_store().last_index(), entries);
                         hot_after_open = engine.stats().hot_entries;
                         drop(engine);
                     }
-                    record(&format!("reopen/{n}/hot_tail_{tail}"), total, iters);
+                    record(&name, total, iters);
                     total
                 })
             },
         );
-        eprintln!("reopen ({n} entries, hot tail {tail}): {hot_after_open} hot entries after open");
+        eprintln!("reopen ({entries} entries, hot tail {tail}): {hot_after_open} hot entries after open");
     }
     g.finish();
 }

@@ -249,6 +249,27 @@ fn drop_after_runtime_is_gone_then_reopen() {
     rt.block_on(check_written(&engine, 2));
 }
 
+/// Reopening a small log again and again must not grow the write-ahead log: recovery costs O(hot
+/// tier), so segments that hold no live record cannot pile up (each one is read at open).
+/// Bound: the active segment, one spare, and the recycle pool.
+#[tokio::test]
+async fn repeated_reopen_does_not_accumulate_segments() {
+    let mut h = Harness::new(Mode::Reopen).await;
+    h.log().persist_entries(ents(1..=16, 1)).await.unwrap();
+    let bound = 2 + h.cfg.recycle_segments as u64;
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        h.reopen().await;
+        let s = h.engine().stats();
+        seen.push(s.wal_segments);
+        assert_eq!(h.log().get_entries(1..=16).unwrap(), ents(1..=16, 1));
+    }
+    assert!(
+        seen.iter().all(|&n| n <= bound),
+        "wal_segments after each of 10 reopens of a 16-entry log: {seen:?} (bound {bound})"
+    );
+}
+
 /// is_write_durable() is exactly config.sync_on_persist; flush works in both modes, and a
 /// sync-on-persist engine keeps its writes across reopen like the default one.
 #[tokio::test]
