@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::cold::block::BlockMeta;
 use crate::cold::cache::BlockCache;
 use crate::cold::store::{Checkpoint, ColdStore};
 use crate::compactor::{Compactor, Urgency};
@@ -61,6 +62,8 @@ pub(crate) struct Inner {
     pub room: Notify,
     pub closed: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// Hints for the read-ahead thread (bounded: hints beyond its pace are dropped).
+    pub read_ahead: Mutex<Option<std::sync::mpsc::SyncSender<BlockMeta>>>,
     redb_cache_bytes: u64,
     _lock: File,
 }
@@ -91,6 +94,7 @@ struct Shared {
 
 struct Worker {
     thread: JoinHandle<()>,
+    read_ahead: JoinHandle<()>,
     requests: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
 }
 
@@ -99,11 +103,12 @@ impl Shared {
         self.inner.closed.store(true, Ordering::Release);
         if let Some(w) = self.worker.lock().take() {
             drop(w.requests);
+            self.inner.read_ahead.lock().take();
             self.inner.wake.notify_one();
-            // Joining a plain thread is fine inside any tokio runtime: it never waits on the caller's
+            // Joining plain threads is fine inside any tokio runtime: they never wait on the caller's
             // runtime.
-            if w.thread.join().is_err() {
-                tracing::error!("compactor thread panicked");
+            if w.thread.join().is_err() || w.read_ahead.join().is_err() {
+                tracing::error!("a background thread panicked");
             }
         }
         self.inner.room.notify_waiters();
@@ -220,6 +225,7 @@ impl TieredEngine {
             room: Notify::new(),
             closed: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            read_ahead: Mutex::new(None),
             redb_cache_bytes: redb_cache,
             dir,
             config,
@@ -333,6 +339,7 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
         .build()
         .map_err(|e| Error::io(&inner.dir, e))?;
     let dir = inner.dir.clone();
+    let inner_for_hints = inner.clone();
     let thread = std::thread::Builder::new()
         .name("tierlog-compactor".into())
         .spawn(move || {
@@ -360,10 +367,13 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
                     };
                     let res = compactor.run(&inner, urgency).map(|_| ());
                     inner.urgent.store(false, Ordering::Relaxed);
-                    if let Err(e) = &res {
-                        tracing::error!(error = %e, "compaction round failed");
-                        *inner.last_error.lock() = Some(e.to_string());
-                    }
+                    *inner.last_error.lock() = match &res {
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction round failed");
+                            Some(e.to_string())
+                        }
+                        Ok(()) => None,
+                    };
                     inner.room.notify_waiters();
                     if let Some(reply) = request {
                         let _ = reply.send(res);
@@ -372,5 +382,15 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
             })
         })
         .map_err(|e| Error::io(&dir, e))?;
-    Ok(Worker { thread, requests: tx })
+    let (hint_tx, hint_rx) = std::sync::mpsc::sync_channel(8);
+    *inner_for_hints.read_ahead.lock() = Some(hint_tx);
+    let read_ahead = std::thread::Builder::new()
+        .name("tierlog-read-ahead".into())
+        .spawn(move || inner_for_hints.read_ahead_loop(hint_rx))
+        .map_err(|e| Error::io(&dir, e))?;
+    Ok(Worker {
+        thread,
+        read_ahead,
+        requests: tx,
+    })
 }

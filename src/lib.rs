@@ -26,6 +26,7 @@ mod error;
 mod hot;
 mod log_store;
 mod meta;
+pub mod offline;
 pub mod proto;
 mod recovery;
 mod state;

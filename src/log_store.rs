@@ -111,6 +111,9 @@ impl Inner {
                 },
                 None => Vec::new(),
             };
+            if let Some(next) = plan.ahead {
+                self.prefetch(next);
+            }
             let c = &self.counters;
             c.cold_reads.fetch_add(out.len() as u64, Ordering::Relaxed);
             c.hot_reads.fetch_add(plan.hot.len() as u64, Ordering::Relaxed);
@@ -121,6 +124,34 @@ impl Inner {
             self.cold.path(),
             "cold blocks kept changing under a read; giving up",
         ))
+    }
+
+    /// Asks the read-ahead thread to load `m` into the cache, unless it is there or the thread is busy
+    /// (read-ahead is a hint: dropping it costs only latency).
+    fn prefetch(&self, m: BlockMeta) {
+        if self.cache.contains(m.id) {
+            return;
+        }
+        if let Some(tx) = self.read_ahead.lock().as_ref() {
+            let _ = tx.try_send(m);
+        }
+    }
+
+    /// Read-ahead thread body: loads hinted blocks into the cache until the engine stops.
+    pub(crate) fn read_ahead_loop(&self, rx: std::sync::mpsc::Receiver<BlockMeta>) {
+        while let Ok(m) = rx.recv() {
+            if self.cache.contains(m.id) {
+                continue;
+            }
+            match self.cold.read_blocks(&[m]) {
+                Ok(mut v) => {
+                    if let Some(Some(b)) = v.pop() {
+                        self.cache.insert(b);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "read-ahead failed"),
+            }
+        }
     }
 
     /// Entries `[m.first, upto]` of block `m`, for the compactor's trim of a block cut in the middle.
@@ -145,9 +176,9 @@ impl Inner {
                 if st.ring.bytes() <= budget {
                     return Ok(());
                 }
-                // Everything in the ring is already moved and nothing can be evicted: more waiting
-                // would not help (the compactor's last round failed or the budget is tiny).
-                if self.last_error.lock().is_some() && st.evictable_upto() >= st.last {
+                // The compactor's last round failed: waiting could last forever, so the budget is
+                // exceeded (the failure is logged) rather than the log stalled.
+                if self.last_error.lock().is_some() {
                     return Ok(());
                 }
             }
@@ -179,13 +210,8 @@ impl Inner {
             None => Vec::new(),
         };
         let seq = w.append(&rec)?;
-        match &rec {
-            Record::Truncate { from } | Record::Replace { from, .. } => w.note_truncate(*from),
-            Record::Reset => w.note_truncate(1),
-            _ => {}
-        }
         let mut st = self.state.write();
-        st.apply(seq, rec, None, rehydrated);
+        st.apply(seq, rec, rehydrated);
         let budget = self.ring_budget(st.cold.blocks.len());
         st.evict(budget);
         self.publish_last_index(&st);
@@ -204,8 +230,11 @@ impl Inner {
 
 fn check_batch(entries: &[Entry]) -> Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        if e.index == 0 {
-            return Err(Error::InvalidInput("entry index 0 is reserved".into()));
+        if e.index == 0 || e.index == u64::MAX {
+            return Err(Error::InvalidInput(format!(
+                "entry index {} is reserved",
+                e.index
+            )));
         }
         if i > 0 && e.index != entries[i - 1].index + 1 {
             return Err(Error::InvalidInput(format!(
@@ -245,6 +274,11 @@ impl LogStore for TierLogStore {
     async fn purge(&self, cutoff: LogId) -> Result<()> {
         if cutoff.index == 0 {
             return Ok(());
+        }
+        if cutoff.index == u64::MAX {
+            return Err(Error::InvalidInput(
+                "purge cutoff index u64::MAX is reserved".into(),
+            ));
         }
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {

@@ -57,6 +57,11 @@ impl BlockCache {
         }
     }
 
+    /// True when block `id` is cached (no hit/miss counted).
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
     pub(crate) fn insert(&self, block: Arc<DecodedBlock>) {
         let cost = block.raw_len() + SLOT_OVERHEAD;
         if cost > self.capacity {

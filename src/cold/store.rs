@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 
 use super::block::{self, BlockMeta, DecodedBlock};
 use crate::error::{Error, Result};
@@ -44,8 +46,30 @@ pub(crate) struct CommitPlan {
 }
 
 pub(crate) struct ColdStore {
-    db: Database,
+    db: Db,
     path: PathBuf,
+}
+
+/// The engine writes; offline tools open the same file read-only so they never modify it.
+enum Db {
+    ReadWrite(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::ReadWrite(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
+    fn writable(&self) -> Option<&Database> {
+        match self {
+            Db::ReadWrite(db) => Some(db),
+            Db::ReadOnly(_) => None,
+        }
+    }
 }
 
 pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
@@ -57,21 +81,50 @@ impl ColdStore {
             .set_cache_size(cache_bytes)
             .create(path)
             .map_err(|e| Error::db(path, e))?;
-        let store = ColdStore {
-            db,
-            path: path.to_path_buf(),
-        };
         // Make sure the tables exist so later read transactions never fail on a missing table.
-        let mut tx = store.db.begin_write().map_err(|e| store.err(e))?;
+        let mut tx = db.begin_write().map_err(|e| Error::db(path, e))?;
         tx.set_quick_repair(true);
         {
-            tx.open_table(BLOCKS).map_err(|e| store.err(e))?;
-            tx.open_table(INDEX).map_err(|e| store.err(e))?;
-            tx.open_table(CHECKPOINT).map_err(|e| store.err(e))?;
+            let err = |e| Error::db(path, e);
+            tx.open_table(BLOCKS).map_err(err)?;
+            tx.open_table(INDEX).map_err(err)?;
+            tx.open_table(CHECKPOINT).map_err(err)?;
         }
-        tx.commit().map_err(|e| store.err(e))?;
-        let (cp, index) = read_state(&store.db, path)?;
+        tx.commit().map_err(|e| Error::db(path, e))?;
+        let (cp, index) = read_state(&db, path)?;
+        let store = ColdStore {
+            db: Db::ReadWrite(db),
+            path: path.to_path_buf(),
+        };
         Ok((store, cp, index))
+    }
+
+    /// Opens an existing file without writing to it (offline tools).
+    pub(crate) fn open_read_only(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
+        if !path.exists() {
+            return Err(Error::Config(format!("{} does not exist", path.display())));
+        }
+        let db = ReadOnlyDatabase::open(path).map_err(|e| Error::db(path, e))?;
+        let (cp, index) = read_state(&db, path)?;
+        let store = ColdStore {
+            db: Db::ReadOnly(db),
+            path: path.to_path_buf(),
+        };
+        Ok((store, cp, index))
+    }
+
+    /// Reads and decodes every stored block in key order, calling `f` with each (offline verify).
+    pub(crate) fn for_each_block(
+        &self,
+        mut f: impl FnMut(u64, std::result::Result<DecodedBlock, String>),
+    ) -> Result<()> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            f(k.value(), block::decode(v.value()));
+        }
+        Ok(())
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -109,7 +162,11 @@ impl ColdStore {
 
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
-        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let db = self
+            .db
+            .writable()
+            .ok_or_else(|| Error::Config("cold store opened read-only".into()))?;
+        let mut tx = db.begin_write().map_err(|e| self.err(e))?;
         tx.set_quick_repair(true);
         tx.set_durability(Durability::Immediate)
             .map_err(|e| self.err(e))?;
@@ -161,7 +218,7 @@ impl ColdStore {
 }
 
 /// Reads checkpoint and block index (shared by `open` and the read-only offline tools).
-pub(crate) fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, BlockIndex)> {
+fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, BlockIndex)> {
     let err = |e: redb::Error| Error::db(path, e);
     let tx = db.begin_read().map_err(|e| err(e.into()))?;
     let cpt = tx.open_table(CHECKPOINT).map_err(|e| err(e.into()))?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use record::HEADER_LEN;
 pub(crate) use record::Record;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
@@ -28,6 +29,13 @@ pub(crate) struct Recovered {
     /// Spare files ready for reuse.
     spares: Vec<PathBuf>,
     next_seq: u64,
+}
+
+impl Recovered {
+    /// The segments scanned, oldest first.
+    pub(crate) fn segments(&self) -> &[SegmentScan] {
+        &self.segments
+    }
 }
 
 /// Lists segment files by header id; files whose header says "spare" (or that were never finished
@@ -126,7 +134,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 ));
             }
         }
-        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, r.clone())));
+        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, detach(r))));
         scans.push(scan);
     }
     let next_seq = scans
@@ -140,6 +148,27 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         spares,
         next_seq,
     })
+}
+
+/// A copy of `r` whose payloads own their bytes: decoded payloads are slices of the whole segment
+/// buffer, which would otherwise stay alive (and unaccounted) as long as any replayed entry does.
+fn detach(r: &Record) -> Record {
+    let own = |es: &[crate::proto::Entry]| {
+        es.iter()
+            .map(|e| crate::proto::Entry {
+                payload: bytes::Bytes::copy_from_slice(&e.payload),
+                ..e.clone()
+            })
+            .collect()
+    };
+    match r {
+        Record::Append(es) => Record::Append(own(es)),
+        Record::Replace { from, entries } => Record::Replace {
+            from: *from,
+            entries: own(entries),
+        },
+        other => other.clone(),
+    }
 }
 
 /// A closed or active segment the writer keeps track of for garbage collection.
@@ -252,15 +281,19 @@ impl WalWriter {
     pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
         self.sync.check_healthy()?;
         let len = rec.encoded_len() as u64;
+        // Every write ends with an all-zero record header, so the byte after the last record always
+        // reads as "end", never as a recycled file's old bytes (which would look torn).
+        let trailer = HEADER_LEN as u64;
         let seal_len = Record::Seal.encoded_len() as u64;
         if self.active.offset > SEGMENT_HEADER_LEN
-            && self.active.offset + len + seal_len > self.active.capacity
+            && self.active.offset + len + seal_len + trailer > self.active.capacity
         {
             self.rotate()?;
         }
         let seq = self.next_seq;
         self.buf.clear();
         rec.encode(self.active.id, seq, &mut self.buf);
+        self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
@@ -268,6 +301,18 @@ impl WalWriter {
             .map_err(|e| Error::io(&path, e))?;
         self.active.offset += len;
         self.next_seq += 1;
+        // Entries a truncation removes no longer keep older segments alive; the record's own entries
+        // (a replace_range's) are counted after that.
+        let removed_from = match rec {
+            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
+            Record::Reset => Some(1),
+            _ => None,
+        };
+        if let Some(from) = removed_from {
+            for s in &mut self.segments {
+                s.max_index = s.max_index.min(from.saturating_sub(1));
+            }
+        }
         if let Some(info) = self.segments.back_mut() {
             info.last_seq = seq;
             info.max_index = info.max_index.max(rec.max_index());
@@ -275,13 +320,6 @@ impl WalWriter {
         }
         self.sync.note_written(seq);
         Ok(seq)
-    }
-
-    /// Entries at or above `from` are gone: older segments no longer need to outlive them.
-    pub(crate) fn note_truncate(&mut self, from: u64) {
-        for s in &mut self.segments {
-            s.max_index = s.max_index.min(from.saturating_sub(1));
-        }
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -328,6 +366,11 @@ impl WalWriter {
             }
         }
         out
+    }
+
+    /// Share of the active segment already written: a spare is prepared only when a rotation is near.
+    pub(crate) fn active_fill(&self) -> f64 {
+        self.active.offset as f64 / self.active.capacity.max(1) as f64
     }
 
     /// Segment files and their bytes.
