@@ -155,9 +155,10 @@ async fn writer(engine: TieredEngine, shared: Arc<Shared>, seed: u64) {
                     shared.terms[i as usize].store(term, Ordering::Release);
                 }
             }
-            // Purge some of the committed prefix (announce first).
-            11 | 12 if commit > boundary + 50 => {
-                let cut = boundary + 1 + rng.below(commit - boundary - 20);
+            // Purge some of the committed prefix (announce first), keeping a long retained log so
+            // that with the tiny budget its older part is evicted and read from cold blocks.
+            11 | 12 if commit > boundary + 8000 => {
+                let cut = boundary + 1 + rng.below((commit - boundary) / 4);
                 shared.purge_announced.store(cut, Ordering::Release);
                 let t = shared.terms[cut as usize].load(Ordering::Acquire);
                 log.purge(LogId::new(t, cut)).await.unwrap();
@@ -229,6 +230,17 @@ async fn run(cfg: tierlog::Config, seed: u64) {
     }
     w_result.expect("writer failed");
     let reads = shared.reads_checked.load(Ordering::Relaxed);
+    let s = engine.stats();
+    eprintln!(
+        "{reads} concurrent reads checked, {} entries; final commit {}, purge boundary {}; \
+         hot_reads {} cold_reads {} compactions {}",
+        shared.entries_checked.load(Ordering::Relaxed),
+        shared.commit.load(Ordering::Relaxed),
+        shared.purge_announced.load(Ordering::Relaxed),
+        s.hot_reads,
+        s.cold_reads,
+        s.compactions
+    );
     assert!(reads > 10, "readers ran only {reads} reads");
     assert!(shared.entries_checked.load(Ordering::Relaxed) > 0);
 
