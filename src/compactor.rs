@@ -21,6 +21,11 @@ use crate::state::ColdView;
 /// mutations are recorded for re-application) stays short.
 const MAX_ROUND_RAW_BYTES: u64 = 32 << 20;
 
+/// Bytes an entry takes in a block's raw form (offset slot, term, payload).
+pub(crate) fn raw_cost(e: &Entry) -> u64 {
+    12 + e.payload.len() as u64
+}
+
 struct Snapshot {
     seq: u64,
     purged: Option<LogId>,
@@ -57,7 +62,9 @@ impl Compactor {
     /// Runs rounds until nothing is left to do; returns whether any round committed.
     pub(crate) fn run(&mut self, inner: &Inner, urgency: Urgency) -> Result<bool> {
         let mut any = false;
-        while self.round(inner, urgency)? {
+        // Each round either moves data or changes the checkpoint, so this ends; stopping at shutdown
+        // keeps `Drop` prompt even with much left to move.
+        while !inner.closed.load(Ordering::Acquire) && self.round(inner, urgency)? {
             any = true;
         }
         Ok(any)
@@ -84,8 +91,10 @@ impl Compactor {
         } else {
             st.last.saturating_sub(keep).max(required.min(st.last))
         };
-        let avail = st.ring.bytes_in(start, end);
-        let compact = avail > 0 && (force || avail >= cfg.compaction_trigger_bytes || start <= required);
+        // Raw block bytes, not ring accounting: a normal round needs one full block to move.
+        let avail = st.ring.raw_bytes_in(start, end);
+        let threshold = cfg.compaction_trigger_bytes.max(cfg.block_target_bytes);
+        let compact = avail > 0 && (force || avail >= threshold || start <= required);
         let checkpoint_moved = committed.purged != st.purged || committed.cold_hi != st.cold.hi.max(cut);
         if !compact && !garbage_above && !purgeable && !checkpoint_moved {
             return None;
@@ -97,7 +106,7 @@ impl Compactor {
             while i <= end && (bytes < MAX_ROUND_RAW_BYTES || i <= required) {
                 match st.ring.get(i) {
                     Some(e) => {
-                        bytes += 12 + e.payload.len() as u64;
+                        bytes += raw_cost(e);
                         entries.push(e.clone());
                     }
                     None => break,
@@ -188,7 +197,7 @@ impl Compactor {
                 block::encode(m.id, &kept, &mut self.zstd).map_err(|e| Error::db(inner.cold.path(), e))?;
             let meta = BlockMeta {
                 last: snap.cut,
-                raw_len: 4 + kept.iter().map(|e| 12 + e.payload.len() as u64).sum::<u64>(),
+                raw_len: 4 + kept.iter().map(raw_cost).sum::<u64>(),
                 stored_len: stored.len() as u64,
                 ..m
             };
@@ -198,7 +207,7 @@ impl Compactor {
         let mut chunk_start = 0;
         let mut raw = 0;
         for (i, e) in snap.entries.iter().enumerate() {
-            raw += 12 + e.payload.len() as u64;
+            raw += raw_cost(e);
             let is_last = i + 1 == snap.entries.len();
             let needed = snap.entries[chunk_start].index <= snap.required;
             if raw >= target || (is_last && (snap.flush_partial || needed)) {
