@@ -21,6 +21,7 @@
 //! Default (debug, overflow checks on): 1 500 writer operations. Longer:
 //! `TIERLOG_STRESS_OPS=200000 cargo test --release --test concurrency -- --nocapture`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

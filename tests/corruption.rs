@@ -17,6 +17,7 @@
 //! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --test
 //! corruption -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -29,6 +29,7 @@
 //! `TIERLOG_CRASH_KILLS=5000 cargo test --release --test crash`; replay one run with
 //! `TIERLOG_CRASH_SEED=<seed printed by the failing run>`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

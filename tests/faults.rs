@@ -14,6 +14,7 @@
 //!
 //! Run: `cargo test --features failpoints --test faults`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -9,6 +9,7 @@
 //!
 //! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --test fuzz`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use bytes::Bytes;

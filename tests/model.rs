@@ -20,6 +20,7 @@
 //!
 //! CI runs 24 cases; more: `PROPTEST_CASES=2000 cargo test --release --test model`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::sync::Arc;

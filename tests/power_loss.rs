@@ -20,6 +20,7 @@
 //! Default 16 power cuts per mode; more: `TIERLOG_POWER_TRIALS=1000 cargo test --release --features
 //! failpoints --test power_loss -- --nocapture`.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use std::collections::HashMap;

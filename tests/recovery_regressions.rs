@@ -2,6 +2,7 @@
 //! Each test builds the on-disk situation the crash loop reached, with the public API only, then
 //! reopens and checks the log.
 
+#[path = "relcommon/mod.rs"]
 mod common;
 
 use common::{Model, batch, diff_entries, tiny_config};

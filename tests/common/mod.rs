@@ -1,233 +1,291 @@
-//! Helpers shared by the reliability tests (crash loop, model test, concurrency stress, faults,
-//! corruption): a seeded PRNG, deterministic payloads and small engine configurations that make
-//! compaction, segment rotation and recycling happen all the time.
-//!
-//! Every test payload is a pure function of `(index, term, seed)`. Writers never reuse a term for a
-//! second write, so a stale entry that comes back (from a truncated or overwritten range) carries a
-//! term the checker does not expect, and a payload mixed up between entries fails the byte compare.
+//! Helpers shared by the contract tests of issue 2: deterministic entries, the engine
+//! configurations the tests run under, and a harness that reopens or compacts between operations.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tierlog::{Config, Entry, HardState, LogId, RecoveryMode};
+use tempfile::TempDir;
+use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore, TieredEngine};
 
-/// splitmix64 finaliser: a cheap bijective scrambler of a 64-bit word.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A small deterministic PRNG (splitmix64); tests print their seed so a failure can be replayed.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator whose whole stream is fixed by `seed`.
-    pub fn new(seed: u64) -> Self {
-        Rng(mix(seed ^ 0x5EED_5EED_5EED_5EED))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (0 when `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    /// Uniform in `lo..=hi` (`lo` when the range is empty).
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            lo + self.below(hi - lo + 1)
-        }
-    }
-
-    /// True with probability `num / den`.
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-}
-
-/// The payload of the entry `(index, term)` in a run seeded with `seed`.
-///
-/// Lengths vary from empty to a few KiB (so blocks hold very different entry counts) and the bytes
-/// are half repetitive, so zstd has something to compress.
-pub fn payload(index: u64, term: u64, seed: u64) -> Bytes {
-    let h = mix(index ^ mix(term ^ mix(seed)));
-    let len = match h % 32 {
-        0 => 0,
-        1 => 1_000 + (h >> 8) % 3_000,
-        _ => 8 + (h >> 8) % 300,
-    } as usize;
+/// The payload of entry (`index`, `term`): derivable from both, so any reader can check an entry it
+/// got back without knowing the writer's history. Lengths vary (40..104 bytes) so cold blocks of
+/// 1 KiB hold roughly ten entries and block boundaries fall at irregular indexes.
+pub fn payload(index: u64, term: u64) -> Bytes {
+    let len = 40 + (index.wrapping_mul(7919) % 64) as usize;
+    let seed = format!("i{index}t{term}|");
     let mut out = Vec::with_capacity(len);
-    let mut word = h;
-    let mut n = 0u64;
     while out.len() < len {
-        let bytes = if n.is_multiple_of(2) {
-            word = mix(word);
-            word.to_le_bytes()
-        } else {
-            (index ^ term.rotate_left(32)).to_le_bytes()
-        };
-        let take = (len - out.len()).min(8);
-        out.extend_from_slice(&bytes[..take]);
-        n += 1;
+        out.extend_from_slice(seed.as_bytes());
     }
+    out.truncate(len);
     Bytes::from(out)
 }
 
-/// The entry `(index, term)` with its deterministic payload.
-pub fn entry(index: u64, term: u64, seed: u64) -> Entry {
-    Entry::new(index, term, payload(index, term, seed))
+/// Entry `index` written in `term`.
+pub fn ent(index: u64, term: u64) -> Entry {
+    Entry::new(index, term, payload(index, term))
 }
 
-/// A batch `first..first+len` all of term `term`.
-pub fn batch(first: u64, len: u64, term: u64, seed: u64) -> Vec<Entry> {
-    (first..first + len).map(|i| entry(i, term, seed)).collect()
+/// Entries `range` all written in `term`.
+pub fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|i| ent(i, term)).collect()
 }
 
-/// The smallest configuration `Config::validate` accepts, tuned so that every few dozen KiB of
-/// appends rotate a segment and trigger a compaction round, and the ring must evict to stay in budget.
-pub fn tiny_config() -> Config {
+/// Entries with explicit indexes (for malformed batches).
+pub fn ents_at(indexes: &[u64], term: u64) -> Vec<Entry> {
+    indexes.iter().map(|&i| ent(i, term)).collect()
+}
+
+/// True when `e` carries the payload its index and term imply.
+pub fn is_intact(e: &Entry) -> bool {
+    e.payload == payload(e.index, e.term)
+}
+
+/// Smallest write-ahead segments (64 KiB): test logs span several segments, so rollover and
+/// segment retirement are exercised, and each engine does not preallocate 64 MiB files.
+pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
+
+/// No automatic compaction at all: everything stays in the hot tier unless `compact_now` is called.
+pub fn cfg_hot_only() -> Config {
+    Config {
+        compaction_trigger_bytes: u64::MAX,
+        compaction_interval_ms: 3_600_000,
+        segment_bytes: TEST_SEGMENT_BYTES,
+        ..Config::default()
+    }
+}
+
+/// Small cold blocks (1 KiB, ~10 test entries each) and no protected hot tail, so `compact_now`
+/// moves every entry to the cold tier; automatic compaction stays off, so what is cold is exactly
+/// what the test compacted.
+pub fn cfg_manual_compaction() -> Config {
+    Config {
+        block_target_bytes: 1024,
+        hot_tail_entries: 0,
+        ..cfg_hot_only()
+    }
+}
+
+/// Small cold blocks and an eager background compactor (4 KiB trigger, 1 ms interval): compaction
+/// runs at arbitrary points between and during operations.
+pub fn cfg_eager_compaction() -> Config {
+    Config {
+        block_target_bytes: 1024,
+        compaction_trigger_bytes: 4096,
+        hot_tail_entries: 0,
+        compaction_interval_ms: 1,
+        segment_bytes: TEST_SEGMENT_BYTES,
+        ..Config::default()
+    }
+}
+
+/// The smallest memory budget the config accepts (1 MiB), with eager compaction, so older entries
+/// are evicted from the ring and reads must go to the cold tier.
+pub fn cfg_tiny_memory() -> Config {
     Config {
         memory_budget_bytes: 1 << 20,
-        block_cache_fraction: 0.25,
-        sync_on_persist: false,
-        segment_bytes: 64 << 10,
-        recycle_segments: 2,
-        block_target_bytes: 4 << 10,
-        compression_level: 1,
-        compaction_trigger_bytes: 16 << 10,
-        hot_tail_entries: 16,
-        compaction_interval_ms: 5,
-        recovery_mode: RecoveryMode::TolerateTornTail,
+        ..cfg_eager_compaction()
     }
 }
 
-/// What the log should hold: index -> term (payloads follow from the seed), the purge boundary,
-/// and the last saved hard state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Model {
-    /// Live entries, index -> term.
-    pub entries: BTreeMap<u64, u64>,
-    /// Highest purged log id.
+/// What a harness does between two operations of a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing: one engine, hot tier only.
+    Hot,
+    /// Drop and reopen the same directory; compaction never started.
+    Reopen,
+    /// `compact_now` (everything goes cold), same engine.
+    Compacted,
+    /// `compact_now`, then drop and reopen (reads after it come from the cold tier).
+    CompactedReopen,
+    /// Background compaction running at random points, and reopen: the engine may be dropped with a
+    /// compaction round half done.
+    BackgroundReopen,
+}
+
+impl Mode {
+    fn config(self) -> Config {
+        match self {
+            Mode::Hot | Mode::Reopen => cfg_hot_only(),
+            Mode::Compacted | Mode::CompactedReopen => cfg_manual_compaction(),
+            Mode::BackgroundReopen => cfg_eager_compaction(),
+        }
+    }
+}
+
+/// An engine in a temporary directory that can be reopened in place.
+pub struct Harness {
+    pub dir: TempDir,
+    pub cfg: Config,
+    pub mode: Mode,
+    engine: Option<TieredEngine>,
+    steps: u32,
+}
+
+/// The observable state of a log: everything a reader can ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub entries: Vec<Entry>,
+    pub last_index: u64,
     pub boundary: Option<LogId>,
-    /// Last saved hard state.
-    pub hard: Option<HardState>,
 }
 
-impl Model {
-    /// Index of the purge boundary (0 when none).
-    pub fn boundary_index(&self) -> u64 {
-        self.boundary.map_or(0, |b| b.index)
+impl Harness {
+    /// A fresh engine run in `mode`.
+    pub async fn new(mode: Mode) -> Harness {
+        Harness::with_config(mode, mode.config()).await
     }
 
-    /// The contract's `last_index()`: last entry, else the purge boundary's index, else 0.
-    pub fn last_index(&self) -> u64 {
-        self.entries
-            .last_key_value()
-            .map_or(self.boundary_index(), |(i, _)| *i)
-    }
-
-    /// First live index, if any.
-    pub fn first_index(&self) -> Option<u64> {
-        self.entries.first_key_value().map(|(i, _)| *i)
-    }
-
-    /// Highest term held by any live entry or the boundary (0 when none).
-    pub fn max_term(&self) -> u64 {
-        let e = self.entries.values().copied().max().unwrap_or(0);
-        e.max(self.boundary.map_or(0, |b| b.term))
-    }
-
-    /// True when a batch starting at `first` (non-empty, contiguous) would be accepted.
-    pub fn accepts_batch_at(&self, first: u64) -> bool {
-        first > 0
-            && first > self.boundary_index()
-            && (self.entries.is_empty() || first <= self.last_index() + 1)
-    }
-
-    /// Upsert of a contiguous batch of one term.
-    pub fn persist(&mut self, first: u64, len: u64, term: u64) {
-        for i in first..first + len {
-            self.entries.insert(i, term);
+    /// A fresh engine with an explicit config; `mode` still decides what `step` does.
+    pub async fn with_config(mode: Mode, cfg: Config) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = TieredEngine::open(dir.path(), cfg.clone())
+            .await
+            .expect("open fresh engine");
+        Harness {
+            dir,
+            cfg,
+            mode,
+            engine: Some(engine),
+            steps: 0,
         }
     }
 
-    /// Remove `[from, ∞)`.
-    pub fn truncate(&mut self, from: u64) {
-        self.entries.split_off(&from);
+    pub fn engine(&self) -> &TieredEngine {
+        self.engine.as_ref().expect("engine is open")
     }
 
-    /// Remove `[1, cutoff.index]` and remember the boundary (a cutoff at or below the current one
-    /// changes nothing).
-    pub fn purge(&mut self, cutoff: LogId) {
-        if cutoff.index == 0 || cutoff.index <= self.boundary_index() {
-            return;
-        }
-        self.entries = self.entries.split_off(&(cutoff.index + 1));
-        self.boundary = Some(cutoff);
+    pub fn log(&self) -> Arc<TierLogStore> {
+        self.engine().log_store()
     }
 
-    /// Clear entries and the boundary, keep the hard state.
-    pub fn reset(&mut self) {
-        self.entries.clear();
-        self.boundary = None;
+    pub fn meta(&self) -> Arc<TierMetaStore> {
+        self.engine().meta_store()
     }
 
-    /// The entries of `lo..=hi` that exist, with their payloads.
-    pub fn slice(&self, lo: u64, hi: u64, seed: u64) -> Vec<Entry> {
-        if lo > hi {
-            return Vec::new();
-        }
-        self.entries
-            .range(lo..=hi)
-            .map(|(i, t)| entry(*i, *t, seed))
-            .collect()
+    /// Drops every handle and opens the same directory again at once.
+    pub async fn reopen(&mut self) {
+        drop(self.engine.take());
+        let engine = TieredEngine::open(self.dir.path(), self.cfg.clone())
+            .await
+            .unwrap_or_else(|e| panic!("reopen after drop failed: {e}"));
+        self.engine = Some(engine);
     }
-}
 
-/// Describes the first difference between two entry lists (for readable failures).
-pub fn diff_entries(got: &[Entry], want: &[Entry]) -> Option<String> {
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        if g != w {
-            return Some(format!(
-                "position {k}: got (index {}, term {}, {} bytes), want (index {}, term {}, {} bytes){}",
-                g.index,
-                g.term,
-                g.payload.len(),
-                w.index,
-                w.term,
-                w.payload.len(),
-                if g.index == w.index && g.term == w.term {
-                    " (payload bytes differ)"
-                } else {
-                    ""
+    pub async fn compact(&self) {
+        self.engine().compact_now().await.expect("compact_now");
+    }
+
+    /// The mode's action between two operations.
+    pub async fn step(&mut self) {
+        self.steps += 1;
+        match self.mode {
+            Mode::Hot => {}
+            Mode::Reopen => self.reopen().await,
+            Mode::Compacted => self.compact().await,
+            Mode::CompactedReopen => {
+                self.compact().await;
+                self.reopen().await;
+            }
+            Mode::BackgroundReopen => {
+                // Vary how far the background round got before the drop.
+                if self.steps.is_multiple_of(2) {
+                    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
                 }
-            ));
+                self.reopen().await;
+            }
         }
     }
-    if got.len() != want.len() {
-        let show = |v: &[Entry]| {
-            v.first()
-                .map(|e| format!("{}..={}", e.index, v.last().map_or(0, |l| l.index)))
-                .unwrap_or_else(|| "nothing".into())
-        };
-        return Some(format!(
-            "got {} entries ({}), want {} ({})",
-            got.len(),
-            show(got),
-            want.len(),
-            show(want)
-        ));
+
+    /// Everything a reader can observe (entries 0..=last_index+64, last index, purge boundary).
+    pub fn snapshot(&self) -> Snapshot {
+        let log = self.log();
+        let last_index = log.last_index();
+        let entries = log
+            .get_entries(0..=last_index.saturating_add(64))
+            .expect("get_entries");
+        Snapshot {
+            entries,
+            last_index,
+            boundary: log.load_purge_boundary().expect("load_purge_boundary"),
+        }
     }
-    None
+
+    /// Asserts the log holds exactly `expected` (ascending), reports `last_index` and `boundary`,
+    /// and that `entry` agrees with `get_entries` for every present index and the ones around them.
+    pub async fn assert_log(&self, expected: &[Entry], last_index: u64, boundary: Option<LogId>, ctx: &str) {
+        let ctx = format!("[{:?}] {ctx}", self.mode);
+        let log = self.log();
+        assert_eq!(log.last_index(), last_index, "{ctx}: last_index");
+        assert_eq!(
+            log.load_purge_boundary().expect("load_purge_boundary"),
+            boundary,
+            "{ctx}: load_purge_boundary"
+        );
+        let got = log.get_entries(0..=last_index + 64).expect("get_entries");
+        assert_eq!(
+            indexes(&got),
+            indexes(expected),
+            "{ctx}: indexes from get_entries"
+        );
+        assert_eq!(got, expected, "{ctx}: entries from get_entries");
+        for e in expected {
+            let one = log.entry(e.index).await.expect("entry");
+            assert_eq!(one.as_ref(), Some(e), "{ctx}: entry({})", e.index);
+        }
+        let first = expected.first().map_or(last_index + 1, |e| e.index);
+        for absent in [0, first.saturating_sub(1), last_index + 1, last_index + 2] {
+            if expected.iter().any(|e| e.index == absent) {
+                continue;
+            }
+            assert_eq!(
+                log.entry(absent).await.expect("entry"),
+                None,
+                "{ctx}: entry({absent}) is absent"
+            );
+        }
+    }
+}
+
+/// Indexes of a slice of entries (for readable assertion failures).
+pub fn indexes(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index).collect()
+}
+
+/// Concatenates entry lists.
+pub fn cat(parts: &[Vec<Entry>]) -> Vec<Entry> {
+    parts.iter().flatten().cloned().collect()
+}
+
+/// One `#[tokio::test]` per [`Mode`] for a contract rule written as `async fn(Mode)`, grouped in a
+/// module named after the rule, so a failure reads `rule::mode`.
+#[macro_export]
+macro_rules! in_every_mode {
+    ($name:ident) => {
+        mod $name {
+            use super::common::Mode;
+            #[tokio::test]
+            async fn hot() {
+                super::$name(Mode::Hot).await
+            }
+            #[tokio::test]
+            async fn reopen() {
+                super::$name(Mode::Reopen).await
+            }
+            #[tokio::test]
+            async fn compacted() {
+                super::$name(Mode::Compacted).await
+            }
+            #[tokio::test]
+            async fn compacted_reopen() {
+                super::$name(Mode::CompactedReopen).await
+            }
+            #[tokio::test]
+            async fn background_reopen() {
+                super::$name(Mode::BackgroundReopen).await
+            }
+        }
+    };
 }
