@@ -246,6 +246,9 @@ impl Compactor {
             purged: snap.purged,
             next_block_id: next_id,
         };
+        // The checkpoint must never be ahead of the durable log: after a power cut, records it claims
+        // to cover would otherwise be missing, and their sequence numbers could be handed out again.
+        inner.sync.sync(&inner.dir)?;
         inner.cold.commit(&plan, &snap.blocks)?;
         *inner.checkpoint.lock() = plan.checkpoint;
 

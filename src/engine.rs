@@ -206,6 +206,7 @@ impl TieredEngine {
             &recovered,
             config.segment_bytes,
             config.recycle_segments,
+            cp.applied_seq + 1,
         )?;
         let hard_state = HardStateFile::open(&dir.join(HARD_STATE_FILE))?;
         sync_dir(&dir)?;

@@ -48,7 +48,7 @@ pub(crate) fn torn_write(name: &str, file: &File, buf: &[u8], offset: u64) -> st
 /// else (torn, stale or damaged bytes).
 pub fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, usize, usize)>, String> {
     match parse_frame(segment_id, &Bytes::copy_from_slice(bytes)) {
-        Frame::Record { seq, record, len } => {
+        Frame::Record { seq, record, len, .. } => {
             let entries = match &record {
                 Record::Append(es) | Record::Replace { entries: es, .. } => es.len(),
                 _ => 0,
@@ -71,7 +71,7 @@ pub fn wal_record_body(body: &[u8]) -> Result<usize, String> {
 /// The framed bytes of an append record (to mutate valid input).
 pub fn wal_encode_append(segment_id: u64, seq: u64, entries: Vec<Entry>) -> Vec<u8> {
     let mut out = Vec::new();
-    Record::Append(entries).encode(segment_id, seq, &mut out);
+    Record::Append(entries).encode(segment_id, seq, 0, &mut out);
     out
 }
 

@@ -132,14 +132,18 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
             (Tail::Clean, true, _) => {}
             (
                 Tail::Bad {
-                    more_after: false,
+                    more_after,
+                    synced_after,
+                    seq,
                     offset,
                     reason,
                 },
                 true,
                 RecoveryMode::TolerateTornTail,
-            ) => {
-                tracing::warn!(path = %scan.path.display(), offset, reason, "cutting torn tail record");
+            ) if !more_after || synced_after < seq => {
+                // Nothing after it, or only records written before it was known durable: a crash
+                // mid-write, or a power cut that wrote back later pages but not this one.
+                tracing::warn!(path = %scan.path.display(), offset, reason, more_after, "cutting torn tail record");
             }
             (Tail::Bad { offset, reason, .. }, _, _) => {
                 return Err(Error::corruption(&scan.path, *offset, reason.clone()));
@@ -155,11 +159,14 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, r.clone())));
         scans.push(scan);
     }
+    // A segment's header names its first sequence number even when none of its records survived,
+    // and numbers are never reused (a record with an old number reads as stale).
     let next_seq = scans
         .iter()
-        .filter_map(|s| s.last_seq())
+        .map(|s| s.last_seq().map_or(s.first_seq, |l| l + 1))
         .max()
-        .map_or(1, |s| s + 1);
+        .unwrap_or(1)
+        .max(1);
     Ok(Recovered {
         records,
         segments: scans,
@@ -257,19 +264,33 @@ pub(crate) struct SparePool {
 impl WalWriter {
     /// Takes over the recovered segments: seals the newest one at its last valid record (so torn or
     /// stale bytes after it can never be mistaken for records) and starts a fresh segment.
-    pub(crate) fn open(dir: &Path, rec: &Recovered, segment_bytes: u64, max_spares: usize) -> Result<Self> {
+    /// `min_next_seq`: numbers at or below the cold checkpoint's `applied_seq` are taken, even if a
+    /// power cut removed their records from the log.
+    pub(crate) fn open(
+        dir: &Path,
+        rec: &Recovered,
+        segment_bytes: u64,
+        max_spares: usize,
+        min_next_seq: u64,
+    ) -> Result<Self> {
         let pool = Arc::new(SparePool {
             dir: dir.to_path_buf(),
             files: Mutex::new(rec.spares.clone()),
             max: max_spares,
         });
-        let mut next_seq = rec.next_seq;
+        let mut next_seq = rec.next_seq.max(min_next_seq);
         let mut segments = VecDeque::new();
         // The newest segment, unless sealed or nearly full, stays the active one: every write ends
         // with a zeroed header, so appending right after its last valid record is safe, and reopening
         // does not leave a segment behind each time.
         let reuse = rec.segments.last().filter(|sc| {
-            sc.tail != Tail::Sealed && sc.end + 4 * HEADER_LEN as u64 + SEGMENT_HEADER_LEN < sc.file_len
+            let tail_ok = match &sc.tail {
+                Tail::Clean => true,
+                // Valid records after a cut stay beyond the write position; a seal must hide them.
+                Tail::Bad { more_after, .. } => !more_after,
+                Tail::Sealed => false,
+            };
+            tail_ok && sc.end + 4 * HEADER_LEN as u64 + SEGMENT_HEADER_LEN < sc.file_len
         });
         for sc in &rec.segments {
             let is_reused = reuse.is_some_and(|r| r.id == sc.id);
@@ -279,7 +300,7 @@ impl WalWriter {
                     .open(&sc.path)
                     .map_err(|e| Error::io(&sc.path, e))?;
                 let mut buf = Vec::new();
-                Record::Seal.encode(sc.id, next_seq, &mut buf);
+                Record::Seal.encode(sc.id, next_seq, next_seq - 1, &mut buf);
                 file.write_all_at(&buf, sc.end)
                     .map_err(|e| Error::io(&sc.path, e))?;
                 file.sync_data().map_err(|e| Error::io(&sc.path, e))?;
@@ -372,7 +393,7 @@ impl WalWriter {
         }
         let seq = self.next_seq;
         self.buf.clear();
-        rec.encode(self.active.id, seq, &mut self.buf);
+        rec.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
         crate::fuzzing::torn_write(
@@ -405,7 +426,7 @@ impl WalWriter {
     fn rotate(&mut self) -> Result<()> {
         let seq = self.next_seq;
         self.buf.clear();
-        Record::Seal.encode(self.active.id, seq, &mut self.buf);
+        Record::Seal.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
@@ -616,6 +637,11 @@ impl SyncPoint {
         self.state.lock().written = seq;
     }
 
+    /// Highest sequence number known to be on stable storage.
+    fn synced(&self) -> u64 {
+        self.state.lock().synced
+    }
+
     pub(crate) fn check_healthy(&self) -> Result<()> {
         match &self.state.lock().failed {
             Some(msg) => Err(Error::Closed(format!("write-ahead log failed earlier: {msg}"))),
@@ -683,14 +709,36 @@ mod tests {
     use super::*;
     use crate::proto::Entry;
 
-    fn write_log(dir: &Path, n: u64) -> PathBuf {
+    /// Appends `n` records, fdatasyncing after each when `flush`.
+    fn write_log_with(dir: &Path, n: u64, flush: bool) -> PathBuf {
         let rec = recover(dir, RecoveryMode::TolerateTornTail).unwrap();
-        let mut w = WalWriter::open(dir, &rec, 1 << 20, 2).unwrap();
+        let mut w = WalWriter::open(dir, &rec, 1 << 20, 2, 1).unwrap();
         for i in 1..=n {
             w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
                 .unwrap();
+            if flush {
+                w.sync_point().sync(dir).unwrap();
+            }
         }
         w.segments.back().unwrap().path.clone()
+    }
+
+    fn write_log(dir: &Path, n: u64) -> PathBuf {
+        write_log_with(dir, n, true)
+    }
+
+    #[test]
+    fn damage_to_records_never_synced_reads_as_a_power_cut_not_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log_with(dir.path(), 10, false);
+        let scan = scan_segment(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Record 5 lost, 6..10 written back: out-of-order writeback of unsynced pages.
+        bytes[scan.records[4].1 as usize + 20] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let rec = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(rec.records.len(), 4);
+        assert!(recover(dir.path(), RecoveryMode::AbsoluteConsistency).is_err());
     }
 
     #[test]

@@ -6,6 +6,8 @@ use crate::proto::{Entry, LogId};
 
 /// Bytes before a record's body: body length u32, crc32c u32, sequence number u64.
 pub(crate) const HEADER_LEN: usize = 16;
+/// The body starts with the writer's durable watermark (see [`Record::encode`]).
+const SYNCED_LEN: usize = 8;
 /// Largest body accepted, so a damaged length field cannot make recovery allocate without bound.
 pub(crate) const MAX_BODY_LEN: usize = 1 << 30;
 
@@ -69,10 +71,13 @@ impl Record {
     }
 
     /// Appends the framed record to `out`. The checksum covers the segment id too, so a record left
-    /// over from a recycled file's previous life never validates in its new one.
-    pub(crate) fn encode(&self, segment_id: u64, seq: u64, out: &mut Vec<u8>) {
+    /// over from a recycled file's previous life never validates in its new one. `synced` is the
+    /// highest sequence number known durable when this record was written: after a power cut it
+    /// tells damage to unsynced records (expected) from damage to synced ones (corruption).
+    pub(crate) fn encode(&self, segment_id: u64, seq: u64, synced: u64, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + HEADER_LEN, 0);
+        out.put_u64_le(synced);
         self.encode_body(out);
         let body_len = out.len() - start - HEADER_LEN;
         let crc = checksum(segment_id, seq, &out[start + HEADER_LEN..]);
@@ -86,6 +91,7 @@ impl Record {
     pub(crate) fn encoded_len(&self) -> usize {
         let entries_len = |es: &[Entry]| 12 + es.iter().map(|e| 12 + e.payload.len()).sum::<usize>();
         HEADER_LEN
+            + SYNCED_LEN
             + 1
             + match self {
                 Record::Append(es) => entries_len(es),
@@ -182,8 +188,13 @@ pub(crate) fn checksum(segment_id: u64, seq: u64, body: &[u8]) -> u32 {
 /// What sits at one offset of a segment.
 #[derive(Debug)]
 pub(crate) enum Frame {
-    /// A valid record of this segment and its framed length.
-    Record { seq: u64, record: Record, len: usize },
+    /// A valid record of this segment, the durable watermark it carries, and its framed length.
+    Record {
+        seq: u64,
+        synced: u64,
+        record: Record,
+        len: usize,
+    },
     /// Zeroed space: the segment's written part ended before this offset.
     End,
     /// Bytes that are not a valid record of this segment (torn, stale or damaged).
@@ -212,9 +223,14 @@ pub(crate) fn parse_frame(segment_id: u64, buf: &Bytes) -> Frame {
     if checksum(segment_id, seq, &body) != crc {
         return Frame::Bad("record checksum mismatch".into());
     }
-    match Record::decode_body(body) {
+    if body.len() < SYNCED_LEN {
+        return Frame::Bad("record body too short".into());
+    }
+    let synced = u64::from_le_bytes(body[..SYNCED_LEN].try_into().unwrap_or_default());
+    match Record::decode_body(body.slice(SYNCED_LEN..)) {
         Ok(record) => Frame::Record {
             seq,
+            synced,
             record,
             len: HEADER_LEN + body_len,
         },
@@ -248,11 +264,16 @@ mod tests {
     fn every_kind_round_trips_with_its_encoded_len() {
         for (i, r) in all_kinds().into_iter().enumerate() {
             let mut buf = Vec::new();
-            r.encode(7, 100 + i as u64, &mut buf);
+            r.encode(7, 100 + i as u64, 90, &mut buf);
             assert_eq!(buf.len(), r.encoded_len(), "{r:?}");
             match parse_frame(7, &Bytes::from(buf)) {
-                Frame::Record { seq, record, len } => {
-                    assert_eq!((seq, &record), (100 + i as u64, &r));
+                Frame::Record {
+                    seq,
+                    synced,
+                    record,
+                    len,
+                } => {
+                    assert_eq!((seq, synced, &record), (100 + i as u64, 90, &r));
                     assert_eq!(len, r.encoded_len());
                 }
                 other => panic!("{r:?} parsed as {other:?}"),
@@ -263,7 +284,7 @@ mod tests {
     #[test]
     fn another_segments_record_and_flipped_bits_do_not_validate() {
         let mut buf = Vec::new();
-        Record::Truncate { from: 3 }.encode(7, 1, &mut buf);
+        Record::Truncate { from: 3 }.encode(7, 1, 0, &mut buf);
         assert!(matches!(parse_frame(8, &Bytes::from(buf.clone())), Frame::Bad(_)));
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();

@@ -81,14 +81,18 @@ pub(crate) enum Tail {
     Sealed,
     /// Zeroes or end of file after the last record.
     Clean,
-    /// Bytes at `offset` claim the next sequence number but are not a valid record (a torn write or
-    /// damage); `more_after` tells whether a valid record of this segment with a later sequence
-    /// number follows (then it is damage, not a torn tail). Bytes that carry an older sequence number
+    /// Bytes at `offset` claim the next sequence number `seq` but are not a valid record (a torn
+    /// write or damage). `more_after` tells whether valid records of this segment with later
+    /// sequence numbers follow, and `synced_after` the highest durable watermark they carry: if it
+    /// reaches `seq`, the damaged record had been fdatasynced, so this is corruption; if not, it is
+    /// what a power cut with out-of-order writeback leaves. Bytes that carry an older sequence number
     /// are a recycled file's previous contents and end the segment cleanly instead.
     Bad {
         offset: u64,
+        seq: u64,
         reason: String,
         more_after: bool,
+        synced_after: u64,
     },
 }
 
@@ -185,7 +189,7 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
         }
         match parse_frame(id, &reader.frame_at(off)?) {
             Frame::End => break Tail::Clean,
-            Frame::Record { seq, record, len } => {
+            Frame::Record { seq, record, len, .. } => {
                 let expected = last_seq.map_or(first_seq, |s| s + 1);
                 if seq < expected {
                     // An older sequence number is a recycled file's previous contents.
@@ -194,8 +198,10 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
                 if seq != expected {
                     break Tail::Bad {
                         offset: off as u64,
+                        seq: expected,
                         reason: format!("sequence {seq} where {expected} was expected"),
                         more_after: false,
+                        synced_after: 0,
                     };
                 }
                 last_seq = Some(seq);
@@ -216,12 +222,13 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
                     break Tail::Clean;
                 }
                 reader.ensure(file_len as usize)?;
-                let more_after =
-                    valid_record_after(id, &Bytes::copy_from_slice(&reader.buf), off + 1, expected);
+                let later = records_after(id, &Bytes::copy_from_slice(&reader.buf), off + 1, expected);
                 break Tail::Bad {
                     offset: off as u64,
+                    seq: expected,
                     reason,
-                    more_after,
+                    more_after: later.is_some(),
+                    synced_after: later.unwrap_or(0),
                 };
             }
         }
@@ -242,21 +249,26 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
     })
 }
 
-/// True when some offset at or after `from` holds a valid record of segment `id` whose sequence number
-/// continues past `last_seq`: then the bad bytes before it are damage in the middle of the log.
-fn valid_record_after(id: u64, data: &Bytes, from: usize, expected: u64) -> bool {
-    let base = expected;
+/// Looks for valid records of segment `id` at or after `from` whose sequence numbers continue past
+/// `expected`; returns the highest durable watermark they carry, or `None` when there are none.
+fn records_after(id: u64, data: &Bytes, from: usize, expected: u64) -> Option<u64> {
     let mut off = from;
     while off + HEADER_LEN <= data.len() {
         let seq = u64::from_le_bytes(data[off + 8..off + 16].try_into().unwrap_or_default());
         // Cheap filter before the checksum: only sequence numbers that could follow.
-        if seq >= base
-            && seq <= base + (1 << 32)
-            && matches!(parse_frame(id, &data.slice(off..)), Frame::Record { .. })
+        if seq >= expected
+            && seq <= expected + (1 << 32)
+            && let Frame::Record { .. } = parse_frame(id, &data.slice(off..))
         {
-            return true;
+            // Records run back to back from the first one found.
+            let mut max_synced = 0;
+            while let Frame::Record { synced, len, .. } = parse_frame(id, &data.slice(off..)) {
+                max_synced = max_synced.max(synced);
+                off += len;
+            }
+            return Some(max_synced);
         }
         off += 1;
     }
-    false
+    None
 }
