@@ -1,11 +1,12 @@
 //! Deterministic payloads: every payload is a pure function of (seed, index, term), so the
 //! verification pass regenerates what was written instead of keeping it in memory.
+//!
+//! Self-contained on purpose: the `peers` benchmark includes this file too, so both measure the
+//! same bytes.
 
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-
-use super::CliResult;
 
 /// What the payloads look like.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,12 +100,13 @@ pub struct PayloadGen {
     kind: PayloadKind,
     seed: u64,
     size: usize,
+    exact: bool,
     lines: Vec<Bytes>,
 }
 
 impl PayloadGen {
     /// A generator for `kind` with average payload size `size` (ignored for files).
-    pub fn new(kind: PayloadKind, seed: u64, size: usize) -> CliResult<PayloadGen> {
+    pub fn new(kind: PayloadKind, seed: u64, size: usize) -> Result<PayloadGen, String> {
         let lines = match &kind {
             PayloadKind::File(path) => read_lines(path)?,
             _ => Vec::new(),
@@ -113,8 +115,16 @@ impl PayloadGen {
             kind,
             seed,
             size,
+            exact: false,
             lines,
         })
+    }
+
+    /// Makes every kv payload exactly `size` bytes (padded or cut) instead of varying by ±20 %.
+    #[allow(dead_code)] // used by the peers benchmark, which includes this file
+    pub fn exact_size(mut self) -> PayloadGen {
+        self.exact = true;
+        self
     }
 
     /// Report label of the payload kind.
@@ -126,7 +136,7 @@ impl PayloadGen {
     pub fn payload(&self, index: u64, term: u64) -> Bytes {
         let mut rng = Rng::new(self.seed ^ index.wrapping_mul(0xA24B_AED4_963E_E407) ^ term.rotate_left(32));
         match &self.kind {
-            PayloadKind::Kv => Bytes::from(kv_command(&mut rng, index, self.size)),
+            PayloadKind::Kv => Bytes::from(kv_command(&mut rng, index, self.size, self.exact)),
             PayloadKind::Random => {
                 let mut v = Vec::with_capacity(self.size + 8);
                 while v.len() < self.size {
@@ -143,7 +153,7 @@ impl PayloadGen {
     }
 }
 
-fn read_lines(path: &Path) -> CliResult<Vec<Bytes>> {
+fn read_lines(path: &Path) -> Result<Vec<Bytes>, String> {
     let data =
         std::fs::read(path).map_err(|e| format!("cannot read payload file {}: {e}", path.display()))?;
     let lines: Vec<Bytes> = data
@@ -152,7 +162,7 @@ fn read_lines(path: &Path) -> CliResult<Vec<Bytes>> {
         .map(Bytes::copy_from_slice)
         .collect();
     if lines.is_empty() {
-        return Err(format!("payload file {} has no non-empty line", path.display()).into());
+        return Err(format!("payload file {} has no non-empty line", path.display()));
     }
     Ok(lines)
 }
@@ -161,8 +171,8 @@ fn pick<'a>(rng: &mut Rng, list: &[&'a str]) -> &'a str {
     list[rng.below(list.len() as u64) as usize]
 }
 
-/// One KV command of about `target` bytes (±20 %), padded with a session token or cut to size.
-fn kv_command(rng: &mut Rng, index: u64, target: usize) -> Vec<u8> {
+/// One KV command of about `target` bytes (±20 %, or exactly), padded with a session token or cut to size.
+fn kv_command(rng: &mut Rng, index: u64, target: usize, exact: bool) -> Vec<u8> {
     use std::fmt::Write;
     let mut s = String::with_capacity(target + 64);
     let key = rng.below(1_000_000);
@@ -211,7 +221,12 @@ fn kv_command(rng: &mut Rng, index: u64, target: usize) -> Vec<u8> {
             );
         }
     }
-    let goal = (target as u64 * rng.range(80, 120) / 100) as usize;
+    let spread = rng.range(80, 120);
+    let goal = if exact {
+        target
+    } else {
+        (target as u64 * spread / 100) as usize
+    };
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits = 0u64;
     let mut left = 0;
@@ -243,6 +258,8 @@ mod tests {
         assert!((220..=290).contains(&avg), "kv average {avg}");
         let text = String::from_utf8(g.payload(9, 1).to_vec()).unwrap();
         assert!(text.starts_with("PUT ") || text.starts_with("CAS ") || text.starts_with("DEL "));
+        let e = PayloadGen::new(PayloadKind::Kv, 7, 256).unwrap().exact_size();
+        assert!((1..200).all(|i| e.payload(i, 1).len() == 256));
         let r = PayloadGen::new(PayloadKind::Random, 7, 100).unwrap();
         assert_eq!(r.payload(3, 1).len(), 100);
     }
