@@ -1,46 +1,322 @@
-//! Wires the tiers together. (Skeleton: bodies land in the next commit.)
+//! Wires the tiers together: opens the directory, runs recovery, owns the background thread, and
+//! hands out the `LogStore` / `MetaStore` handles. The read and write paths live in `log_store.rs`.
 
-use std::ops::RangeInclusive;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 
-use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::{Config, Entry, Error, HardState, LogId, LogStore, MetaStore, Result, Stats, StorageEngine};
+use crate::cold::block::BlockMeta;
+use crate::cold::cache::BlockCache;
+use crate::cold::store::{Checkpoint, ColdStore};
+use crate::compactor::{Compactor, Urgency};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::meta::HardStateFile;
+use crate::state::LogState;
+use crate::stats::Stats;
+use crate::traits::StorageEngine;
+use crate::wal::{SparePool, SyncPoint, WalWriter, sync_dir};
 
-/// The tiered engine. Cloning handles is cheap; all handles share one state.
+pub(crate) const MARKER_FILE: &str = "TIERLOG";
+pub(crate) const MARKER_TEXT: &str = "tierlog directory, format 1\n";
+pub(crate) const WAL_DIR: &str = "wal";
+pub(crate) const COLD_FILE: &str = "cold.redb";
+pub(crate) const HARD_STATE_FILE: &str = "hardstate";
+const LOCK_FILE: &str = "LOCK";
+/// Accounted memory of one block-index entry (BTreeMap node share plus the meta itself).
+const INDEX_ENTRY_COST: u64 = 96;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hot_reads: AtomicU64,
+    pub cold_reads: AtomicU64,
+    pub compactions: AtomicU64,
+    pub backpressure_waits: AtomicU64,
+}
+
+/// Everything the handles and the background thread share.
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub state: RwLock<LogState>,
+    /// Mirror of `state.last_index()` so `last_index()` takes no lock.
+    pub last_index: AtomicU64,
+    /// Serialises writers: validate, log, apply.
+    pub writer: Mutex<WalWriter>,
+    pub sync: Arc<SyncPoint>,
+    pub spares: Arc<SparePool>,
+    pub cold: ColdStore,
+    pub checkpoint: Mutex<Checkpoint>,
+    pub cache: BlockCache,
+    pub hard_state: HardStateFile,
+    pub counters: Counters,
+    /// Set by writers waiting for memory: the next round moves everything movable.
+    pub urgent: AtomicBool,
+    pub wake: Notify,
+    /// Signalled after every compaction round (writers waiting for memory re-check).
+    pub room: Notify,
+    pub closed: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    /// Hints for the read-ahead thread (bounded: hints beyond its pace are dropped).
+    pub read_ahead: Mutex<Option<std::sync::mpsc::SyncSender<BlockMeta>>>,
+    redb_cache_bytes: u64,
+    _lock: File,
+}
+
+impl Inner {
+    /// Bytes the ring may hold, given the block index's current size.
+    pub(crate) fn ring_budget(&self, blocks: usize) -> u64 {
+        self.config
+            .ring_budget_bytes()
+            .saturating_sub(self.redb_cache_bytes)
+            .saturating_sub(blocks as u64 * INDEX_ENTRY_COST)
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("the engine was closed".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Owns the background thread: when the last handle goes, the thread is stopped and joined before
+/// the files are released, so the directory can be reopened at once.
+struct Shared {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<Worker>>,
+}
+
+struct Worker {
+    thread: JoinHandle<()>,
+    read_ahead: JoinHandle<()>,
+    requests: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
+}
+
+impl Shared {
+    fn stop(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(w) = self.worker.lock().take() {
+            drop(w.requests);
+            self.inner.read_ahead.lock().take();
+            self.inner.wake.notify_one();
+            // Joining plain threads is fine inside any tokio runtime: they never wait on the caller's
+            // runtime.
+            if w.thread.join().is_err() || w.read_ahead.join().is_err() {
+                tracing::error!("a background thread panicked");
+            }
+        }
+        self.inner.room.notify_waiters();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The tiered engine. Cloning is cheap; every clone and every handle shares one state.
 #[derive(Clone)]
 pub struct TieredEngine {
+    shared: Arc<Shared>,
     log: Arc<TierLogStore>,
     meta: Arc<TierMetaStore>,
 }
 
-/// The engine's [`LogStore`] handle.
-pub struct TierLogStore {}
+/// The engine's [`LogStore`](crate::LogStore) handle.
+pub struct TierLogStore {
+    pub(crate) inner: Arc<Inner>,
+    _shared: Arc<Shared>,
+}
 
-/// The engine's [`MetaStore`] handle.
-pub struct TierMetaStore {}
+/// The engine's [`MetaStore`](crate::MetaStore) handle.
+pub struct TierMetaStore {
+    pub(crate) inner: Arc<Inner>,
+    _shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TieredEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredEngine")
+            .field("dir", &self.shared.inner.dir)
+            .finish()
+    }
+}
+
+/// Creates the directory or checks that it is a tierlog directory, and takes its lock.
+fn prepare_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let marker = dir.join(MARKER_FILE);
+    match std::fs::read_to_string(&marker) {
+        Ok(text) if text == MARKER_TEXT => {}
+        Ok(_) => {
+            return Err(Error::Config(format!(
+                "{} has an unknown format marker",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+            if entries.next().is_some() {
+                return Err(Error::Config(format!(
+                    "{} is not empty and is not a tierlog directory (no {MARKER_FILE} file)",
+                    dir.display()
+                )));
+            }
+            std::fs::write(&marker, MARKER_TEXT).map_err(|e| Error::io(&marker, e))?;
+        }
+        Err(e) => return Err(Error::io(&marker, e)),
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.try_lock().map_err(|_| {
+        Error::Config(format!(
+            "{} is already open in another engine or process",
+            dir.display()
+        ))
+    })?;
+    let wal = dir.join(WAL_DIR);
+    std::fs::create_dir_all(&wal).map_err(|e| Error::io(&wal, e))?;
+    sync_dir(dir)?;
+    Ok(lock)
+}
 
 impl TieredEngine {
-    /// Opens (or creates) the engine in `dir`, recovering whatever a previous run left.
-    pub async fn open(_dir: impl AsRef<Path>, _config: Config) -> Result<TieredEngine> {
-        todo!()
+    /// Opens (or creates) the engine in `dir`, recovering whatever a previous run left: the cold
+    /// checkpoint from redb, then the write-ahead records it does not cover.
+    pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<TieredEngine> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let lock = prepare_dir(&dir)?;
+        let redb_cache = (config.memory_budget_bytes / 32).clamp(256 << 10, 16 << 20);
+        let (cold, cp, index) = ColdStore::open(&dir.join(COLD_FILE), redb_cache as usize)?;
+        let cache = BlockCache::new(config.block_cache_bytes());
+        let mut state = LogState::from_checkpoint(&cp, index);
+        let recovered = crate::recovery::replay(&dir.join(WAL_DIR), &config, &cp, &mut state, |st, a, b| {
+            crate::log_store::read_cold_once(&cold, &cache, st, a, b)
+        })?;
+        let writer = WalWriter::open(
+            &dir.join(WAL_DIR),
+            &recovered,
+            config.segment_bytes,
+            config.recycle_segments,
+        )?;
+        let hard_state = HardStateFile::open(&dir.join(HARD_STATE_FILE))?;
+        sync_dir(&dir)?;
+        let inner = Arc::new(Inner {
+            last_index: AtomicU64::new(state.last_index()),
+            state: RwLock::new(state),
+            sync: writer.sync_point(),
+            spares: writer.spare_pool(),
+            writer: Mutex::new(writer),
+            checkpoint: Mutex::new(cp),
+            cold,
+            cache,
+            hard_state,
+            counters: Counters::default(),
+            urgent: AtomicBool::new(false),
+            wake: Notify::new(),
+            room: Notify::new(),
+            closed: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            read_ahead: Mutex::new(None),
+            redb_cache_bytes: redb_cache,
+            dir,
+            config,
+            _lock: lock,
+        });
+        let worker = spawn_worker(inner.clone())?;
+        let shared = Arc::new(Shared {
+            inner: inner.clone(),
+            worker: Mutex::new(Some(worker)),
+        });
+        Ok(TieredEngine {
+            log: Arc::new(TierLogStore {
+                inner: inner.clone(),
+                _shared: shared.clone(),
+            }),
+            meta: Arc::new(TierMetaStore {
+                inner,
+                _shared: shared.clone(),
+            }),
+            shared,
+        })
     }
 
-    /// Stops the background compactor, syncs the write-ahead log and releases the files.
+    /// The directory the engine lives in.
+    pub fn dir(&self) -> &Path {
+        &self.shared.inner.dir
+    }
+
+    /// Stops the background thread and fdatasyncs the write-ahead log. Other handles still alive
+    /// afterwards get [`Error::Closed`] from writes; files are released when the last handle drops.
     pub async fn close(self) -> Result<()> {
-        todo!()
+        let inner = self.shared.inner.clone();
+        let sync = inner.sync.sync(&inner.dir);
+        self.shared.stop();
+        sync
     }
 
     /// A snapshot of the engine's figures.
     pub fn stats(&self) -> Stats {
-        todo!()
+        let inner = &self.shared.inner;
+        let (wal_segments, wal_bytes) = inner.writer.lock().disk_usage();
+        let st = inner.state.read();
+        let lo = st.lo();
+        let visible = st.cold.blocks.values().filter(|m| m.last > lo);
+        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
+        for m in visible {
+            cold_blocks += 1;
+            raw += m.raw_len;
+            stored += m.stored_len;
+        }
+        let c = &inner.counters;
+        Stats {
+            first_index: if st.is_empty() { 0 } else { st.first },
+            last_index: st.last_index(),
+            hot_entries: st.ring.len(),
+            hot_bytes: st.ring.bytes(),
+            cold_blocks,
+            cold_raw_bytes: raw,
+            cold_stored_bytes: stored,
+            compaction_high_water: inner.checkpoint.lock().cold_hi,
+            block_cache_bytes: inner.cache.bytes(),
+            block_cache_hits: inner.cache.hits.load(Ordering::Relaxed),
+            block_cache_misses: inner.cache.misses.load(Ordering::Relaxed),
+            hot_reads: c.hot_reads.load(Ordering::Relaxed),
+            cold_reads: c.cold_reads.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
+            wal_segments,
+            wal_bytes,
+            redb_file_bytes: inner.cold.file_bytes(),
+            purge_boundary: st.purged,
+            memory_budget_bytes: inner.config.memory_budget_bytes,
+        }
     }
 
-    /// Runs one compaction round now, moving every compactable hot entry to the cold tier and
-    /// applying pending cold-tier deletions; returns when the round is durable.
+    /// Runs compaction now, moving every hot entry to the cold tier (the ring keeps them until memory
+    /// is needed) and applying pending cold-tier deletions; returns when the result is durable.
     pub async fn compact_now(&self) -> Result<()> {
-        todo!()
+        let rx = {
+            let worker = self.shared.worker.lock();
+            let w = worker
+                .as_ref()
+                .ok_or_else(|| Error::Closed("the engine was closed".into()))?;
+            let (tx, rx) = oneshot::channel();
+            w.requests
+                .send(tx)
+                .map_err(|_| Error::Closed("compactor has stopped".into()))?;
+            rx
+        };
+        rx.await
+            .map_err(|_| Error::Closed("compactor has stopped".into()))?
     }
 }
 
@@ -55,43 +331,66 @@ impl StorageEngine for TieredEngine {
     }
 }
 
-#[async_trait]
-impl LogStore for TierLogStore {
-    async fn persist_entries(&self, _entries: Vec<Entry>) -> Result<()> {
-        todo!()
-    }
-    async fn entry(&self, _index: u64) -> Result<Option<Entry>> {
-        todo!()
-    }
-    fn get_entries(&self, _range: RangeInclusive<u64>) -> Result<Vec<Entry>> {
-        todo!()
-    }
-    async fn purge(&self, _cutoff: LogId) -> Result<()> {
-        todo!()
-    }
-    async fn truncate(&self, _from: u64) -> Result<()> {
-        todo!()
-    }
-    async fn replace_range(&self, _from: u64, _entries: Vec<Entry>) -> Result<()> {
-        todo!()
-    }
-    async fn reset(&self) -> Result<()> {
-        todo!()
-    }
-    fn last_index(&self) -> u64 {
-        todo!()
-    }
-    fn is_write_durable(&self) -> bool {
-        todo!()
-    }
-}
-
-#[async_trait]
-impl MetaStore for TierMetaStore {
-    fn save_hard_state(&self, _state: &HardState) -> Result<(), Error> {
-        todo!()
-    }
-    fn load_hard_state(&self) -> Result<Option<HardState>> {
-        todo!()
-    }
+fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<()>>>();
+    let mut compactor = Compactor::new(inner.config.compression_level)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io(&inner.dir, e))?;
+    let dir = inner.dir.clone();
+    let inner_for_hints = inner.clone();
+    let thread = std::thread::Builder::new()
+        .name("tierlog-compactor".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let interval = std::time::Duration::from_millis(inner.config.compaction_interval_ms);
+                loop {
+                    let request = tokio::select! {
+                        r = rx.recv() => match r {
+                            Some(reply) => Some(reply),
+                            None => break,
+                        },
+                        _ = inner.wake.notified() => None,
+                        _ = tokio::time::sleep(interval) => None,
+                    };
+                    if inner.closed.load(Ordering::Acquire) {
+                        if let Some(reply) = request {
+                            let _ = reply.send(Err(Error::Closed("the engine was closed".into())));
+                        }
+                        break;
+                    }
+                    let urgency = if request.is_some() {
+                        Urgency::Force
+                    } else {
+                        Urgency::Normal
+                    };
+                    let res = compactor.run(&inner, urgency).map(|_| ());
+                    inner.urgent.store(false, Ordering::Relaxed);
+                    *inner.last_error.lock() = match &res {
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction round failed");
+                            Some(e.to_string())
+                        }
+                        Ok(()) => None,
+                    };
+                    inner.room.notify_waiters();
+                    if let Some(reply) = request {
+                        let _ = reply.send(res);
+                    }
+                }
+            })
+        })
+        .map_err(|e| Error::io(&dir, e))?;
+    let (hint_tx, hint_rx) = std::sync::mpsc::sync_channel(8);
+    *inner_for_hints.read_ahead.lock() = Some(hint_tx);
+    let read_ahead = std::thread::Builder::new()
+        .name("tierlog-read-ahead".into())
+        .spawn(move || inner_for_hints.read_ahead_loop(hint_rx))
+        .map_err(|e| Error::io(&dir, e))?;
+    Ok(Worker {
+        thread,
+        read_ahead,
+        requests: tx,
+    })
 }

@@ -18,12 +18,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cold;
+mod compactor;
 mod config;
 mod engine;
 mod error;
+mod hot;
+mod log_store;
+mod meta;
+pub mod offline;
 pub mod proto;
+mod recovery;
+mod state;
 mod stats;
 mod traits;
+mod wal;
 
 pub use config::{Config, RecoveryMode};
 pub use engine::{TierLogStore, TierMetaStore, TieredEngine};

@@ -1,0 +1,184 @@
+//! Cold blocks: a run of consecutive entries, zstd-compressed, with an offset table so one entry is
+//! sliced out after one decompression (layout in `docs/format.md`).
+
+use bytes::{BufMut, Bytes};
+
+use crate::proto::Entry;
+
+pub(crate) const BLOCK_HEADER_LEN: usize = 32;
+const MAGIC: &[u8; 4] = b"TLB1";
+/// Largest decompressed block accepted, so a damaged length field cannot force a huge allocation.
+pub(crate) const MAX_RAW_LEN: usize = 1 << 30;
+
+/// What the in-memory block index knows of a block without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockMeta {
+    /// Unique for the life of the directory; a trimmed block keeps its id (its kept prefix is
+    /// byte-identical), any other rewrite gets a new one. The block cache is keyed by it.
+    pub id: u64,
+    pub first: u64,
+    pub last: u64,
+    pub raw_len: u64,
+    pub stored_len: u64,
+}
+
+/// A decompressed block, shared by the cache and by readers; entries' payloads point into `raw`.
+#[derive(Debug)]
+pub(crate) struct DecodedBlock {
+    pub id: u64,
+    pub first: u64,
+    count: u64,
+    raw: Bytes,
+}
+
+impl DecodedBlock {
+    pub(crate) fn last(&self) -> u64 {
+        self.first + self.count - 1
+    }
+
+    pub(crate) fn raw_len(&self) -> u64 {
+        self.raw.len() as u64
+    }
+
+    fn offset(&self, i: usize) -> usize {
+        let p = 4 * i;
+        u32::from_le_bytes(self.raw[p..p + 4].try_into().unwrap_or_default()) as usize
+    }
+
+    /// The entry at `index`, which must lie in `[first, last]`.
+    pub(crate) fn get(&self, index: u64) -> Option<Entry> {
+        if index < self.first || index > self.last() {
+            return None;
+        }
+        let i = (index - self.first) as usize;
+        let (a, b) = (self.offset(i), self.offset(i + 1));
+        let term = u64::from_le_bytes(self.raw[a..a + 8].try_into().unwrap_or_default());
+        Some(Entry {
+            index,
+            term,
+            payload: self.raw.slice(a + 8..b),
+        })
+    }
+
+    /// Entries of `[from, to]` that this block holds.
+    pub(crate) fn range(&self, from: u64, to: u64) -> impl Iterator<Item = Entry> + '_ {
+        (from.max(self.first)..=to.min(self.last())).filter_map(|i| self.get(i))
+    }
+}
+
+/// Encodes consecutive `entries` into a stored block with the given id.
+pub(crate) fn encode(
+    id: u64,
+    entries: &[Entry],
+    zstd: &mut zstd::bulk::Compressor<'_>,
+) -> std::io::Result<Vec<u8>> {
+    let first = entries.first().map_or(0, |e| e.index);
+    let count = entries.len();
+    let table = 4 * (count + 1);
+    let mut raw = Vec::with_capacity(table + entries.iter().map(|e| 8 + e.payload.len()).sum::<usize>());
+    let mut off = table as u32;
+    for e in entries {
+        raw.put_u32_le(off);
+        off += 8 + e.payload.len() as u32;
+    }
+    raw.put_u32_le(off);
+    for e in entries {
+        raw.put_u64_le(e.term);
+        raw.put_slice(&e.payload);
+    }
+    let compressed = zstd.compress(&raw)?;
+    let mut out = Vec::with_capacity(BLOCK_HEADER_LEN + compressed.len());
+    out.put_slice(MAGIC);
+    out.put_u64_le(id);
+    out.put_u64_le(first);
+    out.put_u32_le(count as u32);
+    out.put_u32_le(raw.len() as u32);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out), &compressed);
+    out.put_u32_le(crc);
+    out.put_slice(&compressed);
+    Ok(out)
+}
+
+/// The header fields of a stored block, after checking magic and checksum.
+pub(crate) fn check(stored: &[u8]) -> Result<(u64, u64, u64, usize), String> {
+    if stored.len() < BLOCK_HEADER_LEN || &stored[0..4] != MAGIC {
+        return Err("not a tierlog block (bad magic or too short)".into());
+    }
+    let u64_at = |p: usize| u64::from_le_bytes(stored[p..p + 8].try_into().unwrap_or_default());
+    let u32_at = |p: usize| u32::from_le_bytes(stored[p..p + 4].try_into().unwrap_or_default());
+    let (id, first, count, raw_len, crc) = (
+        u64_at(4),
+        u64_at(12),
+        u32_at(20) as u64,
+        u32_at(24) as usize,
+        u32_at(28),
+    );
+    if crc32c::crc32c_append(crc32c::crc32c(&stored[..28]), &stored[BLOCK_HEADER_LEN..]) != crc {
+        return Err("block checksum mismatch".into());
+    }
+    if count == 0 || raw_len > MAX_RAW_LEN || raw_len < 4 * (count as usize + 1) + 8 * count as usize {
+        return Err(format!(
+            "block header is inconsistent (count {count}, raw length {raw_len})"
+        ));
+    }
+    Ok((id, first, count, raw_len))
+}
+
+/// Checks and decompresses a stored block, validating its offset table.
+pub(crate) fn decode(stored: &[u8]) -> Result<DecodedBlock, String> {
+    let (id, first, count, raw_len) = check(stored)?;
+    let raw =
+        zstd::bulk::decompress(&stored[BLOCK_HEADER_LEN..], raw_len).map_err(|e| format!("zstd: {e}"))?;
+    if raw.len() != raw_len {
+        return Err(format!(
+            "block decompressed to {} bytes, header says {raw_len}",
+            raw.len()
+        ));
+    }
+    let table = 4 * (count as usize + 1);
+    let mut prev = table;
+    for i in 0..=count as usize {
+        let off = u32::from_le_bytes(raw[4 * i..4 * i + 4].try_into().unwrap_or_default()) as usize;
+        let min = if i == 0 { table } else { prev + 8 };
+        if off < min || off > raw_len || (i == 0 && off != table) {
+            return Err(format!("block offset table entry {i} is out of order"));
+        }
+        prev = off;
+    }
+    if prev != raw_len {
+        return Err("block offset table does not end at the block's end".into());
+    }
+    first
+        .checked_add(count - 1)
+        .ok_or_else(|| "block index range overflows u64".to_string())?;
+    Ok(DecodedBlock {
+        id,
+        first,
+        count,
+        raw: Bytes::from(raw),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage_detection() {
+        let entries: Vec<Entry> = (10..60)
+            .map(|i| Entry::new(i, i / 7, format!("payload-{i}")))
+            .collect();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let stored = encode(42, &entries, &mut z).unwrap();
+        let b = decode(&stored).unwrap();
+        assert_eq!((b.id, b.first, b.last()), (42, 10, 59));
+        assert_eq!(b.range(0, 100).collect::<Vec<_>>(), entries);
+        assert_eq!(b.get(9), None);
+        for pos in [0, 5, 13, 21, 25, 29, BLOCK_HEADER_LEN + 3, stored.len() - 1] {
+            let mut bad = stored.clone();
+            bad[pos] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flip at {pos} went unnoticed");
+        }
+        assert!(decode(&stored[..stored.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! End-to-end smoke: both tiers, reopen, purge/truncate into the cold tier.
+
+use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TieredEngine};
+
+fn small() -> Config {
+    Config {
+        memory_budget_bytes: 1 << 20,
+        block_target_bytes: 4 << 10,
+        compaction_trigger_bytes: 16 << 10,
+        hot_tail_entries: 0,
+        segment_bytes: 256 << 10,
+        ..Config::default()
+    }
+}
+
+fn e(i: u64, t: u64) -> Entry {
+    Entry::new(
+        i,
+        t,
+        format!("entry-{i}-term-{t}-{}", "x".repeat((i % 200) as usize)),
+    )
+}
+
+#[tokio::test]
+async fn tiers_merge_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+        let log = eng.log_store();
+        for b in 0..100 {
+            let batch: Vec<Entry> = (b * 100 + 1..=b * 100 + 100).map(|i| e(i, 1)).collect();
+            log.persist_entries(batch).await.unwrap();
+        }
+        log.flush().unwrap();
+        eng.compact_now().await.unwrap();
+        let s = eng.stats();
+        assert!(s.cold_blocks > 0, "{s:?}");
+        assert_eq!(s.last_index, 10_000);
+        let all = log.get_entries(1..=10_000).unwrap();
+        assert_eq!(all.len(), 10_000);
+        for (k, x) in all.iter().enumerate() {
+            assert_eq!(*x, e(k as u64 + 1, 1));
+        }
+        assert!(eng.stats().cold_reads > 0);
+        // Truncate into the cold tier, overwrite, purge.
+        log.truncate(5_000).await.unwrap();
+        assert_eq!(log.last_index(), 4_999);
+        log.persist_entries((5_000..=5_010).map(|i| e(i, 2)).collect())
+            .await
+            .unwrap();
+        log.persist_entries(vec![e(3_000, 3)]).await.unwrap();
+        log.purge(LogId::new(1, 100)).await.unwrap();
+        eng.compact_now().await.unwrap();
+        assert_eq!(log.entry(3_000).await.unwrap(), Some(e(3_000, 3)));
+        assert_eq!(log.entry(3_001).await.unwrap(), Some(e(3_001, 1)));
+        assert_eq!(log.entry(100).await.unwrap(), None);
+        assert_eq!(log.entry(101).await.unwrap(), Some(e(101, 1)));
+    }
+    let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+    let log = eng.log_store();
+    assert_eq!(log.last_index(), 5_010);
+    assert_eq!(log.load_purge_boundary().unwrap(), Some(LogId::new(1, 100)));
+    let all = log.get_entries(0..=20_000).unwrap();
+    assert_eq!(all.len(), 5_010 - 100);
+    for x in &all {
+        let t = if x.index == 3_000 {
+            3
+        } else if x.index >= 5_000 {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*x, e(x.index, t));
+    }
+}
+
+#[tokio::test]
+async fn offline_tools_read_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+        let log = eng.log_store();
+        log.persist_entries((1..=3000).map(|i| e(i, 1)).collect())
+            .await
+            .unwrap();
+        eng.compact_now().await.unwrap();
+        log.persist_entries((3001..=3100).map(|i| e(i, 2)).collect())
+            .await
+            .unwrap();
+        log.purge(LogId::new(1, 10)).await.unwrap();
+    }
+    let listing = |d: &std::path::Path| {
+        let mut v: Vec<_> = walk(d);
+        v.sort();
+        v
+    };
+    let before = listing(dir.path());
+    let ins = tierlog::offline::inspect(dir.path()).unwrap();
+    assert_eq!(ins.index_range, Some((11, 3100)));
+    assert!(ins.cold_blocks > 0 && ins.compression_ratio > 1.0, "{ins:?}");
+    let rep = tierlog::offline::verify(dir.path()).unwrap();
+    assert_eq!(rep.entries, 3090);
+    let d = tierlog::offline::dump(dir.path(), 3000, 3001).unwrap();
+    assert_eq!(d, vec![e(3000, 1), e(3001, 2)]);
+    assert_eq!(
+        before,
+        listing(dir.path()),
+        "read-only tools changed the directory"
+    );
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("x"), "y").unwrap();
+    assert!(matches!(
+        tierlog::offline::inspect(other.path()),
+        Err(tierlog::Error::Config(_))
+    ));
+}
+
+fn walk(d: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for ent in std::fs::read_dir(d).unwrap() {
+        let p = ent.unwrap().path();
+        let m = std::fs::metadata(&p).unwrap();
+        if m.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push((p.display().to_string(), m.len(), m.modified().unwrap()));
+        }
+    }
+    out
+}
