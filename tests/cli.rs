@@ -206,3 +206,137 @@ fn every_command_has_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: tierlog"));
     }
 }
+
+/// Every file under `dir` with its bytes and modification time.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (Vec<u8>, std::time::SystemTime)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    e.path(),
+                    (std::fs::read(e.path()).unwrap(), md.modified().unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn operator_commands_read_a_bench_directory_without_changing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let dir = tmp.path().join("log");
+    let d = dir.display().to_string();
+    let out = tierlog(&[
+        "bench",
+        "--workload",
+        "long-retention",
+        "--entries",
+        "6000",
+        "--config",
+        &config,
+        "--dir",
+        &d,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = snapshot(&dir);
+
+    let out = tierlog(&["inspect", &d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for field in [
+        "index range",
+        "purge boundary",
+        "hard state",
+        "cold tier",
+        "redb file",
+        "write-ahead",
+    ] {
+        assert!(text.contains(field), "inspect lacks {field}: {text}");
+    }
+    assert!(
+        text.contains("purge boundary   index"),
+        "long-retention purges: {text}"
+    );
+
+    let out = tierlog(&["verify", &d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK"));
+    let out = tierlog(&["inspect", &d, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["last_index"], 6000);
+    assert!(i["purge_boundary"]["index"].as_u64().unwrap() > 0);
+    let out = tierlog(&["verify", &d, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["report"]["entries"].as_u64().unwrap() > 0);
+
+    let out = tierlog(&["dump", &d, "--from", "5990", "--to", "7000"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 11, "entries 5990..=6000 exist");
+    let first: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(first[0], "5990");
+    assert_eq!(
+        first[3].len(),
+        first[2].parse::<usize>().unwrap(),
+        "payload size column"
+    );
+    assert!(first[3].starts_with("PUT ") || first[3].starts_with("CAS ") || first[3].starts_with("DEL "));
+
+    assert!(
+        before == snapshot(&dir),
+        "a read-only command changed the directory"
+    );
+
+    let out = tierlog(&["compact", &d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("compacted"));
+    let out = tierlog(&["verify", &d]);
+    assert!(out.status.success(), "verify after compact: {}", stderr(&out));
+}
+
+#[test]
+fn verify_names_the_corrupt_file_and_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let d = dir.display().to_string();
+    let out = tierlog(&[
+        "bench",
+        "--workload",
+        "leader-append",
+        "--entries",
+        "4000",
+        "--dir",
+        &d,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seg = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .expect("a write-ahead segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[200_000] ^= 0xFF; // inside the ~1 MB of records, far from the tail
+    std::fs::write(&seg, bytes).unwrap();
+    let out = tierlog(&["verify", &d]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("CORRUPT") && report.contains(seg.file_name().unwrap().to_str().unwrap()),
+        "{report}"
+    );
+    assert!(report.contains("offset"), "{report}");
+}

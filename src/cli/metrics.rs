@@ -121,7 +121,13 @@ impl Sampler {
     /// Stops sampling and returns the timeline.
     pub fn finish(mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+        self.handle
+            .take()
+            .and_then(|h| {
+                h.thread().unpark();
+                h.join().ok()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -130,6 +136,7 @@ impl Drop for Sampler {
         // On an early error return the thread must not outlive the run (it holds an engine handle).
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
+            h.thread().unpark();
             let _ = h.join();
         }
     }
@@ -138,7 +145,9 @@ impl Drop for Sampler {
 fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Sample> {
     let start = Instant::now();
     let mut out = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        // Checked before sampling, so a stopped run still gets its closing sample.
+        let last = stop.load(Ordering::Relaxed);
         let rss = sys::rss_bytes();
         shared.max_rss.fetch_max(rss, Ordering::Relaxed);
         let stats = shared.engine.lock().as_ref().map(TieredEngine::stats);
@@ -155,9 +164,11 @@ fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Samp
             cold_stored_bytes: stats.cold_stored_bytes,
             phase,
         });
-        std::thread::sleep(period);
+        if last {
+            return out;
+        }
+        std::thread::park_timeout(period);
     }
-    out
 }
 
 /// The progress-bar message: tier sizes and memory.

@@ -34,9 +34,10 @@ pub enum Command {
     /// Run a realistic Raft log workload and report what happened in both tiers.
     Bench(BenchArgs),
     /// Show tiers, index ranges, blocks, compression, purge boundary and hard state of a directory.
-    Inspect(DirArgs),
-    /// Check every write-ahead record and cold block checksum and that the index ranges are contiguous.
-    Verify(DirArgs),
+    Inspect(ReportArgs),
+    /// Check every write-ahead record and cold block checksum and that the index ranges are contiguous
+    /// (exit code 2 on corruption, naming the file and offset).
+    Verify(ReportArgs),
     /// Print entries (index, term, payload size, payload as UTF-8 or hex).
     Dump(DumpArgs),
     /// Compact the redb file of a closed directory, reporting bytes before and after.
@@ -91,6 +92,16 @@ pub struct DirArgs {
     pub dir: PathBuf,
 }
 
+/// A directory argument for a command that can also answer in JSON.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A tierlog directory.
+    pub dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options of `tierlog dump`.
 #[derive(Args, Debug, Clone)]
 pub struct DumpArgs {
@@ -111,8 +122,8 @@ pub struct DumpArgs {
 pub fn run(cli: Cli) -> CliResult<i32> {
     match cli.command {
         Command::Bench(args) => bench::main(args),
-        Command::Inspect(a) => inspect::inspect(&a.dir),
-        Command::Verify(a) => inspect::verify(&a.dir),
+        Command::Inspect(a) => inspect::inspect(&a.dir, a.json),
+        Command::Verify(a) => inspect::verify(&a.dir, a.json),
         Command::Dump(a) => inspect::dump(&a),
         Command::Compact(a) => inspect::compact(&a.dir),
     }
