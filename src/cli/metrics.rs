@@ -145,6 +145,8 @@ impl Drop for Sampler {
 fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Sample> {
     let start = Instant::now();
     let mut out = Vec::new();
+    // While the engine is closed for the reopen, the tiers still hold what they held.
+    let mut last_stats = Stats::default();
     loop {
         // Checked before sampling, so a stopped run still gets its closing sample.
         let last = stop.load(Ordering::Relaxed);
@@ -152,7 +154,7 @@ fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Samp
         shared.max_rss.fetch_max(rss, Ordering::Relaxed);
         let stats = shared.engine.lock().as_ref().map(TieredEngine::stats);
         let (phase, bar) = shared.phase.lock().clone();
-        let stats = stats.unwrap_or_default();
+        let stats = stats.unwrap_or_else(|| last_stats.clone());
         if let Some(bar) = bar {
             bar.set_message(tier_message(&stats, rss));
         }
@@ -164,6 +166,7 @@ fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Samp
             cold_stored_bytes: stats.cold_stored_bytes,
             phase,
         });
+        last_stats = stats;
         if last {
             return out;
         }

@@ -16,13 +16,21 @@ pub fn draw(path: &Path, samples: &[Sample], budget_bytes: u64) -> CliResult<()>
         return Err("the run was too short to plot (fewer than 2 samples)".into());
     }
     let t_max = samples.last().map_or(1.0, |s| s.t).max(0.001);
+    // Rates over about one second (5 samples), so fsync jitter does not hide the trend.
     let rates: Vec<(f64, f64)> = samples
-        .windows(2)
+        .windows(6.min(samples.len()))
         .map(|w| {
-            let dt = (w[1].t - w[0].t).max(1e-6);
-            (w[1].t, (w[1].written.saturating_sub(w[0].written)) as f64 / dt)
+            let (a, b) = (&w[0], &w[w.len() - 1]);
+            let dt = (b.t - a.t).max(1e-6);
+            (b.t, b.written.saturating_sub(a.written) as f64 / dt)
         })
         .collect();
+    let mesh = |c: &mut Chart<'_, '_>| {
+        c.configure_mesh()
+            .x_desc("seconds")
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+    };
     let err = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
     let root = SVGBackend::new(path, (1100, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -36,7 +44,11 @@ pub fn draw(path: &Path, samples: &[Sample], budget_bytes: u64) -> CliResult<()>
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..t_max, 0.0..rate_max)
         .map_err(|e| err(&e))?;
-    c.configure_mesh().x_desc("seconds").draw().map_err(|e| err(&e))?;
+    c.configure_mesh()
+        .x_desc("seconds")
+        .y_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+        .draw()
+        .map_err(|e| err(&e))?;
     c.draw_series(LineSeries::new(rates, &BLUE))
         .map_err(|e| err(&e))?;
     phase_marks(&mut c, samples, rate_max).map_err(|e| err(&e))?;
@@ -45,13 +57,16 @@ pub fn draw(path: &Path, samples: &[Sample], budget_bytes: u64) -> CliResult<()>
     let budget = budget_bytes as f64 / MIB;
     let mem_max = rss.iter().map(|r| r.1).fold(budget, f64::max) * 1.15;
     let mut c = ChartBuilder::on(&panels[1])
-        .caption("resident memory (MiB) vs engine budget", ("sans-serif", 18))
+        .caption(
+            "resident memory of the whole process (MiB) vs engine budget",
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(25)
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..t_max, 0.0..mem_max)
         .map_err(|e| err(&e))?;
-    c.configure_mesh().x_desc("seconds").draw().map_err(|e| err(&e))?;
+    mesh(&mut c).map_err(|e| err(&e))?;
     c.draw_series(LineSeries::new(rss, &RED))
         .map_err(|e| err(&e))?
         .label("RSS")
@@ -82,7 +97,7 @@ pub fn draw(path: &Path, samples: &[Sample], budget_bytes: u64) -> CliResult<()>
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..t_max, 0.0..size_max)
         .map_err(|e| err(&e))?;
-    c.configure_mesh().x_desc("seconds").draw().map_err(|e| err(&e))?;
+    mesh(&mut c).map_err(|e| err(&e))?;
     c.draw_series(LineSeries::new(hot, &MAGENTA))
         .map_err(|e| err(&e))?
         .label("hot")
