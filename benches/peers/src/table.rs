@@ -44,6 +44,7 @@ impl Results {
             hot_range_p99_ms: med(|o| o.hot_range_p99_ms),
             cold_range_ms: med(|o| o.cold_range_ms),
             cold_range_p99_ms: med(|o| o.cold_range_p99_ms),
+            cold_repeat_ms: med(|o| o.cold_repeat_ms),
             reopen_ms: med(|o| o.reopen_ms),
             disk_bytes: med(|o| o.disk_bytes as f64) as u64,
             logical_bytes: runs[0].logical_bytes,
@@ -115,24 +116,25 @@ pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
     if !rows("follower-catchup").is_empty() {
         let _ = writeln!(
             s,
-            "\n### follower-catchup: {} entries, {}-entry range reads; hot = newest range x{}, cold = {} disjoint ranges from index 1 after reopen + page-cache drop\n",
+            "\n### follower-catchup: {} entries, {}-entry range reads; hot = newest range x{}, cold = {} disjoint ranges from index 1 after reopen + page-cache drop (then the same ranges again)\n",
             p.catchup_entries, p.range, p.range_calls, p.range_calls
         );
         let _ = writeln!(
             s,
-            "| store | write entries/s | hot ms p50 / p99 | cold ms p50 / p99 | reopen ms | disk / logical byte | peak RSS | cold time vs tierlog | hot time vs tierlog |"
+            "| store | write entries/s | hot ms p50 / p99 | cold ms p50 / p99 | cold again ms | reopen ms | disk / logical byte | peak RSS | cold time vs tierlog | hot time vs tierlog |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
         let b = base("follower-catchup");
         for (peer, o) in rows("follower-catchup") {
             let _ = writeln!(
                 s,
-                "| {peer} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {:.2} | {} | {} | {} |",
+                "| {peer} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} |",
                 o.entries_per_sec,
                 o.hot_range_ms,
                 o.hot_range_p99_ms,
                 o.cold_range_ms,
                 o.cold_range_p99_ms,
+                o.cold_repeat_ms,
                 o.reopen_ms,
                 per_logical(&o),
                 mib(o.peak_rss),
