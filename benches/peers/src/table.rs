@@ -94,20 +94,22 @@ pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
         );
         let _ = writeln!(
             s,
-            "| store | entries/s | p50 µs/batch | p99 µs/batch | disk / logical byte | peak RSS | entries/s vs tierlog |"
+            "| store | entries/s | p50 µs/batch | p99 µs/batch | batch / p50 (entries/s) | disk / logical byte | peak RSS | entries/s vs tierlog | p50 vs tierlog |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-        let b = base("leader-append").map(|o| o.entries_per_sec);
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let b = base("leader-append");
         for (peer, o) in rows("leader-append") {
             let _ = writeln!(
                 s,
-                "| {peer} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} |",
+                "| {peer} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} |",
                 o.entries_per_sec,
                 o.p50_us,
                 o.p99_us,
+                p.batch as f64 * 1e6 / o.p50_us.max(1e-3),
                 per_logical(&o),
                 mib(o.peak_rss),
-                ratio(o.entries_per_sec, b)
+                ratio(o.entries_per_sec, b.as_ref().map(|b| b.entries_per_sec)),
+                ratio(o.p50_us, b.as_ref().map(|b| b.p50_us)),
             );
         }
         errors(&mut s, "leader-append");
