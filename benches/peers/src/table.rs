@@ -217,6 +217,28 @@ fn targets(r: &Results, p: &Params) -> String {
         ">= 0.7",
         |v| v >= 0.7,
     );
+    let p50 = |peer: &str| r.median("leader-append", peer).map(|o| o.p50_us);
+    check(
+        &mut s,
+        "leader-append by median batch latency (less sensitive to a noisy machine): raft-engine p50 / tierlog p50",
+        div(p50("raft-engine"), p50("tierlog")),
+        ">= 1",
+        |v| v >= 1.0,
+    );
+    check(
+        &mut s,
+        "leader-append by median batch latency: redb p50 / tierlog p50",
+        div(p50("redb"), p50("tierlog")),
+        ">= 2",
+        |v| v >= 2.0,
+    );
+    check(
+        &mut s,
+        "leader-append by median batch latency: raw-append p50 / tierlog p50",
+        div(p50("raw-append"), p50("tierlog")),
+        ">= 0.7",
+        |v| v >= 0.7,
+    );
     let cold = |peer: &str| r.median("follower-catchup", peer).map(|o| o.cold_range_ms);
     check(
         &mut s,
