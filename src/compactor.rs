@@ -21,6 +21,11 @@ use crate::state::ColdView;
 /// mutations are recorded for re-application) stays short.
 const MAX_ROUND_RAW_BYTES: u64 = 32 << 20;
 
+/// Bytes an entry takes in a block's raw form (offset slot, term, payload).
+pub(crate) fn raw_cost(e: &Entry) -> u64 {
+    12 + e.payload.len() as u64
+}
+
 struct Snapshot {
     seq: u64,
     purged: Option<LogId>,
@@ -30,6 +35,8 @@ struct Snapshot {
     entries: Vec<Entry>,
     trim: Option<BlockMeta>,
     flush_partial: bool,
+    /// Entries up to here must be in the round's blocks, even in a partial last block.
+    required: u64,
 }
 
 /// Why a round runs.
@@ -55,7 +62,9 @@ impl Compactor {
     /// Runs rounds until nothing is left to do; returns whether any round committed.
     pub(crate) fn run(&mut self, inner: &Inner, urgency: Urgency) -> Result<bool> {
         let mut any = false;
-        while self.round(inner, urgency)? {
+        // Each round either moves data or changes the checkpoint, so this ends; stopping at shutdown
+        // keeps `Drop` prompt even with much left to move.
+        while !inner.closed.load(Ordering::Acquire) && self.round(inner, urgency)? {
             any = true;
         }
         Ok(any)
@@ -73,13 +82,19 @@ impl Compactor {
         let force = urgency == Urgency::Force || inner.urgent.load(Ordering::Relaxed);
         let start = (cut + 1).max(st.ring.first());
         let keep = if force { 0 } else { cfg.hot_tail_entries };
+        // Cold content above a dirty cut, up to the cold high-water, is rewritten in the same round:
+        // its write-ahead records may already be retired (the cold copy covered them), so the ring's
+        // copy must reach the cold tier before the old blocks go.
+        let required = st.cold.hi;
         let end = if st.is_empty() {
             0
         } else {
-            st.last.saturating_sub(keep)
+            st.last.saturating_sub(keep).max(required.min(st.last))
         };
-        let avail = st.ring.bytes_in(start, end);
-        let compact = avail > 0 && (force || avail >= cfg.compaction_trigger_bytes);
+        // Raw block bytes, not ring accounting: a normal round needs one full block to move.
+        let avail = st.ring.raw_bytes_in(start, end);
+        let threshold = cfg.compaction_trigger_bytes.max(cfg.block_target_bytes);
+        let compact = avail > 0 && (force || avail >= threshold || start <= required);
         let checkpoint_moved = committed.purged != st.purged || committed.cold_hi != st.cold.hi.max(cut);
         if !compact && !garbage_above && !purgeable && !checkpoint_moved {
             return None;
@@ -88,10 +103,10 @@ impl Compactor {
         if compact {
             let mut bytes = 0;
             let mut i = start;
-            while i <= end && bytes < MAX_ROUND_RAW_BYTES {
+            while i <= end && (bytes < MAX_ROUND_RAW_BYTES || i <= required) {
                 match st.ring.get(i) {
                     Some(e) => {
-                        bytes += 12 + e.payload.len() as u64;
+                        bytes += raw_cost(e);
                         entries.push(e.clone());
                     }
                     None => break,
@@ -116,6 +131,7 @@ impl Compactor {
             entries,
             trim,
             flush_partial: force,
+            required,
         })
     }
 
@@ -155,9 +171,20 @@ impl Compactor {
         }
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         let cp = *inner.checkpoint.lock();
-        let garbage = inner.writer.lock().take_garbage(cp.applied_seq, cp.cold_hi);
-        for seg in garbage {
-            inner.spares.retire(seg)?;
+        let mut garbage = inner
+            .writer
+            .lock()
+            .take_garbage(cp.applied_seq, cp.cold_hi)
+            .into_iter();
+        while let Some(seg) = garbage.next() {
+            if let Err(e) = inner.spares.retire(seg.clone()) {
+                // Keep tracking what was not retired, so a later round (or the next open) tries again.
+                inner
+                    .writer
+                    .lock()
+                    .give_back(std::iter::once(seg).chain(garbage).collect());
+                return Err(e);
+            }
         }
         if inner.writer.lock().active_fill() > 0.5 {
             inner.spares.ensure_one(inner.config.segment_bytes)?;
@@ -181,7 +208,7 @@ impl Compactor {
                 block::encode(m.id, &kept, &mut self.zstd).map_err(|e| Error::db(inner.cold.path(), e))?;
             let meta = BlockMeta {
                 last: snap.cut,
-                raw_len: 4 + kept.iter().map(|e| 12 + e.payload.len() as u64).sum::<u64>(),
+                raw_len: 4 + kept.iter().map(raw_cost).sum::<u64>(),
                 stored_len: stored.len() as u64,
                 ..m
             };
@@ -191,9 +218,10 @@ impl Compactor {
         let mut chunk_start = 0;
         let mut raw = 0;
         for (i, e) in snap.entries.iter().enumerate() {
-            raw += 12 + e.payload.len() as u64;
+            raw += raw_cost(e);
             let is_last = i + 1 == snap.entries.len();
-            if raw >= target || (is_last && snap.flush_partial) {
+            let needed = snap.entries[chunk_start].index <= snap.required;
+            if raw >= target || (is_last && (snap.flush_partial || needed)) {
                 let chunk = &snap.entries[chunk_start..=i];
                 let stored = block::encode(next_id, chunk, &mut self.zstd)
                     .map_err(|e| Error::db(inner.cold.path(), e))?;

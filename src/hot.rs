@@ -68,8 +68,17 @@ impl Ring {
         self.entries.range(a..=b).cloned().collect()
     }
 
-    /// Bytes of the entries in `[from, to]` (used to size compaction rounds).
+    /// Accounted bytes of the entries in `[from, to]`.
     pub(crate) fn bytes_in(&self, from: u64, to: u64) -> u64 {
+        self.sum_in(from, to, entry_cost)
+    }
+
+    /// Block-format bytes of the entries in `[from, to]` (sizes compaction rounds).
+    pub(crate) fn raw_bytes_in(&self, from: u64, to: u64) -> u64 {
+        self.sum_in(from, to, crate::compactor::raw_cost)
+    }
+
+    fn sum_in(&self, from: u64, to: u64, cost: fn(&Entry) -> u64) -> u64 {
         let from = from.max(self.first);
         let to = to.min(self.end().saturating_sub(1));
         if self.entries.is_empty() || from > to {
@@ -77,7 +86,7 @@ impl Ring {
         }
         let a = (from - self.first) as usize;
         let b = (to - self.first) as usize;
-        self.entries.range(a..=b).map(entry_cost).sum()
+        self.entries.range(a..=b).map(cost).sum()
     }
 
     /// Empties the ring; the next entry will be `first`.

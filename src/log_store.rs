@@ -210,13 +210,8 @@ impl Inner {
             None => Vec::new(),
         };
         let seq = w.append(&rec)?;
-        match &rec {
-            Record::Truncate { from } | Record::Replace { from, .. } => w.note_truncate(*from),
-            Record::Reset => w.note_truncate(1),
-            _ => {}
-        }
         let mut st = self.state.write();
-        st.apply(seq, rec, None, rehydrated);
+        st.apply(seq, rec, rehydrated);
         let budget = self.ring_budget(st.cold.blocks.len());
         st.evict(budget);
         self.publish_last_index(&st);
@@ -235,8 +230,11 @@ impl Inner {
 
 fn check_batch(entries: &[Entry]) -> Result<()> {
     for (i, e) in entries.iter().enumerate() {
-        if e.index == 0 {
-            return Err(Error::InvalidInput("entry index 0 is reserved".into()));
+        if e.index == 0 || e.index == u64::MAX {
+            return Err(Error::InvalidInput(format!(
+                "entry index {} is reserved",
+                e.index
+            )));
         }
         if i > 0 && e.index != entries[i - 1].index + 1 {
             return Err(Error::InvalidInput(format!(
@@ -276,6 +274,11 @@ impl LogStore for TierLogStore {
     async fn purge(&self, cutoff: LogId) -> Result<()> {
         if cutoff.index == 0 {
             return Ok(());
+        }
+        if cutoff.index == u64::MAX {
+            return Err(Error::InvalidInput(
+                "purge cutoff index u64::MAX is reserved".into(),
+            ));
         }
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {

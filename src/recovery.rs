@@ -1,6 +1,7 @@
 //! Opening a directory: the cold checkpoint from redb, then only the write-ahead records the
 //! checkpoint does not already hold (so recovery costs O(hot tier), not O(log)).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cold::store::Checkpoint;
@@ -22,11 +23,21 @@ pub(crate) fn replay(
     let mut recovered = wal::recover(wal_dir, config.recovery_mode)?;
     let records = std::mem::take(&mut recovered.records);
     let total = records.len();
+    // Records the checkpoint covers matter only above its high-water mark. They are applied as
+    // plain index-map operations, because their predecessors may sit in retired segments: retirement
+    // guarantees that whatever those wrote above the mark was removed by a later (still present)
+    // record, so the map ends up holding exactly the log above the mark as of `applied_seq`.
+    let mut above: BTreeMap<u64, Entry> = BTreeMap::new();
+    let mut covered = true;
     let mut replayed = 0u64;
     for (seq, rec) in records {
         if seq <= cp.applied_seq {
-            state.apply(seq, rec, Some(cp.cold_hi), Vec::new());
+            apply_to_map(&mut above, rec, cp.cold_hi);
             continue;
+        }
+        if covered {
+            covered = false;
+            state.install_above(std::mem::take(&mut above), cp.applied_seq)?;
         }
         let rehydrated = match &rec {
             Record::Append(batch) => match state.check_append(batch) {
@@ -35,8 +46,11 @@ pub(crate) fn replay(
             },
             _ => Vec::new(),
         };
-        state.apply(seq, rec, None, rehydrated);
+        state.apply(seq, rec, rehydrated);
         replayed += 1;
+    }
+    if covered {
+        state.install_above(above, cp.applied_seq)?;
     }
     tracing::info!(
         records = total,
@@ -45,4 +59,25 @@ pub(crate) fn replay(
         "write-ahead log recovered"
     );
     Ok(recovered)
+}
+
+fn apply_to_map(map: &mut BTreeMap<u64, Entry>, rec: Record, floor: u64) {
+    fn put(map: &mut BTreeMap<u64, Entry>, es: Vec<Entry>, floor: u64) {
+        for e in es.into_iter().filter(|e| e.index > floor) {
+            map.insert(e.index, e);
+        }
+    }
+    match rec {
+        Record::Append(es) => put(map, es, floor),
+        Record::Replace { from, entries } => {
+            map.split_off(&from);
+            put(map, entries, floor);
+        }
+        Record::Truncate { from } => {
+            map.split_off(&from);
+        }
+        Record::Reset => map.clear(),
+        Record::Purge { cutoff } => *map = map.split_off(&cutoff.index.saturating_add(1)),
+        Record::Seal => {}
+    }
 }

@@ -6,6 +6,7 @@
 //! below are served by cold blocks, which are valid for `(lo, cold.hi]` except from `cold.dirty_from`
 //! on, where the ring shadows stale block content until the compactor rewrites it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cold::block::BlockMeta;
@@ -189,45 +190,52 @@ impl LogState {
         c.dirty_from = c.dirty_from.filter(|d| *d <= hi);
     }
 
-    /// Applies one record. `restrict_above`: the record is already in the cold checkpoint for indices
-    /// at or below this bound, so only its effect above the bound is applied (recovery only).
-    /// `rehydrated`: cold entries the ring must take back for a deep overwrite (see `check_append`).
-    pub(crate) fn apply(
-        &mut self,
-        seq: u64,
-        rec: Record,
-        restrict_above: Option<u64>,
-        rehydrated: Vec<Entry>,
-    ) {
+    /// Applies one record. `rehydrated`: cold entries the ring must take back for a deep overwrite
+    /// (see `check_append`).
+    pub(crate) fn apply(&mut self, seq: u64, rec: Record, rehydrated: Vec<Entry>) {
         self.seq = self.seq.max(seq);
-        let floor = restrict_above.map_or(0, |h| h + 1);
-        // Restricted replay may meet a batch whose predecessors lived in segments already retired.
-        // Retirement only drops a segment whose entries above the checkpoint were all truncated by a
-        // later record, and such a batch could only attach after them, so that same later record
-        // removes it too: skipping it gives the same final log.
-        let attaches = |st: &Self, es: &[Entry]| {
-            restrict_above.is_none() || st.is_empty() || es.first().is_none_or(|e| e.index <= st.last + 1)
-        };
         match rec {
-            Record::Append(mut es) => {
-                es.retain(|e| e.index >= floor);
-                if attaches(self, &es) {
-                    self.append(es, rehydrated);
-                }
+            Record::Append(es) => self.append(es, rehydrated),
+            Record::Replace { from, entries } => {
+                self.truncate(from);
+                self.append(entries, Vec::new());
             }
-            Record::Replace { from, mut entries } => {
-                self.truncate(from.max(floor));
-                entries.retain(|e| e.index >= floor);
-                if attaches(self, &entries) {
-                    self.append(entries, Vec::new());
-                }
-            }
-            Record::Truncate { from } => self.truncate(from.max(floor)),
-            Record::Purge { cutoff } if restrict_above.is_none() => self.purge(cutoff),
-            Record::Reset if restrict_above.is_none() => self.reset(),
-            Record::Reset => self.truncate(floor),
-            Record::Purge { .. } | Record::Seal => {}
+            Record::Truncate { from } => self.truncate(from),
+            Record::Purge { cutoff } => self.purge(cutoff),
+            Record::Reset => self.reset(),
+            Record::Seal => {}
         }
+    }
+
+    /// Recovery: puts the entries above the cold checkpoint (rebuilt from the records it covers)
+    /// into the ring. They must continue the cold part without a gap.
+    pub(crate) fn install_above(&mut self, above: BTreeMap<u64, Entry>, seq: u64) -> Result<()> {
+        self.seq = self.seq.max(seq);
+        let Some(&k) = above.keys().next() else {
+            return Ok(());
+        };
+        let gap = |at: u64| {
+            Err(Error::Corruption {
+                path: "wal".into(),
+                offset: at,
+                reason: format!("write-ahead records leave index {at} missing above the cold checkpoint"),
+            })
+        };
+        if !self.is_empty() && k != self.last + 1 {
+            return gap(self.last + 1);
+        }
+        if self.is_empty() {
+            self.ring.clear(k);
+            self.first = k;
+        }
+        for (i, e) in above.into_values().enumerate() {
+            if e.index != k + i as u64 {
+                return gap(k + i as u64);
+            }
+            self.last = e.index;
+            self.ring.push_back(e);
+        }
+        Ok(())
     }
 
     fn append(&mut self, batch: Vec<Entry>, rehydrated: Vec<Entry>) {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
+use record::HEADER_LEN;
 pub(crate) use record::Record;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
@@ -27,6 +28,9 @@ pub(crate) struct Recovered {
     segments: Vec<SegmentScan>,
     /// Spare files ready for reuse.
     spares: Vec<PathBuf>,
+    /// Segments after a corruption that `tolerate_any_corruption` dropped.
+    dropped: Vec<PathBuf>,
+    max_id: u64,
     next_seq: u64,
 }
 
@@ -55,12 +59,13 @@ pub(crate) fn list_segments(dir: &Path) -> Result<SegmentListing> {
         match read_segment_id(&path)? {
             Ok(SPARE_ID) => spares.push(path),
             Ok(id) => segs.push((id, path)),
-            // A spare is renamed before its header is rewritten; a crash in between leaves a file
-            // whose name says segment but whose header says spare or is torn. Only files named
-            // spare-* may be headerless.
+            // A file is renamed into place before its header is written; a crash in between leaves
+            // a segment name over a spare header or over zeroes. Only a never-written header or a
+            // spare-*/new-* name is taken for a spare; anything else is damage.
             Err(reason) => {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                if name.starts_with("spare-") || name.starts_with("new-") {
+                let never_written = header_never_written(&path)?;
+                if never_written || name.starts_with("spare-") || name.starts_with("new-") {
                     spares.push(path);
                 } else {
                     return Err(Error::corruption(&path, 0, reason));
@@ -72,6 +77,15 @@ pub(crate) fn list_segments(dir: &Path) -> Result<SegmentListing> {
     Ok((segs, spares))
 }
 
+fn header_never_written(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
+    File::open(path)
+        .and_then(|f| f.take(SEGMENT_HEADER_LEN).read_to_end(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(head.iter().all(|&b| b == 0))
+}
+
 /// Scans every segment and decides, per `mode`, where the valid log ends. Read-only: nothing is
 /// repaired here (`WalWriter::open` does that).
 pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
@@ -80,9 +94,12 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
     let mut records = Vec::new();
     let n = segs.len();
     let mut cut = false;
+    let mut dropped = Vec::new();
+    let max_id = segs.last().map_or(0, |s| s.0);
     for (i, (_, path)) in segs.into_iter().enumerate() {
         if cut {
             tracing::warn!(path = %path.display(), "dropping segment after corruption (tolerate_any_corruption)");
+            dropped.push(path);
             continue;
         }
         let scan = scan_segment(&path)?;
@@ -145,6 +162,8 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         records,
         segments: scans,
         spares,
+        dropped,
+        max_id,
         next_seq,
     })
 }
@@ -179,7 +198,52 @@ pub(crate) struct SegmentInfo {
     pub last_seq: u64,
     /// Highest entry index written into it that no later truncation removed.
     pub max_index: u64,
+    /// `(seq, max_index before)` of each truncation that lowered `max_index`: until the cold
+    /// checkpoint covers that record, the entries it removed may still be needed by replay.
+    pub lowered: Vec<(u64, u64)>,
     pub bytes: u64,
+}
+
+impl SegmentInfo {
+    fn new(id: u64, path: PathBuf, last_seq: u64, bytes: u64) -> Self {
+        SegmentInfo {
+            id,
+            path,
+            last_seq,
+            max_index: 0,
+            lowered: Vec::new(),
+            bytes,
+        }
+    }
+
+    /// Accounts a record written into this segment or a later one.
+    fn note(&mut self, seq: u64, rec: &Record, own: bool) {
+        let removed_from = match rec {
+            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
+            Record::Reset => Some(1),
+            _ => None,
+        };
+        if let Some(from) = removed_from {
+            let bound = from.saturating_sub(1);
+            if bound < self.max_index {
+                self.lowered.push((seq, self.max_index));
+                self.max_index = bound;
+            }
+        }
+        if own {
+            self.last_seq = seq;
+            self.max_index = self.max_index.max(rec.max_index());
+        }
+    }
+
+    /// Highest index replay may need from this segment when the checkpoint covers `applied_seq`.
+    fn needed_index(&self, applied_seq: u64) -> u64 {
+        self.lowered
+            .iter()
+            .filter(|(seq, _)| *seq > applied_seq)
+            .map(|(_, before)| *before)
+            .fold(self.max_index, u64::max)
+    }
 }
 
 struct Active {
@@ -220,40 +284,75 @@ impl WalWriter {
         });
         let mut next_seq = rec.next_seq;
         let mut segments = VecDeque::new();
-        let max_indices = effective_max_indices(&rec.segments);
-        for (s, max_index) in rec.segments.iter().zip(max_indices) {
-            let mut last_seq = s.last_seq().unwrap_or(0);
-            if s.tail != Tail::Sealed {
+        // The newest segment, unless sealed or nearly full, stays the active one: every write ends
+        // with a zeroed header, so appending right after its last valid record is safe, and reopening
+        // does not leave a segment behind each time.
+        let reuse = rec.segments.last().filter(|sc| {
+            sc.tail != Tail::Sealed && sc.end + 4 * HEADER_LEN as u64 + SEGMENT_HEADER_LEN < sc.file_len
+        });
+        for sc in &rec.segments {
+            let is_reused = reuse.is_some_and(|r| r.id == sc.id);
+            if sc.tail != Tail::Sealed && !is_reused {
                 let file = OpenOptions::new()
                     .write(true)
-                    .open(&s.path)
-                    .map_err(|e| Error::io(&s.path, e))?;
+                    .open(&sc.path)
+                    .map_err(|e| Error::io(&sc.path, e))?;
                 let mut buf = Vec::new();
-                Record::Seal.encode(s.id, next_seq, &mut buf);
-                file.write_all_at(&buf, s.end)
-                    .map_err(|e| Error::io(&s.path, e))?;
-                file.sync_data().map_err(|e| Error::io(&s.path, e))?;
-                last_seq = next_seq;
+                Record::Seal.encode(sc.id, next_seq, &mut buf);
+                file.write_all_at(&buf, sc.end)
+                    .map_err(|e| Error::io(&sc.path, e))?;
+                file.sync_data().map_err(|e| Error::io(&sc.path, e))?;
                 next_seq += 1;
             }
-            segments.push_back(SegmentInfo {
-                id: s.id,
-                path: s.path.clone(),
-                last_seq,
-                max_index,
-                bytes: s.file_len,
-            });
+            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0, sc.file_len));
+            // Re-derive retirement bounds exactly as the writer kept them.
+            for (seq, _, r) in &sc.records {
+                let n = segments.len();
+                for (i, info) in segments.iter_mut().enumerate() {
+                    info.note(*seq, r, i + 1 == n);
+                }
+            }
+            if let Some(info) = segments.back_mut() {
+                info.last_seq = match sc.tail {
+                    Tail::Sealed => sc.last_seq().unwrap_or(0),
+                    _ if is_reused => sc.last_seq().unwrap_or(sc.first_seq.saturating_sub(1)),
+                    _ => next_seq - 1,
+                };
+            }
         }
-        let next_id = rec.segments.last().map_or(1, |s| s.id + 1);
+        // Segments recovery dropped (tolerate_any_corruption) are kept for a post-mortem under a
+        // name recovery does not read, so their ids can be reused.
+        for path in &rec.dropped {
+            let aside = path.with_extension("wal.corrupt");
+            std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+        }
         let sync = Arc::new(SyncPoint::default());
-        let active = new_active(dir, &pool, next_id, next_seq, segment_bytes)?;
-        segments.push_back(SegmentInfo {
-            id: next_id,
-            path: segment_path(dir, next_id),
-            last_seq: next_seq.saturating_sub(1),
-            max_index: 0,
-            bytes: active.capacity,
-        });
+        let active = match reuse {
+            Some(sc) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&sc.path)
+                    .map_err(|e| Error::io(&sc.path, e))?;
+                Active {
+                    id: sc.id,
+                    file: Arc::new(file),
+                    offset: sc.end,
+                    capacity: sc.file_len,
+                }
+            }
+            None => {
+                let next_id = rec.max_id + 1;
+                let active = new_active(dir, &pool, next_id, next_seq, segment_bytes)?;
+                segments.push_back(SegmentInfo::new(
+                    next_id,
+                    segment_path(dir, next_id),
+                    next_seq.saturating_sub(1),
+                    active.capacity,
+                ));
+                active
+            }
+        };
         sync.reset(active.file.clone(), next_seq.saturating_sub(1));
         Ok(WalWriter {
             dir: dir.to_path_buf(),
@@ -280,15 +379,19 @@ impl WalWriter {
     pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
         self.sync.check_healthy()?;
         let len = rec.encoded_len() as u64;
+        // Every write ends with an all-zero record header, so the byte after the last record always
+        // reads as "end", never as a recycled file's old bytes (which would look torn).
+        let trailer = HEADER_LEN as u64;
         let seal_len = Record::Seal.encoded_len() as u64;
         if self.active.offset > SEGMENT_HEADER_LEN
-            && self.active.offset + len + seal_len > self.active.capacity
+            && self.active.offset + len + seal_len + trailer > self.active.capacity
         {
             self.rotate()?;
         }
         let seq = self.next_seq;
         self.buf.clear();
         rec.encode(self.active.id, seq, &mut self.buf);
+        self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
@@ -296,20 +399,17 @@ impl WalWriter {
             .map_err(|e| Error::io(&path, e))?;
         self.active.offset += len;
         self.next_seq += 1;
+        // Entries a truncation removes stop keeping older segments alive (once the checkpoint covers
+        // the truncation); the record's own entries (a replace_range's) are counted after that.
+        let n = self.segments.len();
+        for (i, info) in self.segments.iter_mut().enumerate() {
+            info.note(seq, rec, i + 1 == n);
+        }
         if let Some(info) = self.segments.back_mut() {
-            info.last_seq = seq;
-            info.max_index = info.max_index.max(rec.max_index());
             info.bytes = info.bytes.max(self.active.offset);
         }
         self.sync.note_written(seq);
         Ok(seq)
-    }
-
-    /// Entries at or above `from` are gone: older segments no longer need to outlive them.
-    pub(crate) fn note_truncate(&mut self, from: u64) {
-        for s in &mut self.segments {
-            s.max_index = s.max_index.min(from.saturating_sub(1));
-        }
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -331,31 +431,40 @@ impl WalWriter {
             info.last_seq = seq;
         }
         self.sync.reset(next.file.clone(), seq);
-        self.segments.push_back(SegmentInfo {
+        self.segments.push_back(SegmentInfo::new(
             id,
-            path: segment_path(&self.dir, id),
-            last_seq: seq,
-            max_index: 0,
-            bytes: next.capacity,
-        });
+            segment_path(&self.dir, id),
+            seq,
+            next.capacity,
+        ));
         self.active = next;
         Ok(())
     }
 
     /// Removes from the list (oldest first) the closed segments whose every record is in the cold
-    /// checkpoint (`seq <= applied_seq`) and whose entries are all at or below `cold_hi`; the caller
-    /// retires them outside the writer lock.
+    /// checkpoint (`seq <= applied_seq`) and whose entries are all at or below `cold_hi` or removed by
+    /// a truncation the checkpoint covers; the caller retires them outside the writer lock.
     pub(crate) fn take_garbage(&mut self, applied_seq: u64, cold_hi: u64) -> Vec<SegmentInfo> {
+        for s in &mut self.segments {
+            s.lowered.retain(|(seq, _)| *seq > applied_seq);
+        }
         let mut out = Vec::new();
         while self.segments.len() > 1 {
             let s = &self.segments[0];
-            if s.last_seq <= applied_seq && s.max_index <= cold_hi {
+            if s.last_seq <= applied_seq && s.needed_index(applied_seq) <= cold_hi {
                 out.extend(self.segments.pop_front());
             } else {
                 break;
             }
         }
         out
+    }
+
+    /// Puts segments `take_garbage` returned, but that could not be retired, back at the front.
+    pub(crate) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
+        for s in segs.into_iter().rev() {
+            self.segments.push_front(s);
+        }
     }
 
     /// Share of the active segment already written: a spare is prepared only when a rotation is near.
@@ -378,26 +487,6 @@ impl WalWriter {
     }
 }
 
-/// Per segment, the highest entry index it wrote that no later truncation removed: a segment whose
-/// entries were all truncated away need not outlive them.
-fn effective_max_indices(segments: &[SegmentScan]) -> Vec<u64> {
-    let mut bound = u64::MAX;
-    let mut out = vec![0; segments.len()];
-    for (i, s) in segments.iter().enumerate().rev() {
-        for (_, _, r) in s.records.iter().rev() {
-            out[i] = out[i].max(r.max_index().min(bound));
-            match r {
-                Record::Truncate { from } | Record::Replace { from, .. } => {
-                    bound = bound.min(from.saturating_sub(1))
-                }
-                Record::Reset => bound = 0,
-                _ => {}
-            }
-        }
-    }
-    out
-}
-
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
     let spare = pool.files.lock().pop();
@@ -417,13 +506,20 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
             (f, cap)
         }
         None => {
+            // Built under a temporary name, so a crash mid-creation leaves a file recovery treats as
+            // a spare rather than a segment without a header.
+            let tmp = dir.join(format!("new-{id:016x}.wal"));
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| Error::io(&path, e))?;
-            f.set_len(segment_bytes).map_err(|e| Error::io(&path, e))?;
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?;
+            f.set_len(segment_bytes).map_err(|e| Error::io(&tmp, e))?;
+            f.write_all_at(&encode_header(id, first_seq), 0)
+                .map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&tmp, e))?;
             (f, segment_bytes)
         }
     };
@@ -634,13 +730,31 @@ mod tests {
     }
 
     #[test]
-    fn reopen_seals_and_continues_the_sequence() {
+    fn reopen_continues_the_newest_segment_and_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 3);
         write_log(dir.path(), 2);
         let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
-        // 3 records, a seal (seq 4) written by the second open, then 2 more.
-        assert_eq!(seqs, vec![1, 2, 3, 5, 6]);
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            rec.segments().len(),
+            1,
+            "reopening must not leave a segment behind"
+        );
+    }
+
+    #[test]
+    fn writing_after_a_cut_torn_tail_is_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log(dir.path(), 5);
+        let scan = scan_segment(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[scan.records[4].1 as usize + 30] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        write_log(dir.path(), 1);
+        let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     }
 }

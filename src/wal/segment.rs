@@ -98,6 +98,8 @@ pub(crate) enum Tail {
 pub(crate) struct SegmentScan {
     pub path: PathBuf,
     pub id: u64,
+    /// Sequence number its header says the first record has.
+    pub first_seq: u64,
     /// Records with their sequence numbers and offsets (the seal is not included).
     pub records: Vec<(u64, u64, Record)>,
     /// Offset right after the last valid record.
@@ -181,6 +183,7 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
     Ok(SegmentScan {
         path: path.to_path_buf(),
         id,
+        first_seq,
         records,
         end,
         seal_seq,
