@@ -341,10 +341,10 @@ fn verify_names_the_corrupt_file_and_offset() {
     assert!(report.contains("offset"), "{report}");
 }
 
-/// Engine bug (found by the bench): after a clean `close()`, the open write-ahead segment is a
-/// recycled file whose stale bytes follow the last record; reopening reads them as a torn record.
-/// In the default mode that is cut with a WARN, in `absolute_consistency` the reopen fails with
-/// "corruption ... record length N runs past the segment", although nothing was ever torn.
+/// Regression test for an engine bug the bench found: after a clean `close()`, stale bytes of a
+/// recycled write-ahead segment after the last record were read back as a torn record (a WARN in
+/// the default mode, a failed reopen with "record length N runs past the segment" in
+/// `absolute_consistency`), although nothing was ever torn.
 #[test]
 fn clean_close_reopens_in_absolute_consistency_mode() {
     let tmp = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde::Serialize;
 use tierlog::{Entry, LogId, LogStore, Stats, TierLogStore, TieredEngine};
 
@@ -268,9 +268,12 @@ pub fn phase_bar(shared: &Shared, progress: bool, name: &str, len: u64) -> Progr
         ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden())
     };
     let style = ProgressStyle::with_template(
-        "{prefix:>17} [{bar:28}] {human_pos:>10}/{human_len} {per_sec:>14} | {msg}",
+        "{prefix:>17} [{bar:28}] {human_pos:>10}/{human_len} {rate:>11} | {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.0}/s", state.per_sec());
+    })
     .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(name.to_string());
