@@ -113,6 +113,7 @@ async fn run_bench(
         phases.push(result?);
     }
     let final_stats = run.engine.stats();
+    let peak_rss_workload = sys::peak_rss_bytes();
     let (apparent, allocated) = sys::dir_bytes(dir);
     let disk = Disk {
         wal_bytes: final_stats.wal_bytes,
@@ -161,6 +162,7 @@ async fn run_bench(
         seed: args.seed,
         memory: Memory {
             peak_rss_bytes: sys::peak_rss_bytes(),
+            peak_rss_workload_bytes: peak_rss_workload,
             max_sampled_rss_bytes: shared.max_rss.load(std::sync::atomic::Ordering::Relaxed),
             budget_bytes: config.memory_budget_bytes,
         },

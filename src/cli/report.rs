@@ -47,6 +47,8 @@ pub struct Tiers {
 pub struct Memory {
     /// Peak RSS of the whole process (`VmHWM`), including the bench's own buffers.
     pub peak_rss_bytes: u64,
+    /// Peak RSS when the workload ended, before the engine was closed and reopened for verification.
+    pub peak_rss_workload_bytes: u64,
     /// Largest RSS seen by the sampler.
     pub max_sampled_rss_bytes: u64,
     /// The engine's configured memory budget.
@@ -237,8 +239,9 @@ pub fn table(r: &Report) -> String {
     let m = &r.memory;
     let _ = writeln!(
         out,
-        "memory         peak RSS {} (VmHWM, whole process), sampled max {}, engine budget {}",
+        "memory         peak RSS {} (VmHWM, whole process; {} before the verification reopen), sampled max {}, engine budget {}",
         human_bytes(m.peak_rss_bytes),
+        human_bytes(m.peak_rss_workload_bytes),
         human_bytes(m.max_sampled_rss_bytes),
         human_bytes(m.budget_bytes),
     );
