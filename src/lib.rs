@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "d-engine", feature = "openraft"))]
+pub mod adapters;
 mod cold;
 mod compactor;
 mod config;

@@ -150,7 +150,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
                 ));
             }
         }
-        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, detach(r))));
+        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, r.clone())));
         scans.push(scan);
     }
     let next_seq = scans
@@ -166,27 +166,6 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
         max_id,
         next_seq,
     })
-}
-
-/// A copy of `r` whose payloads own their bytes: decoded payloads are slices of the whole segment
-/// buffer, which would otherwise stay alive (and unaccounted) as long as any replayed entry does.
-fn detach(r: &Record) -> Record {
-    let own = |es: &[crate::proto::Entry]| {
-        es.iter()
-            .map(|e| crate::proto::Entry {
-                payload: bytes::Bytes::copy_from_slice(&e.payload),
-                ..e.clone()
-            })
-            .collect()
-    };
-    match r {
-        Record::Append(es) => Record::Append(own(es)),
-        Record::Replace { from, entries } => Record::Replace {
-            from: *from,
-            entries: own(entries),
-        },
-        other => other.clone(),
-    }
 }
 
 /// A closed or active segment the writer keeps track of for garbage collection.

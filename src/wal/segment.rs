@@ -2,13 +2,12 @@
 //! stale bytes from the file's previous life. Scanning is read-only so offline tools can use it.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::record::{Frame, HEADER_LEN, Record, parse_frame};
+use super::record::{Frame, HEADER_LEN, MAX_BODY_LEN, Record, parse_frame};
 use crate::error::{Error, Result};
 
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
@@ -119,29 +118,77 @@ impl SegmentScan {
 }
 
 /// Reads and validates every record of the segment at `path`.
+/// A segment file read front to back in chunks: a preallocated segment is mostly zeroes after its
+/// records, and recovery should not read (or hold) megabytes of them.
+struct ChunkReader {
+    file: File,
+    buf: Vec<u8>,
+    len: u64,
+    path: PathBuf,
+}
+
+impl ChunkReader {
+    const CHUNK: usize = 1 << 20;
+
+    /// Makes the first `n` bytes (or the whole file, if shorter) available.
+    fn ensure(&mut self, n: usize) -> Result<()> {
+        let want = (n as u64).min(self.len) as usize;
+        while self.buf.len() < want {
+            let start = self.buf.len();
+            let grow = (want - start).max(Self::CHUNK).min(self.len as usize - start);
+            self.buf.resize(start + grow, 0);
+            self.file
+                .read_exact_at(&mut self.buf[start..], start as u64)
+                .map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The frame starting at `off`, copied out so decoded payloads pin only their own record.
+    fn frame_at(&mut self, off: usize) -> Result<Bytes> {
+        self.ensure(off + HEADER_LEN)?;
+        let body_len = self.body_len_at(off);
+        self.ensure(off + HEADER_LEN + body_len)?;
+        let end = self.buf.len().min(off + HEADER_LEN + body_len);
+        Ok(Bytes::copy_from_slice(&self.buf[off.min(end)..end]))
+    }
+
+    fn body_len_at(&self, off: usize) -> usize {
+        self.buf
+            .get(off..off + 4)
+            .map_or(0, |b| {
+                u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize
+            })
+            .min(MAX_BODY_LEN)
+    }
+}
+
+/// Reads and validates every record of the segment at `path`.
 pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut raw = Vec::new();
-    file.read_to_end(&mut raw).map_err(|e| Error::io(path, e))?;
-    let file_len = raw.len() as u64;
-    let (id, first_seq) = decode_header(&raw).map_err(|reason| Error::corruption(path, 0, reason))?;
-    let data = Bytes::from(raw);
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut reader = ChunkReader {
+        file,
+        buf: Vec::new(),
+        len: file_len,
+        path: path.to_path_buf(),
+    };
+    reader.ensure(SEGMENT_HEADER_LEN as usize)?;
+    let (id, first_seq) = decode_header(&reader.buf).map_err(|reason| Error::corruption(path, 0, reason))?;
     let mut off = SEGMENT_HEADER_LEN as usize;
     let mut records = Vec::new();
     let mut seal_seq = None;
     let mut last_seq: Option<u64> = None;
     let tail = loop {
-        if off >= data.len() {
+        if off as u64 >= file_len {
             break Tail::Clean;
         }
-        match parse_frame(id, &data.slice(off..)) {
+        match parse_frame(id, &reader.frame_at(off)?) {
             Frame::End => break Tail::Clean,
             Frame::Record { seq, record, len } => {
                 let expected = last_seq.map_or(first_seq, |s| s + 1);
                 if seq < expected {
-                    // A valid frame of an older life of this segment id cannot exist (ids are never
-                    // reused), so this is the previous contents of a recycled file only if the id
-                    // matched by chance; treat as the end.
+                    // An older sequence number is a recycled file's previous contents.
                     break Tail::Clean;
                 }
                 if seq != expected {
@@ -161,13 +208,16 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
             }
             Frame::Bad(reason) => {
                 let expected = last_seq.map_or(first_seq, |s| s + 1);
-                let claimed = data
+                let claimed = reader
+                    .buf
                     .get(off + 8..off + 16)
                     .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
                 if claimed.is_some_and(|c| c < expected) {
                     break Tail::Clean;
                 }
-                let more_after = valid_record_after(id, &data, off + 1, expected);
+                reader.ensure(file_len as usize)?;
+                let more_after =
+                    valid_record_after(id, &Bytes::copy_from_slice(&reader.buf), off + 1, expected);
                 break Tail::Bad {
                     offset: off as u64,
                     reason,

@@ -1,0 +1,196 @@
+//! Bad input (issue 2): a batch that would leave a hole, has index 0 or an index at or below the
+//! purge boundary, is out of order or has duplicates, and a replace_range whose entries do not start
+//! at `from`, are rejected with `Error::InvalidInput`, and the log stays exactly as it was: same
+//! entries, same last_index, same boundary, also after a reopen or a compaction.
+
+mod common;
+
+use common::*;
+use tierlog::{Entry, Error, LogId, LogStore};
+
+/// A call the contract rejects.
+enum Bad {
+    Persist(&'static str, Vec<Entry>),
+    Replace(&'static str, u64, Vec<Entry>),
+}
+
+impl Bad {
+    fn name(&self) -> &'static str {
+        match self {
+            Bad::Persist(n, _) | Bad::Replace(n, _, _) => n,
+        }
+    }
+}
+
+/// Rejected calls against a log holding 41..=120 (term 1) with purge boundary 40.
+fn rejected_on_populated_log() -> Vec<Bad> {
+    use Bad::*;
+    vec![
+        Persist("index 0 alone", ents_at(&[0], 2)),
+        Persist("index 0 then 1", ents_at(&[0, 1], 2)),
+        Persist("hole right after last", ents_at(&[122], 2)),
+        Persist("hole after last, longer batch", ents(125..=130, 2)),
+        Persist("valid first entry, then a hole", ents_at(&[121, 123], 2)),
+        Persist("hole inside an overwrite", ents_at(&[100, 102], 2)),
+        Persist("descending at the end", ents_at(&[121, 120], 2)),
+        Persist("descending inside the log", ents_at(&[110, 109, 108], 2)),
+        Persist("duplicate index at the end", ents_at(&[121, 121], 2)),
+        Persist("duplicate index inside", ents_at(&[100, 100], 2)),
+        Persist(
+            "valid run, then out of order",
+            ents_at(&[119, 120, 121, 122, 121], 2),
+        ),
+        Persist("at the purge boundary", ents_at(&[40], 2)),
+        Persist("below the purge boundary", ents(30..=35, 2)),
+        Persist("straddling the purge boundary", ents(39..=45, 2)),
+        Persist("index u64::MAX", ents_at(&[u64::MAX], 2)),
+        Replace("entries start after from", 100, ents(101..=102, 2)),
+        Replace("entries start before from", 100, ents(99..=101, 2)),
+        Replace("hole inside the entries", 100, ents_at(&[100, 102], 2)),
+        Replace("descending entries", 100, ents_at(&[100, 99], 2)),
+        Replace("duplicate entries", 100, ents_at(&[100, 100], 2)),
+        Replace("from past last + 1 leaves a hole", 125, ents(125..=126, 2)),
+        Replace("at the purge boundary", 40, ents(40..=41, 2)),
+        Replace("below the purge boundary", 30, ents(30..=31, 2)),
+        Replace("index 0", 0, ents_at(&[0, 1], 2)),
+    ]
+}
+
+async fn attempt(h: &Harness, bad: &Bad) -> tierlog::Result<()> {
+    match bad {
+        Bad::Persist(_, entries) => h.log().persist_entries(entries.clone()).await,
+        Bad::Replace(_, from, entries) => h.log().replace_range(*from, entries.clone()).await,
+    }
+}
+
+async fn assert_rejected_without_effect(h: &Harness, bad: &Bad) {
+    let before = h.snapshot();
+    let result = attempt(h, bad).await;
+    assert!(
+        matches!(result, Err(Error::InvalidInput(_))),
+        "[{:?}] {}: expected Error::InvalidInput, got {result:?}",
+        h.mode,
+        bad.name()
+    );
+    assert_eq!(
+        h.snapshot(),
+        before,
+        "[{:?}] {}: the log changed",
+        h.mode,
+        bad.name()
+    );
+}
+
+/// Every rejected call leaves a populated log (hot, cold or both) exactly as it was.
+async fn rejected_calls_leave_log_unchanged(mode: Mode) {
+    let mut h = Harness::new(mode).await;
+    h.log().persist_entries(ents(1..=120, 1)).await.unwrap();
+    h.log().purge(LogId::new(1, 40)).await.unwrap();
+    h.step().await;
+    let before = h.snapshot();
+    assert_eq!(indexes(&before.entries), (41..=120).collect::<Vec<_>>());
+
+    for (n, bad) in rejected_on_populated_log().iter().enumerate() {
+        assert_rejected_without_effect(&h, bad).await;
+        if n % 8 == 7 {
+            h.step().await;
+            assert_eq!(
+                h.snapshot(),
+                before,
+                "[{mode:?}] after a step following {}",
+                bad.name()
+            );
+        }
+    }
+    h.step().await;
+    assert_eq!(
+        h.snapshot(),
+        before,
+        "[{mode:?}] after all rejected calls and a step"
+    );
+
+    // The engine still accepts valid input, and nothing rejected surfaces later.
+    h.log().persist_entries(ents(121..=121, 2)).await.unwrap();
+    h.step().await;
+    let want = cat(&[ents(41..=120, 1), ents(121..=121, 2)]);
+    h.assert_log(
+        &want,
+        121,
+        Some(LogId::new(1, 40)),
+        "valid append after the rejections",
+    )
+    .await;
+}
+in_every_mode!(rejected_calls_leave_log_unchanged);
+
+/// On a new log: index 0, out of order and duplicates are rejected; nothing is written.
+async fn rejected_calls_on_new_log(mode: Mode) {
+    let mut h = Harness::new(mode).await;
+    let bad = vec![
+        Bad::Persist("index 0 on a new log", ents_at(&[0], 1)),
+        Bad::Persist("descending on a new log", ents_at(&[3, 2], 1)),
+        Bad::Persist("duplicate on a new log", ents_at(&[2, 2], 1)),
+        Bad::Persist("hole inside a batch on a new log", ents_at(&[1, 3], 1)),
+        Bad::Replace("replace_range entries not at from, new log", 1, ents(2..=3, 1)),
+    ];
+    for b in &bad {
+        assert_rejected_without_effect(&h, b).await;
+    }
+    h.step().await;
+    h.assert_log(&[], 0, None, "new log after rejected calls").await;
+    h.log().persist_entries(ents(1..=2, 1)).await.unwrap();
+    h.step().await;
+    h.assert_log(&ents(1..=2, 1), 2, None, "valid append after the rejections")
+        .await;
+}
+in_every_mode!(rejected_calls_on_new_log);
+
+/// On a log emptied by a purge past the end (boundary 20): the boundary and below are rejected.
+async fn rejected_calls_after_purge_past_end(mode: Mode) {
+    let mut h = Harness::new(mode).await;
+    h.log().persist_entries(ents(1..=10, 1)).await.unwrap();
+    h.log().purge(LogId::new(1, 20)).await.unwrap();
+    h.step().await;
+    let bad = vec![
+        Bad::Persist("at the boundary of an empty log", ents_at(&[20], 2)),
+        Bad::Persist("straddling the boundary of an empty log", ents(15..=22, 2)),
+        Bad::Persist("index 0 on an emptied log", ents_at(&[0], 2)),
+        Bad::Replace("replace_range at the boundary", 20, ents(20..=21, 2)),
+    ];
+    for b in &bad {
+        assert_rejected_without_effect(&h, b).await;
+    }
+    h.step().await;
+    h.assert_log(
+        &[],
+        20,
+        Some(LogId::new(1, 20)),
+        "emptied log after rejected calls",
+    )
+    .await;
+}
+in_every_mode!(rejected_calls_after_purge_past_end);
+
+/// A rejected replace_range does not perform its truncate half: atomic, all or nothing.
+async fn rejected_replace_range_does_not_truncate(mode: Mode) {
+    let mut h = Harness::new(mode).await;
+    h.log().persist_entries(ents(1..=50, 1)).await.unwrap();
+    h.step().await;
+    let r = h.log().replace_range(10, ents_at(&[10, 11, 13], 2)).await;
+    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    h.step().await;
+    h.assert_log(&ents(1..=50, 1), 50, None, "rejected replace_range(10, ..)")
+        .await;
+}
+in_every_mode!(rejected_replace_range_does_not_truncate);
+
+/// The error says what was wrong (a clear message, not an empty string).
+#[tokio::test]
+async fn rejection_message_is_informative() {
+    let h = Harness::new(Mode::Hot).await;
+    h.log().persist_entries(ents(1..=5, 1)).await.unwrap();
+    match h.log().persist_entries(ents_at(&[9], 1)).await {
+        Err(Error::InvalidInput(msg)) => assert!(msg.contains('9'), "message names the index: {msg}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
