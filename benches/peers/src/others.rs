@@ -5,21 +5,35 @@ use std::sync::Arc;
 
 use d_engine::common::{Entry as DEntry, EntryPayload, LogId as DLogId, entry_payload};
 use d_engine::{FileStorageEngine, LogStore as _, StorageEngine as _};
+use protobuf::well_known_types::BytesValue;
 use raft_engine::{Config as ReConfig, Engine, LogBatch, MessageExt};
-use raft_proto::eraftpb::Entry as ReEntry;
 use tokio::runtime::Runtime;
 
 use crate::peer::{Ent, Peer, R, runtime};
 
-/// raft-engine's message binding for `eraftpb::Entry`.
+/// raft-engine's entry type here: a protobuf `BytesValue` holding `[index u64][term u64][payload]`.
+///
+/// TiKV stores `eraftpb::Entry`, but the `raft-proto` crate that provides it runs a build script
+/// that panics when `PROTOC` names a protoc other than 3.x, and the workspace's `cargo xtask`
+/// sets `PROTOC` to a newer protoc for d-engine. raft-engine treats entries as opaque protobuf
+/// messages with an index, so a one-field message carrying the same bytes exercises the same
+/// engine path (encode into the batch, LZ4 above 8 KiB, per-entry index, decode on read).
 #[derive(Clone)]
 pub struct EntryMsg;
 
 impl MessageExt for EntryMsg {
-    type Entry = ReEntry;
-    fn index(e: &ReEntry) -> u64 {
-        e.index
+    type Entry = BytesValue;
+    fn index(e: &BytesValue) -> u64 {
+        e.value
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
     }
+}
+
+/// Bytes of an entry's payload (what follows index and term).
+fn payload_len(e: &BytesValue) -> usize {
+    e.value.len().saturating_sub(16)
 }
 
 /// One Raft group, as TiKV uses the engine.
@@ -52,13 +66,17 @@ impl RaftEngine {
 
 impl Peer for RaftEngine {
     fn append(&mut self, batch: &[Ent], sync: bool) -> R<()> {
-        let entries: Vec<ReEntry> = batch
+        let entries: Vec<BytesValue> = batch
             .iter()
-            .map(|e| ReEntry {
-                index: e.index,
-                term: e.term,
-                data: e.payload.clone(),
-                ..ReEntry::default()
+            .map(|e| {
+                let mut value = Vec::with_capacity(16 + e.payload.len());
+                value.extend_from_slice(&e.index.to_le_bytes());
+                value.extend_from_slice(&e.term.to_le_bytes());
+                value.extend_from_slice(&e.payload);
+                BytesValue {
+                    value,
+                    ..BytesValue::default()
+                }
             })
             .collect();
         let mut lb = LogBatch::default();
@@ -75,14 +93,15 @@ impl Peer for RaftEngine {
         let mut out = Vec::with_capacity((hi + 1 - lo) as usize);
         self.engine()?
             .fetch_entries_to::<EntryMsg>(REGION, lo, hi + 1, None, &mut out)?;
-        Ok((out.len() as u64, out.iter().map(|e| e.data.len() as u64).sum()))
+        Ok((out.len() as u64, out.iter().map(|e| payload_len(e) as u64).sum()))
     }
 
     fn read_one(&mut self, index: u64) -> R<Option<usize>> {
         Ok(self
             .engine()?
             .get_entry::<EntryMsg>(REGION, index)?
-            .map(|e| e.data.len()))
+            .as_ref()
+            .map(payload_len))
     }
 
     fn purge(&mut self, upto: u64) -> R<()> {
