@@ -56,7 +56,7 @@ pub struct BenchArgs {
     /// Engine configuration file (TOML, see config/default.toml). Default: the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Entries written by each phase (default: 1M, 1M and 2.5M for the three phases).
+    /// Entries written by each phase (default: 1.5M, 1.5M and 4M for the three phases).
     #[arg(long)]
     pub entries: Option<u64>,
     /// Average payload size in bytes.

@@ -27,11 +27,11 @@ pub enum Workload {
 }
 
 /// Entries written by each phase when `--entries` is not given (sized for ~1 minute of `mixed`).
-pub const DEFAULT_LEADER: u64 = 1_000_000;
+pub const DEFAULT_LEADER: u64 = 1_500_000;
 /// See [`DEFAULT_LEADER`].
-pub const DEFAULT_CATCHUP: u64 = 1_000_000;
+pub const DEFAULT_CATCHUP: u64 = 1_500_000;
 /// See [`DEFAULT_LEADER`].
-pub const DEFAULT_RETENTION: u64 = 2_500_000;
+pub const DEFAULT_RETENTION: u64 = 4_000_000;
 /// Entries a follower asks for per `get_entries` call (about one 1 MiB AppendEntries message).
 const CATCHUP_CHUNK: u64 = 4096;
 /// Batches between two simulated leader changes.
