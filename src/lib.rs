@@ -25,6 +25,8 @@ mod compactor;
 mod config;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hot;
 mod log_store;
 mod meta;

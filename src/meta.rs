@@ -104,6 +104,7 @@ impl HardStateFile {
         let mut inner = self.inner.lock();
         let seq = inner.seq + 1;
         let slot = seq % 2;
+        crate::fuzzing::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
         inner
             .file
             .write_all_at(&encode(seq, hs), slot * SLOT)

@@ -139,6 +139,7 @@ impl ColdStore {
     /// replaced by another (different id) yields `None`: the caller's view of the index is older than
     /// the last commit and it must look again.
     pub(crate) fn read_blocks(&self, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
+        crate::fuzzing::io_fault("cold::read").map_err(|e| self.err(e))?;
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(metas.len());
@@ -162,6 +163,7 @@ impl ColdStore {
 
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
+        crate::fuzzing::io_fault("cold::commit").map_err(|e| self.err(e))?;
         let db = self
             .db
             .writable()

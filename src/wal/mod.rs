@@ -14,6 +14,8 @@ use parking_lot::{Condvar, Mutex};
 
 use record::HEADER_LEN;
 pub(crate) use record::Record;
+pub(crate) use record::{Frame, checksum, parse_frame};
+pub(crate) use segment::decode_header;
 use segment::{SEGMENT_HEADER_LEN, SPARE_ID, encode_header, segment_path, spare_path};
 pub(crate) use segment::{SegmentScan, Tail, read_segment_id, scan_segment};
 
@@ -281,6 +283,7 @@ impl WalWriter {
                 file.write_all_at(&buf, sc.end)
                     .map_err(|e| Error::io(&sc.path, e))?;
                 file.sync_data().map_err(|e| Error::io(&sc.path, e))?;
+                crate::fuzzing::synced();
                 next_seq += 1;
             }
             segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0, sc.file_len));
@@ -372,6 +375,14 @@ impl WalWriter {
         rec.encode(self.active.id, seq, &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
+        crate::fuzzing::torn_write(
+            "wal::append::torn",
+            &self.active.file,
+            &self.buf,
+            self.active.offset,
+        )
+        .and_then(|_| crate::fuzzing::io_fault("wal::append"))
+        .map_err(|e| Error::io(&path, e))?;
         self.active
             .file
             .write_all_at(&self.buf, self.active.offset)
@@ -468,6 +479,7 @@ impl WalWriter {
 
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
+    crate::fuzzing::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
     let spare = pool.files.lock().pop();
     let (file, capacity) = match spare {
         Some(sp) => {
@@ -507,6 +519,7 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
     // The header must reach the disk with the first synced record; the directory entry of a new
     // file must too, or power loss could lose a segment whose records were synced.
     file.sync_data().map_err(|e| Error::io(&path, e))?;
+    crate::fuzzing::synced();
     sync_dir(dir)?;
     Ok(Active {
         id,
@@ -526,6 +539,7 @@ impl SparePool {
     /// Turns a retired segment into a spare (header rewritten to "spare", so its stale records can
     /// never be replayed) or deletes it when enough spares are kept.
     pub(crate) fn retire(&self, seg: SegmentInfo) -> Result<()> {
+        crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
         let keep = self.files.lock().len() < self.max;
         if !keep {
             return std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e));
@@ -550,6 +564,7 @@ impl SparePool {
             return Ok(());
         }
         let tmp = self.dir.join(format!("new-{:016x}.wal", std::process::id()));
+        crate::fuzzing::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
         let f = OpenOptions::new()
             .write(true)
             .create(true)
@@ -609,8 +624,9 @@ impl SyncPoint {
     }
 
     fn sync_file(&self, file: &File, upto: u64, path: &Path) -> Result<()> {
-        match file.sync_data() {
+        match crate::fuzzing::io_fault("wal::sync").and_then(|_| file.sync_data()) {
             Ok(()) => {
+                crate::fuzzing::synced();
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
                 Ok(())
@@ -642,7 +658,9 @@ impl SyncPoint {
             let file = s.file.clone();
             drop(s);
             let res = match &file {
-                Some(f) => f.sync_data(),
+                Some(f) => crate::fuzzing::io_fault("wal::sync")
+                    .and_then(|_| f.sync_data())
+                    .inspect(|_| crate::fuzzing::synced()),
                 None => Ok(()),
             };
             s = self.state.lock();

@@ -1,0 +1,104 @@
+//! Test-only hooks, hidden from the documentation: the on-disk decoders exposed for the fuzz tests
+//! (`tests/fuzz.rs`), and the I/O fault hooks behind the `failpoints` feature (`tests/faults.rs`).
+//! Not a stable API: nothing outside this crate's own tests should call it.
+
+use std::fs::File;
+#[cfg(feature = "failpoints")]
+use std::os::unix::fs::FileExt;
+
+use bytes::Bytes;
+
+use crate::cold::block;
+use crate::proto::Entry;
+use crate::wal::{Frame, Record, checksum, decode_header, parse_frame};
+
+#[cfg(feature = "failpoints")]
+/// The I/O error a configured failpoint injects: `return(28)` gives ENOSPC, `return` alone EIO.
+fn injected(arg: Option<String>) -> std::io::Error {
+    std::io::Error::from_raw_os_error(arg.and_then(|a| a.parse().ok()).unwrap_or(5))
+}
+
+/// An I/O site's failpoint: `Err` when the failpoint `name` is configured to `return`; a no-op
+/// (compiled away) without the `failpoints` feature.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn io_fault(name: &str) -> std::io::Result<()> {
+    fail::fail_point!(name, |arg| Err(injected(arg)));
+    Ok(())
+}
+
+/// Marks a completed write-ahead fdatasync: the `wal::synced` failpoint, which the power-loss
+/// simulation (`tests/power_loss.rs`) configures with a callback that records what is on disk.
+pub(crate) fn synced() {
+    fail::fail_point!("wal::synced");
+}
+
+/// A torn write: when the failpoint `name` fires, the first half of `buf` reaches `file` at `offset`
+/// and the call fails, as a full disk or a crash in the middle of `pwrite` would leave it.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn torn_write(name: &str, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    fail::fail_point!(name, |arg| {
+        let _ = file.write_all_at(&buf[..buf.len() / 2], offset);
+        Err(injected(arg))
+    });
+    Ok(())
+}
+
+/// What one write-ahead frame decodes to: `Ok(Some((seq, framed length, entries)))` for a valid
+/// record of segment `segment_id`, `Ok(None)` for the zeroed end of a segment, `Err` for anything
+/// else (torn, stale or damaged bytes).
+pub fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, usize, usize)>, String> {
+    match parse_frame(segment_id, &Bytes::copy_from_slice(bytes)) {
+        Frame::Record { seq, record, len } => {
+            let entries = match &record {
+                Record::Append(es) | Record::Replace { entries: es, .. } => es.len(),
+                _ => 0,
+            };
+            Ok(Some((seq, len, entries)))
+        }
+        Frame::End => Ok(None),
+        Frame::Bad(reason) => Err(reason),
+    }
+}
+
+/// Decodes a record body as if its checksum had matched (the decoder's own bounds checks only).
+pub fn wal_record_body(body: &[u8]) -> Result<usize, String> {
+    Record::decode_body(Bytes::copy_from_slice(body)).map(|r| match r {
+        Record::Append(es) | Record::Replace { entries: es, .. } => es.len(),
+        _ => 0,
+    })
+}
+
+/// The framed bytes of an append record (to mutate valid input).
+pub fn wal_encode_append(segment_id: u64, seq: u64, entries: Vec<Entry>) -> Vec<u8> {
+    let mut out = Vec::new();
+    Record::Append(entries).encode(segment_id, seq, &mut out);
+    out
+}
+
+/// The record checksum, so a fuzz test can build frames whose checksum matches arbitrary bodies.
+pub fn wal_checksum(segment_id: u64, seq: u64, body: &[u8]) -> u32 {
+    checksum(segment_id, seq, body)
+}
+
+/// Decodes a segment header: `(segment id, first sequence number)`.
+pub fn wal_segment_header(bytes: &[u8]) -> Result<(u64, u64), String> {
+    decode_header(bytes)
+}
+
+/// Checks and decompresses a stored cold block and returns its entries.
+pub fn block_decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
+    let b = block::decode(stored)?;
+    Ok(b.range(0, u64::MAX).collect())
+}
+
+/// Encodes `entries` (consecutive) as a stored cold block with id `id`.
+pub fn block_encode(id: u64, entries: &[Entry]) -> Vec<u8> {
+    let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
+    block::encode(id, entries, &mut z).unwrap_or_else(|e| panic!("zstd: {e}"))
+}
+
+/// The stored block's checksum over its header and compressed bytes, as `block::check` computes it,
+/// so a fuzz test can forge blocks with a valid checksum and hostile header fields.
+pub fn block_checksum(header_28: &[u8], compressed: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(header_28), compressed)
+}

@@ -1,0 +1,451 @@
+//! Injected I/O faults (`fail` crate, `--features failpoints`): every I/O site of the engine fails
+//! on purpose with ENOSPC (28) or EIO (5), and each test checks that
+//! - the operation that hit the fault returns a clear `Error` (the OS error kept where the engine
+//!   reports an `Error::Io`),
+//! - nothing of a failed mutation is visible, and the engine either keeps working once the fault is
+//!   gone or refuses writes with `Error::Closed` (never a silent half state),
+//! - a reopen of the directory holds every entry acknowledged before the fault, byte for byte.
+//!
+//! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
+//! `wal::sync` (group commit and rotation fdatasync), `wal::segment_create`, `wal::segment_retire`,
+//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::read` (block read),
+//! `meta::save` (hard state). Purge, truncate, `replace_range` and reset records go through
+//! `wal::append` like appends.
+//!
+//! Run: `cargo test --features failpoints --test faults`.
+
+#[path = "relcommon/mod.rs"]
+mod common;
+
+use std::path::Path;
+
+use common::{Model, batch, diff_entries, tiny_config};
+use fail::FailScenario;
+use tierlog::{Config, Error, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
+
+const SEED: u64 = 0xFA11;
+
+/// Entries 1..=600, the first 300 compacted into the cold tier, everything flushed.
+async fn setup(dir: &Path, config: Config) -> (TieredEngine, Model) {
+    let e = TieredEngine::open(dir, config).await.unwrap();
+    let log = e.log_store();
+    let mut m = Model::default();
+    for (k, first) in (1..=600).step_by(20).enumerate() {
+        log.persist_entries(batch(first, 20, k as u64 + 1, SEED))
+            .await
+            .unwrap();
+        m.persist(first, 20, k as u64 + 1);
+        if first == 281 {
+            e.compact_now().await.unwrap();
+        }
+    }
+    log.flush().unwrap();
+    (e, m)
+}
+
+fn check(e: &TieredEngine, m: &Model, what: &str) {
+    let log = e.log_store();
+    assert_eq!(log.last_index(), m.last_index(), "{what}: last_index");
+    assert_eq!(
+        log.load_purge_boundary().unwrap(),
+        m.boundary,
+        "{what}: purge boundary"
+    );
+    let got = log.get_entries(0..=m.last_index() + 10).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, m.last_index() + 10, SEED)) {
+        panic!("{what}: {d}");
+    }
+}
+
+async fn reopen_check(dir: &Path, m: &Model, what: &str) -> TieredEngine {
+    let e = TieredEngine::open(dir, tiny_config())
+        .await
+        .unwrap_or_else(|err| panic!("{what}: reopen failed: {err}"));
+    check(&e, m, &format!("{what} (after reopen)"));
+    e
+}
+
+/// The OS error code inside an `Error::Io`.
+fn os_code(e: &Error) -> Option<i32> {
+    match e {
+        Error::Io { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+fn expect_os_error(r: tierlog::Result<()>, code: i32, what: &str) {
+    match r {
+        Err(e) => assert_eq!(
+            os_code(&e),
+            Some(code),
+            "{what}: expected os error {code}, got {e}"
+        ),
+        Ok(()) => panic!("{what}: succeeded although the failpoint fired"),
+    }
+}
+
+/// After a fault: either the engine works again, or it refuses writes with `Error::Closed`.
+/// Returns whether it works.
+async fn usable_or_closed(e: &TieredEngine, m: &mut Model, term: u64, what: &str) -> bool {
+    let log = e.log_store();
+    let first = m.last_index() + 1;
+    match log.persist_entries(batch(first, 5, term, SEED)).await {
+        Ok(()) => {
+            m.persist(first, 5, term);
+            check(e, m, &format!("{what}: after recovering from the fault"));
+            true
+        }
+        Err(Error::Closed(_)) => {
+            check(e, m, &format!("{what}: refusing writes"));
+            false
+        }
+        Err(other) => panic!("{what}: after the fault was removed, persist failed with {other}"),
+    }
+}
+
+#[tokio::test]
+async fn wal_append_faults_reject_every_mutation_whole() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let log = e.log_store();
+    let mut injected = 0;
+    for code in [28, 5] {
+        fail::cfg("wal::append", &format!("return({code})")).unwrap();
+        let last = m.last_index();
+        expect_os_error(
+            log.persist_entries(batch(last + 1, 10, 100, SEED)).await,
+            code,
+            "append",
+        );
+        expect_os_error(
+            log.persist_entries(batch(last - 50, 10, 100, SEED)).await,
+            code,
+            "overwrite",
+        );
+        expect_os_error(log.purge(LogId::new(3, 40)).await, code, "purge");
+        expect_os_error(log.truncate(last - 100).await, code, "truncate");
+        expect_os_error(
+            log.replace_range(last - 20, batch(last - 20, 3, 101, SEED)).await,
+            code,
+            "replace_range",
+        );
+        expect_os_error(log.reset().await, code, "reset");
+        injected += 6;
+        check(&e, &m, "after failed mutations");
+        fail::remove("wal::append");
+        assert!(usable_or_closed(&e, &mut m, 200 + code as u64, "wal::append").await);
+    }
+    // The same mutations go through once the disk is back.
+    log.purge(LogId::new(3, 40)).await.unwrap();
+    m.purge(LogId::new(3, 40));
+    log.truncate(550).await.unwrap();
+    m.truncate(550);
+    check(&e, &m, "after the mutations succeed");
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "wal::append").await);
+    eprintln!("faults: wal::append injected {injected}");
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn torn_wal_append_is_invisible_and_overwritten() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let log = e.log_store();
+    fail::cfg("wal::append::torn", "1*return(28)").unwrap();
+    let first = m.last_index() + 1;
+    expect_os_error(
+        log.persist_entries(batch(first, 30, 300, SEED)).await,
+        28,
+        "torn append",
+    );
+    check(&e, &m, "after the torn append");
+    // The next record is written where the torn one started.
+    log.persist_entries(batch(first, 4, 301, SEED)).await.unwrap();
+    m.persist(first, 4, 301);
+    log.flush().unwrap();
+    // A second torn write that nothing overwrites: the reopen finds it as a torn tail.
+    fail::cfg("wal::append::torn", "1*return(5)").unwrap();
+    expect_os_error(
+        log.persist_entries(batch(first + 4, 30, 302, SEED)).await,
+        5,
+        "torn append at the tail",
+    );
+    fail::remove("wal::append::torn");
+    check(&e, &m, "after the second torn append");
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "torn append").await);
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn fdatasync_failure_poisons_writes_but_keeps_acknowledged_entries() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let log = e.log_store();
+    let first = m.last_index() + 1;
+    log.persist_entries(batch(first, 10, 400, SEED)).await.unwrap();
+    m.persist(first, 10, 400);
+    fail::cfg("wal::sync", "return(5)").unwrap();
+    match log.flush() {
+        Err(err @ Error::Io { .. }) => assert!(
+            err.to_string().contains("os error 5"),
+            "flush error does not say EIO: {err}"
+        ),
+        other => panic!("flush with a failing fdatasync returned {other:?}"),
+    }
+    fail::remove("wal::sync");
+    // After a failed fdatasync nothing written since the last good one can be trusted on disk:
+    // the engine must refuse further writes and flushes, clearly.
+    let works = usable_or_closed(&e, &mut m, 401, "wal::sync").await;
+    assert!(!works, "writes were accepted after a failed fdatasync");
+    assert!(matches!(log.flush(), Err(Error::Closed(_))));
+    check(&e, &m, "reads after the poisoned sync");
+    drop(log);
+    drop(e);
+    // The process did not crash: what persist acknowledged is still in the page cache.
+    drop(reopen_check(dir.path(), &m, "wal::sync").await);
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn fdatasync_failure_in_sync_on_persist_mode_fails_the_persist() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        sync_on_persist: true,
+        ..tiny_config()
+    };
+    let (e, m) = setup(dir.path(), config).await;
+    let log = e.log_store();
+    assert!(log.is_write_durable());
+    fail::cfg("wal::sync", "return(28)").unwrap();
+    let first = m.last_index() + 1;
+    let r = log.persist_entries(batch(first, 10, 500, SEED)).await;
+    assert!(r.is_err(), "persist returned Ok without a durable write");
+    fail::remove("wal::sync");
+    drop(log);
+    drop(e);
+    // The failed persist may or may not be on disk (it reached the OS); all before it must be.
+    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let last = e.log_store().last_index();
+    let mut with = m.clone();
+    with.persist(first, 10, 500);
+    if last == with.last_index() {
+        check(&e, &with, "sync-on-persist fault (entries kept)");
+    } else {
+        check(&e, &m, "sync-on-persist fault (entries dropped)");
+    }
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn segment_creation_failure_fails_the_write_that_rotates() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let log = e.log_store();
+    fail::cfg("wal::segment_create", "return(28)").unwrap();
+    let mut failed = false;
+    // 64 KiB segments: a few dozen batches must rotate.
+    for k in 0..200u64 {
+        let first = m.last_index() + 1;
+        match log.persist_entries(batch(first, 10, 600 + k, SEED)).await {
+            Ok(()) => m.persist(first, 10, 600 + k),
+            Err(err) => {
+                assert_eq!(os_code(&err), Some(28), "rotation failure: {err}");
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "no write needed a new segment");
+    check(&e, &m, "after the failed rotation");
+    fail::remove("wal::segment_create");
+    let works = usable_or_closed(&e, &mut m, 900, "wal::segment_create").await;
+    if works {
+        for k in 0..50u64 {
+            let first = m.last_index() + 1;
+            log.persist_entries(batch(first, 10, 901 + k, SEED))
+                .await
+                .unwrap();
+            m.persist(first, 10, 901 + k);
+        }
+        log.flush().unwrap();
+    }
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "wal::segment_create").await);
+    scenario.teardown();
+}
+
+/// Faults of the compactor's I/O: the round (run by `compact_now`) reports the error, the log
+/// stays whole and readable, and the next round once the fault is gone succeeds.
+async fn compaction_fault(point: &str, code: i32, fresh: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    // Background rounds never find work, so the fault is met by the compact_now below.
+    let quiet = Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let (e, mut m) = if fresh {
+        (
+            TieredEngine::open(dir.path(), quiet).await.unwrap(),
+            Model::default(),
+        )
+    } else {
+        setup(dir.path(), quiet).await
+    };
+    let log = e.log_store();
+    // New hot data: several segments (some retirable after the round), or, on a fresh store, the
+    // first segment more than half full (the round then prepares a spare segment).
+    let mut written = 0u64;
+    for k in 0..40u64 {
+        let first = m.last_index() + 1;
+        let b = batch(first, if fresh { 5 } else { 20 }, 1000 + k, SEED);
+        written += 29 + b.iter().map(|e| 12 + e.payload.len() as u64).sum::<u64>();
+        log.persist_entries(b).await.unwrap();
+        m.persist(first, if fresh { 5 } else { 20 }, 1000 + k);
+        // 60% of the 64 KiB segment, with room for the rest of a batch.
+        if fresh && written > 40 << 10 {
+            break;
+        }
+    }
+    log.flush().unwrap();
+    fail::cfg(point, &format!("return({code})")).unwrap();
+    let r = e.compact_now().await;
+    let err = r.expect_err(&format!("{point}: compact_now hid the fault"));
+    assert!(
+        os_code(&err) == Some(code) || err.to_string().contains(&format!("os error {code}")),
+        "{point}: unclear error {err}"
+    );
+    check(&e, &m, &format!("{point}: after the failed round"));
+    fail::remove(point);
+    let works = usable_or_closed(&e, &mut m, 2000, point).await;
+    if works {
+        e.compact_now().await.unwrap();
+        check(&e, &m, &format!("{point}: after a good round"));
+        // Every segment file on disk is still tracked (retired later, counted in the stats): a
+        // failed round must not forget segments it had already taken off the writer's list.
+        let on_disk = std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .is_ok_and(|f| f.path().extension().is_some_and(|x| x == "wal"))
+            })
+            .count() as u64;
+        assert_eq!(
+            e.stats().wal_segments,
+            on_disk,
+            "{point}: segment files on disk vs segments the engine tracks"
+        );
+    }
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, point).await);
+}
+
+#[tokio::test]
+async fn cold_commit_failure_is_reported_and_retried() {
+    let scenario = FailScenario::setup();
+    compaction_fault("cold::commit", 28, false).await;
+    compaction_fault("cold::commit", 5, false).await;
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn segment_retirement_failure_is_reported_and_leaks_no_segment_file() {
+    let scenario = FailScenario::setup();
+    compaction_fault("wal::segment_retire", 5, false).await;
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn spare_segment_creation_failure_is_reported_and_harmless() {
+    let scenario = FailScenario::setup();
+    compaction_fault("wal::spare_create", 28, true).await;
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn hard_state_save_failure_keeps_the_previous_state() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, m) = setup(dir.path(), tiny_config()).await;
+    let meta = e.meta_store();
+    let h1 = HardState {
+        current_term: 7,
+        voted_for: Some(VotedFor {
+            voted_for_id: 2,
+            voted_for_term: 7,
+            committed: false,
+        }),
+    };
+    meta.save_hard_state(&h1).unwrap();
+    fail::cfg("meta::save", "return(28)").unwrap();
+    let h2 = HardState {
+        current_term: 8,
+        voted_for: None,
+    };
+    expect_os_error(meta.save_hard_state(&h2), 28, "save_hard_state");
+    assert_eq!(meta.load_hard_state().unwrap(), Some(h1));
+    fail::remove("meta::save");
+    drop(meta);
+    drop(e);
+    let e = reopen_check(dir.path(), &m, "meta::save").await;
+    let meta = e.meta_store();
+    assert_eq!(meta.load_hard_state().unwrap(), Some(h1));
+    meta.save_hard_state(&h2).unwrap();
+    drop(meta);
+    drop(e);
+    let e = reopen_check(dir.path(), &m, "meta::save").await;
+    assert_eq!(e.meta_store().load_hard_state().unwrap(), Some(h2));
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn cold_block_read_failure_is_an_error_not_a_short_read() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let log = e.log_store();
+    let mut m = Model::default();
+    // ~3 MiB against a 1 MiB budget: the oldest entries leave the ring and live only in blocks.
+    let mut first = 1;
+    while first < 12_000 {
+        log.persist_entries(batch(first, 100, first, SEED)).await.unwrap();
+        m.persist(first, 100, first);
+        first += 100;
+        if first % 2_000 == 1 {
+            e.compact_now().await.unwrap();
+        }
+    }
+    e.compact_now().await.unwrap();
+    let stats = e.stats();
+    let ring_first = stats.last_index + 1 - stats.hot_entries;
+    assert!(ring_first > 1_000, "nothing was evicted: {stats:?}");
+    fail::cfg("cold::read", "return(5)").unwrap();
+    let r = log.get_entries(10..=500);
+    match r {
+        Err(err) => assert!(
+            err.to_string().contains("os error 5"),
+            "cold read error does not say EIO: {err}"
+        ),
+        Ok(v) => panic!("cold read with a failing block read returned {} entries", v.len()),
+    }
+    let r = log.entry(20).await;
+    assert!(r.is_err(), "entry() over a failing block read: {r:?}");
+    fail::remove("cold::read");
+    check(&e, &m, "cold::read");
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "cold::read").await);
+    scenario.teardown();
+}

@@ -1,0 +1,290 @@
+//! Deterministic reproductions of recovery failures first found by the crash loop (`tests/crash.rs`).
+//! Each test builds the on-disk situation the crash loop reached, with the public API only, then
+//! reopens and checks the log.
+
+#[path = "relcommon/mod.rs"]
+mod common;
+
+use common::{Model, batch, diff_entries, tiny_config};
+use tierlog::{LogStore, StorageEngine, TieredEngine};
+
+const SEED: u64 = 77;
+
+/// A `reset` that the cold checkpoint already covers (`applied_seq` = the reset's sequence number)
+/// while the records before it in the same live segment are still replayed, "restricted" to indices
+/// above the checkpoint's `cold_hi` (0 after the reset). Replaying those pre-reset records onto the
+/// empty checkpoint state applies an append (1001..=1008) and then an older overwrite (990..=995)
+/// whose predecessors were in retired segments; the ring gets 990..=995 followed by 1001.. and
+/// `Ring::push_back`'s invariant fails (debug builds panic inside `open`; release builds build a
+/// ring with a gap and rely on the later reset to clear it). Found by the crash loop, seed 10.
+#[tokio::test]
+async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+        let log = e.log_store();
+        for first in (1..=1000).step_by(40) {
+            log.persist_entries(batch(first, 40, 1, SEED)).await.unwrap();
+        }
+        log.flush().unwrap();
+    }
+    {
+        // A fresh segment starts at this open: it begins with the append below.
+        let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+        let log = e.log_store();
+        assert_eq!(log.last_index(), 1000);
+        log.persist_entries(batch(1001, 8, 2, SEED)).await.unwrap();
+        log.persist_entries(batch(990, 6, 3, SEED)).await.unwrap();
+        log.reset().await.unwrap();
+        // Checkpoint at the reset: every older segment is retired.
+        e.compact_now().await.unwrap();
+        log.persist_entries(batch(1, 5, 4, SEED)).await.unwrap();
+        m.persist(1, 5, 4);
+        log.flush().unwrap();
+    }
+    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let log = e.log_store();
+    assert_eq!(log.last_index(), m.last_index());
+    assert_eq!(log.load_purge_boundary().unwrap(), None);
+    let got = log.get_entries(0..=2000).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, 2000, SEED)) {
+        panic!("log after reopen: {d}");
+    }
+}
+
+/// `replace_range(from, entries)` lowers the write-ahead segment's "highest live index" to `from - 1`
+/// *after* counting the record's own entries (`log_and_apply`: `w.append(&rec)` then
+/// `w.note_truncate(from)`), so the segment holding the replacement entries claims it holds nothing
+/// above `from - 1`. Once the cold checkpoint reaches `from - 1` and passes the segment's sequence
+/// numbers (here: a purge-only checkpoint round), the compactor retires the segment and the
+/// replacement entries exist nowhere on disk: a plain drop + reopen loses them. Found by the crash
+/// loop (seed 4: entries 595..=603 gone, then recovery wrote later entries into the wrong ring
+/// slots).
+#[tokio::test]
+async fn replace_range_entries_survive_segment_retirement_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // No compaction unless forced, so the checkpoint's cold_hi stays where compact_now put it.
+    let config = tierlog::Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let log = e.log_store();
+        log.persist_entries(batch(1, 100, 1, SEED)).await.unwrap();
+        m.persist(1, 100, 1);
+        e.compact_now().await.unwrap();
+        log.replace_range(101, batch(101, 10, 2, SEED)).await.unwrap();
+        m.persist(101, 10, 2);
+        // Big entries: the segment holding the replace is sealed and a new one started.
+        let big: Vec<tierlog::Entry> = (111..=114)
+            .map(|i| tierlog::Entry::new(i, 3, vec![i as u8; 30_000]))
+            .collect();
+        log.persist_entries(big.clone()).await.unwrap();
+        log.flush().unwrap();
+        let segments_before = e.stats().wal_segments;
+        // A purge moves the checkpoint without moving entries; the background round then retires
+        // every closed segment it believes the checkpoint covers.
+        log.purge(tierlog::LogId::new(1, 5)).await.unwrap();
+        m.purge(tierlog::LogId::new(1, 5));
+        for _ in 0..200 {
+            if e.stats().wal_segments < segments_before {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got = log.get_entries(0..=200).unwrap();
+        assert_eq!(got.len(), 109, "live log before reopen");
+        for b in big {
+            m.entries.insert(b.index, b.term);
+        }
+    }
+    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let log = e.log_store();
+    assert_eq!(log.last_index(), 114);
+    let got = log.get_entries(0..=200).unwrap();
+    let want: Vec<(u64, u64)> = m.entries.iter().map(|(i, t)| (*i, *t)).collect();
+    let have: Vec<(u64, u64)> = got.iter().map(|e| (e.index, e.term)).collect();
+    assert_eq!(have, want, "log after reopen (index, term)");
+}
+
+/// An overwrite (upsert) below the cold high-water marks the cold tier dirty from the batch's first
+/// index; the next compaction round cuts every cold block above that point (`cut_above`) and, when
+/// it does not rewrite the rest at once (a normal round below the trigger), commits a checkpoint
+/// with `cold_hi` just below the batch. The entries *after* the overwritten batch (kept by upsert
+/// semantics) then live only in the ring: their write-ahead segments were retired when they first
+/// went cold. A drop + reopen loses them. Found by the model test (last_index 38 where 68
+/// entries were acknowledged).
+#[tokio::test]
+async fn entries_after_a_cold_overwrite_survive_the_next_round_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // Normal rounds never move entries (trigger and hot tail out of reach); only compact_now does.
+    let config = tierlog::Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let log = e.log_store();
+        for first in (1..=2000).step_by(50) {
+            log.persist_entries(batch(first, 50, 1, SEED)).await.unwrap();
+        }
+        m.persist(1, 2000, 1);
+        e.compact_now().await.unwrap();
+        let rounds = e.stats().compactions;
+        log.persist_entries(batch(100, 6, 2, SEED)).await.unwrap();
+        m.persist(100, 6, 2);
+        log.flush().unwrap();
+        // Let the background thread run the round the dirty cold range asks for.
+        for _ in 0..500 {
+            if e.stats().compactions > rounds {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let got = log.get_entries(0..=3000).unwrap();
+        if let Some(d) = diff_entries(&got, &m.slice(0, 3000, SEED)) {
+            panic!("live log: {d}");
+        }
+    }
+    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let log = e.log_store();
+    assert_eq!(log.last_index(), 2000, "last_index after reopen");
+    let got = log.get_entries(0..=3000).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, 3000, SEED)) {
+        panic!("log after reopen: {d}");
+    }
+}
+
+/// Like the test above, but the overwritten range and the entries after it have been evicted from
+/// the ring (1 MiB budget), so they are only in cold blocks when the overwrite lands in the middle
+/// of a block. The next round must not leave a checkpoint whose `cold_hi` stops before entries
+/// that no longer exist in any write-ahead segment. (Crash loop seed 202 reached "write-ahead
+/// records leave index 1336 missing above the cold checkpoint" at open after a kill.)
+#[tokio::test]
+async fn overwrite_inside_an_evicted_cold_block_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tierlog::Config {
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let log = e.log_store();
+        let mut next = 1;
+        // Write ~3 MiB, compacting as we go so the ring can evict.
+        while next < 12_000 {
+            log.persist_entries(batch(next, 100, 1, SEED)).await.unwrap();
+            m.persist(next, 100, 1);
+            next += 100;
+            if next % 1_000 == 1 {
+                e.compact_now().await.unwrap();
+            }
+        }
+        e.compact_now().await.unwrap();
+        let stats = e.stats();
+        let ring_first = stats.last_index + 1 - stats.hot_entries;
+        assert!(
+            ring_first > 500,
+            "the ring still holds the old entries: {stats:?}"
+        );
+        // Overwrite a few entries well inside the evicted, cold-only range.
+        let k = ring_first - 300;
+        let rounds = stats.compactions;
+        log.persist_entries(batch(k, 3, 2, SEED)).await.unwrap();
+        m.persist(k, 3, 2);
+        log.flush().unwrap();
+        for _ in 0..500 {
+            if e.stats().compactions > rounds {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let last = m.last_index();
+        let got = log.get_entries(0..=last).unwrap();
+        if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
+            panic!("live log: {d}");
+        }
+    }
+    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let log = e.log_store();
+    let last = m.last_index();
+    assert_eq!(log.last_index(), last, "last_index after reopen");
+    let got = log.get_entries(0..=last).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
+        panic!("log after reopen: {d}");
+    }
+}
+
+/// The crash-loop sequence of seed 202 in miniature: an overwrite inside the evicted cold range,
+/// then a `replace_range` starting a little below it (cutting the cold tier there).
+#[tokio::test]
+async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tierlog::Config {
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let log = e.log_store();
+        let mut next = 1;
+        // Write ~3 MiB, compacting as we go so the ring can evict.
+        while next < 12_000 {
+            log.persist_entries(batch(next, 100, 1, SEED)).await.unwrap();
+            m.persist(next, 100, 1);
+            next += 100;
+            if next % 1_000 == 1 {
+                e.compact_now().await.unwrap();
+            }
+        }
+        e.compact_now().await.unwrap();
+        let stats = e.stats();
+        let ring_first = stats.last_index + 1 - stats.hot_entries;
+        assert!(
+            ring_first > 500,
+            "the ring still holds the old entries: {stats:?}"
+        );
+        // Overwrite a few entries well inside the evicted, cold-only range.
+        let k = ring_first - 300;
+        let rounds = stats.compactions;
+        log.persist_entries(batch(k, 9, 2, SEED)).await.unwrap();
+        m.persist(k, 9, 2);
+        log.persist_entries(batch(k + 300, 1, 3, SEED)).await.unwrap();
+        m.persist(k + 300, 1, 3);
+        log.replace_range(k - 7, batch(k - 7, 13, 4, SEED)).await.unwrap();
+        m.truncate(k - 7);
+        m.persist(k - 7, 13, 4);
+        log.flush().unwrap();
+        for _ in 0..500 {
+            if e.stats().compactions > rounds {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let last = m.last_index();
+        let got = log.get_entries(0..=last).unwrap();
+        if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
+            panic!("live log: {d}");
+        }
+    }
+    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let log = e.log_store();
+    let last = m.last_index();
+    assert_eq!(log.last_index(), last, "last_index after reopen");
+    let got = log.get_entries(0..=last).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
+        panic!("log after reopen: {d}");
+    }
+}
