@@ -1,0 +1,268 @@
+//! Collects the children's outcomes and prints one markdown table per workload, with ratios to
+//! tierlog and a check of the targets.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::workloads::{Outcome, Params};
+
+/// Outcomes per (workload, peer), with failures.
+#[derive(Default)]
+pub struct Results {
+    runs: BTreeMap<(String, String), Vec<Outcome>>,
+    errors: BTreeMap<(String, String), String>,
+}
+
+impl Results {
+    /// Records one child's result.
+    pub fn add(&mut self, workload: &str, peer: &str, r: Result<Outcome, String>) {
+        let key = (workload.to_string(), peer.to_string());
+        match r {
+            Ok(o) => self.runs.entry(key).or_default().push(o),
+            Err(e) => {
+                self.errors.insert(key, e);
+            }
+        }
+    }
+
+    /// Field-wise median over the rounds.
+    fn median(&self, workload: &str, peer: &str) -> Option<Outcome> {
+        let runs = self.runs.get(&(workload.to_string(), peer.to_string()))?;
+        let med = |f: fn(&Outcome) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Some(Outcome {
+            peer: peer.to_string(),
+            workload: workload.to_string(),
+            entries: runs[0].entries,
+            entries_per_sec: med(|o| o.entries_per_sec),
+            p50_us: med(|o| o.p50_us),
+            p99_us: med(|o| o.p99_us),
+            hot_range_ms: med(|o| o.hot_range_ms),
+            hot_range_p99_ms: med(|o| o.hot_range_p99_ms),
+            cold_range_ms: med(|o| o.cold_range_ms),
+            cold_range_p99_ms: med(|o| o.cold_range_p99_ms),
+            cold_repeat_ms: med(|o| o.cold_repeat_ms),
+            reopen_ms: med(|o| o.reopen_ms),
+            disk_bytes: med(|o| o.disk_bytes as f64) as u64,
+            logical_bytes: runs[0].logical_bytes,
+            peak_rss: med(|o| o.peak_rss as f64) as u64,
+        })
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn ratio(x: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b > 0.0 => format!("{:.2}x", x / b),
+        _ => "-".into(),
+    }
+}
+
+fn per_logical(o: &Outcome) -> f64 {
+    o.disk_bytes as f64 / o.logical_bytes.max(1) as f64
+}
+
+/// The report: one table per workload, then the targets.
+pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
+    let mut s = String::new();
+    let base = |w: &str| r.median(w, "tierlog");
+    let rows = |w: &str| -> Vec<(String, Outcome)> {
+        peers
+            .iter()
+            .filter_map(|peer| r.median(w, peer).map(|o| (peer.clone(), o)))
+            .collect()
+    };
+    let errors = |s: &mut String, w: &str| {
+        for ((ew, peer), e) in &r.errors {
+            if ew == w {
+                let _ = writeln!(s, "| {peer} | failed: {e} |");
+            }
+        }
+    };
+
+    if let Some(t) = base("leader-append").or_else(|| rows("leader-append").into_iter().next().map(|x| x.1)) {
+        let _ = writeln!(
+            s,
+            "\n### leader-append: {} x {} B batches, each durable before the next ({} entries)\n",
+            p.batch, p.entry_size, t.entries
+        );
+        let _ = writeln!(
+            s,
+            "| store | entries/s | p50 µs/batch | p99 µs/batch | batch / p50 (entries/s) | disk / logical byte | peak RSS | entries/s vs tierlog | p50 vs tierlog |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let b = base("leader-append");
+        for (peer, o) in rows("leader-append") {
+            let _ = writeln!(
+                s,
+                "| {peer} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} |",
+                o.entries_per_sec,
+                o.p50_us,
+                o.p99_us,
+                p.batch as f64 * 1e6 / o.p50_us.max(1e-3),
+                per_logical(&o),
+                mib(o.peak_rss),
+                ratio(o.entries_per_sec, b.as_ref().map(|b| b.entries_per_sec)),
+                ratio(o.p50_us, b.as_ref().map(|b| b.p50_us)),
+            );
+        }
+        errors(&mut s, "leader-append");
+    }
+
+    if !rows("follower-catchup").is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### follower-catchup: {} entries, {}-entry range reads; hot = newest range x{}, cold = {} disjoint ranges from index 1 after reopen + page-cache drop (then the same ranges again)\n",
+            p.catchup_entries, p.range, p.range_calls, p.range_calls
+        );
+        let _ = writeln!(
+            s,
+            "| store | write entries/s | hot ms p50 / p99 | cold ms p50 / p99 | cold again ms | reopen ms | disk / logical byte | peak RSS | cold time vs tierlog | hot time vs tierlog |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+        let b = base("follower-catchup");
+        for (peer, o) in rows("follower-catchup") {
+            let _ = writeln!(
+                s,
+                "| {peer} | {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} | {:.1} | {:.2} | {} | {} | {} |",
+                o.entries_per_sec,
+                o.hot_range_ms,
+                o.hot_range_p99_ms,
+                o.cold_range_ms,
+                o.cold_range_p99_ms,
+                o.cold_repeat_ms,
+                o.reopen_ms,
+                per_logical(&o),
+                mib(o.peak_rss),
+                ratio(o.cold_range_ms, b.as_ref().map(|b| b.cold_range_ms)),
+                ratio(o.hot_range_ms, b.as_ref().map(|b| b.hot_range_ms)),
+            );
+        }
+        errors(&mut s, "follower-catchup");
+    }
+
+    if !rows("long-retention").is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### long-retention: {} entries written, newest 3/4 retained (prefix purges), 16 random point reads per 16 batches; tierlog budget {}\n",
+            p.retention_entries,
+            mib(p.tierlog_budget)
+        );
+        let _ = writeln!(
+            s,
+            "| store | write entries/s | point read p50 / p99 µs | disk | disk / retained logical byte | peak RSS | disk vs tierlog | RSS vs tierlog |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let b = base("long-retention");
+        for (peer, o) in rows("long-retention") {
+            let _ = writeln!(
+                s,
+                "| {peer} | {:.0} | {:.1} / {:.1} | {} | {:.3} | {} | {} | {} |",
+                o.entries_per_sec,
+                o.p50_us,
+                o.p99_us,
+                mib(o.disk_bytes),
+                per_logical(&o),
+                mib(o.peak_rss),
+                ratio(o.disk_bytes as f64, b.as_ref().map(|b| b.disk_bytes as f64)),
+                ratio(o.peak_rss as f64, b.as_ref().map(|b| b.peak_rss as f64)),
+            );
+        }
+        errors(&mut s, "long-retention");
+    }
+    s.push_str(&targets(r, p));
+    s
+}
+
+fn check(s: &mut String, what: &str, value: Option<f64>, goal: &str, ok: impl Fn(f64) -> bool) {
+    let _ = match value {
+        Some(v) => writeln!(
+            s,
+            "- {what}: {v:.2} (target {goal}) {}",
+            if ok(v) { "MET" } else { "NOT MET" }
+        ),
+        None => writeln!(s, "- {what}: not measured"),
+    };
+}
+
+fn targets(r: &Results, p: &Params) -> String {
+    let mut s = String::from("\n### targets\n\n");
+    let la = |peer: &str| r.median("leader-append", peer).map(|o| o.entries_per_sec);
+    let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let t = la("tierlog");
+    check(
+        &mut s,
+        "leader-append tierlog / raft-engine",
+        div(t, la("raft-engine")),
+        ">= 1",
+        |v| v >= 1.0,
+    );
+    check(
+        &mut s,
+        "leader-append tierlog / redb",
+        div(t, la("redb")),
+        ">= 2",
+        |v| v >= 2.0,
+    );
+    check(
+        &mut s,
+        "leader-append tierlog / raw-append",
+        div(t, la("raw-append")),
+        ">= 0.7",
+        |v| v >= 0.7,
+    );
+    let p50 = |peer: &str| r.median("leader-append", peer).map(|o| o.p50_us);
+    check(
+        &mut s,
+        "leader-append by median batch latency (less sensitive to a noisy machine): raft-engine p50 / tierlog p50",
+        div(p50("raft-engine"), p50("tierlog")),
+        ">= 1",
+        |v| v >= 1.0,
+    );
+    check(
+        &mut s,
+        "leader-append by median batch latency: redb p50 / tierlog p50",
+        div(p50("redb"), p50("tierlog")),
+        ">= 2",
+        |v| v >= 2.0,
+    );
+    check(
+        &mut s,
+        "leader-append by median batch latency: raw-append p50 / tierlog p50",
+        div(p50("raw-append"), p50("tierlog")),
+        ">= 0.7",
+        |v| v >= 0.7,
+    );
+    let cold = |peer: &str| r.median("follower-catchup", peer).map(|o| o.cold_range_ms);
+    check(
+        &mut s,
+        "follower-catchup cold 10k range: raft-engine time / tierlog time",
+        div(cold("raft-engine"), cold("tierlog")),
+        ">= 2",
+        |v| v >= 2.0,
+    );
+    let lr = |peer: &str| r.median("long-retention", peer);
+    let disk = |peer: &str| lr(peer).map(|o| o.disk_bytes as f64);
+    check(
+        &mut s,
+        "long-retention disk tierlog / redb",
+        div(disk("tierlog"), disk("redb")),
+        "<= 0.3",
+        |v| v <= 0.3,
+    );
+    let limit = (p.tierlog_budget + (32 << 20)) as f64 / (1024.0 * 1024.0);
+    check(
+        &mut s,
+        "long-retention tierlog peak RSS in MiB",
+        lr("tierlog").map(|o| o.peak_rss as f64 / (1024.0 * 1024.0)),
+        &format!("<= budget + 32 MiB = {limit:.0}"),
+        |v| v <= limit,
+    );
+    s
+}

@@ -1,0 +1,178 @@
+//! `tierlog bench`: open a directory, run the workload's phases, reopen and verify, report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tierlog::{Config, StorageEngine, TieredEngine};
+
+use super::metrics::{Sampler, Shared};
+use super::model::Model;
+use super::payload::{PayloadGen, Rng};
+use super::report::{Disk, Memory, Report, Tiers, table};
+use super::runner::{PhaseReport, Run, Shape, phase_bar};
+use super::verify::verify;
+use super::workload::run_phase;
+use super::{BenchArgs, CliResult, plot, sys};
+
+/// Entry point of `tierlog bench`; returns the exit code (1 when verification failed).
+pub fn main(args: BenchArgs) -> CliResult<i32> {
+    if args.batch == 0 || args.flush_every == 0 || args.entry_size == 0 || args.entries == Some(0) {
+        return Err("--batch, --flush-every, --entry-size and --entries must be at least 1".into());
+    }
+    let mut config = match &args.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(budget) = args.memory_budget {
+        config.memory_budget_bytes = budget;
+        config.validate()?;
+    }
+    let payloads = PayloadGen::new(args.payload.clone(), args.seed, args.entry_size)?;
+    let (dir, temp) = match &args.dir {
+        Some(d) => (prepare_dir(d)?, None),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("tierlog-bench-")
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let report = runtime.block_on(run_bench(&args, config, &dir, payloads, temp.is_none()))?;
+    drop(temp); // removes the temporary directory
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &report.timeline, report.config.memory_budget_bytes)?;
+        eprintln!("plot written to {}", path.display());
+    }
+    Ok(if report.verification.ok { 0 } else { 1 })
+}
+
+/// Accepts an absent or empty directory only, so a bench never mixes with existing data.
+fn prepare_dir(dir: &Path) -> CliResult<PathBuf> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(format!("{} exists and is not a directory", dir.display()).into());
+        }
+        let mut it = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if it.next().is_some() {
+            return Err(format!(
+                "{} is not empty: bench needs an empty or new directory (it never writes into existing data)",
+                dir.display()
+            )
+            .into());
+        }
+    } else {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    Ok(dir.to_path_buf())
+}
+
+async fn run_bench(
+    args: &BenchArgs,
+    config: Config,
+    dir: &Path,
+    payloads: PayloadGen,
+    dir_kept: bool,
+) -> CliResult<Report> {
+    let progress = std::io::stderr().is_terminal();
+    let shared = Arc::new(Shared::default());
+    let sampler = Sampler::start(shared.clone(), Duration::from_millis(200));
+    let engine = TieredEngine::open(dir, config.clone()).await?;
+    *shared.engine.lock() = Some(engine.clone());
+    let shape = Shape {
+        batch: args.batch,
+        flush_every: args.flush_every,
+        entries: args.entries,
+    };
+    let mut run = Run {
+        log: engine.log_store(),
+        engine,
+        payloads: Arc::new(payloads),
+        model: Model::new(),
+        term: 1,
+        shared: shared.clone(),
+        rng: Rng::new(args.seed ^ 0x5EED),
+        shape: shape.clone(),
+        progress,
+    };
+    let mut phases = Vec::new();
+    for phase in args.workload.phases() {
+        let result = run_phase(&mut run, phase).await;
+        phases.push(result?);
+    }
+    let final_stats = run.engine.stats();
+    let peak_rss_workload = sys::peak_rss_bytes();
+    let (apparent, allocated) = sys::dir_bytes(dir);
+    let disk = Disk {
+        wal_bytes: final_stats.wal_bytes,
+        wal_segments: final_stats.wal_segments,
+        redb_file_bytes: final_stats.redb_file_bytes,
+        cold_live_bytes: final_stats.cold_stored_bytes,
+        dir_apparent_bytes: apparent,
+        dir_allocated_bytes: allocated,
+    };
+
+    // Close everything, reopen the directory and read every retained entry back.
+    *shared.engine.lock() = None;
+    let Run {
+        engine,
+        log,
+        model,
+        payloads,
+        ..
+    } = run;
+    drop(log);
+    engine.close().await?;
+    let bar = phase_bar(&shared, progress, "verify", model.len());
+    let t = Instant::now();
+    let engine = TieredEngine::open(dir, config.clone()).await?;
+    let reopen = t.elapsed().as_secs_f64();
+    *shared.engine.lock() = Some(engine.clone());
+    let verification = verify(&engine, &model, &payloads, &bar, reopen)?;
+    bar.finish();
+    *shared.engine.lock() = None;
+    engine.close().await?;
+    let timeline = sampler.finish();
+
+    let mut total = PhaseReport::new("total");
+    for p in &phases {
+        total.absorb(p);
+    }
+    let wall: f64 = phases.iter().map(|p| p.seconds).sum();
+    total.finish(Duration::from_secs_f64(wall), &Default::default(), &final_stats);
+    Ok(Report {
+        workload: args.workload,
+        dir: dir.display().to_string(),
+        dir_kept,
+        payload: payloads.label(),
+        entry_size: args.entry_size,
+        shape,
+        seed: args.seed,
+        memory: Memory {
+            peak_rss_bytes: sys::peak_rss_bytes(),
+            peak_rss_workload_bytes: peak_rss_workload,
+            max_sampled_rss_bytes: shared.max_rss.load(std::sync::atomic::Ordering::Relaxed),
+            budget_bytes: config.memory_budget_bytes,
+        },
+        config,
+        phases,
+        total,
+        tiers: Tiers::from_stats(&final_stats),
+        disk,
+        verification,
+        final_stats,
+        timeline,
+    })
+}

@@ -1,0 +1,130 @@
+//! Command-line interface of the `tierlog` binary: argument definitions and dispatch.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub mod bench;
+pub mod inspect;
+pub mod metrics;
+pub mod model;
+pub mod payload;
+pub mod plot;
+pub mod report;
+pub mod runner;
+pub mod sys;
+pub mod verify;
+pub mod workload;
+
+/// Result type of the CLI: any error becomes a one-line message on stderr and a non-zero exit.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// tierlog: a tiered Raft log store (hot write-ahead ring + zstd/redb cold tier).
+#[derive(Parser, Debug)]
+#[command(name = "tierlog", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a realistic Raft log workload and report what happened in both tiers.
+    Bench(BenchArgs),
+    /// Show tiers, index ranges, blocks, compression, purge boundary and hard state of a directory.
+    Inspect(ReportArgs),
+    /// Check every write-ahead record and cold block checksum and that the index ranges are contiguous
+    /// (exit code 2 on corruption, naming the file and offset).
+    Verify(ReportArgs),
+    /// Print entries (index, term, payload size, payload as UTF-8 or hex).
+    Dump(DumpArgs),
+    /// Compact the redb file of a closed directory, reporting bytes before and after.
+    Compact(DirArgs),
+}
+
+/// Options of `tierlog bench`.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Workload to run.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub workload: workload::Workload,
+    /// Directory for the log (must be empty or absent; kept afterwards). Default: a temporary directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Engine configuration file (TOML, see config/default.toml). Default: the built-in defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Entries written by each phase (default: 1.5M, 1.5M and 4M for the three phases).
+    #[arg(long)]
+    pub entries: Option<u64>,
+    /// Average payload size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub entry_size: usize,
+    /// Entries per persist_entries batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: u64,
+    /// Batches between two flush() calls (1 = group commit after every batch).
+    #[arg(long, default_value_t = 1)]
+    pub flush_every: u64,
+    /// Engine memory budget in bytes (overrides the configuration file).
+    #[arg(long)]
+    pub memory_budget: Option<u64>,
+    /// Payloads: kv (realistic KV commands), random (incompressible), or a file path (one payload per line).
+    #[arg(long, default_value = "kv", value_parser = payload::PayloadKind::parse)]
+    pub payload: payload::PayloadKind,
+    /// Seed of payloads and read positions (same seed, same bytes).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw throughput, RSS and tier sizes over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// A directory argument.
+#[derive(Args, Debug, Clone)]
+pub struct DirArgs {
+    /// A tierlog directory.
+    pub dir: PathBuf,
+}
+
+/// A directory argument for a command that can also answer in JSON.
+#[derive(Args, Debug, Clone)]
+pub struct ReportArgs {
+    /// A tierlog directory.
+    pub dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `tierlog dump`.
+#[derive(Args, Debug, Clone)]
+pub struct DumpArgs {
+    /// A tierlog directory.
+    pub dir: PathBuf,
+    /// First index to print (default: the first entry).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// Last index to print (default: the last entry).
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Always print payloads as hex, even when they are valid UTF-8.
+    #[arg(long)]
+    pub hex: bool,
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> CliResult<i32> {
+    match cli.command {
+        Command::Bench(args) => bench::main(args),
+        Command::Inspect(a) => inspect::inspect(&a.dir, a.json),
+        Command::Verify(a) => inspect::verify(&a.dir, a.json),
+        Command::Dump(a) => inspect::dump(&a),
+        Command::Compact(a) => inspect::compact(&a.dir),
+    }
+}

@@ -1,0 +1,25 @@
+//! The `tierlog` command: `bench` runs a realistic Raft log workload; `inspect`, `verify`, `dump`
+//! and `compact` are read-only operator tools for a log directory. `RUST_LOG` controls log output.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = cli::Cli::parse();
+    let code = match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
