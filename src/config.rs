@@ -58,7 +58,7 @@ impl Default for Config {
             sync_on_persist: false,
             segment_bytes: 64 << 20,
             recycle_segments: 4,
-            block_target_bytes: 128 << 10,
+            block_target_bytes: 64 << 10,
             compression_level: 1,
             compaction_trigger_bytes: 4 << 20,
             hot_tail_entries: 1024,

@@ -3,7 +3,9 @@
 //! Not a stable API: nothing outside this crate's own tests should call it.
 
 use std::fs::File;
-#[cfg(feature = "failpoints")]
+// Used only where the `fail` crate's own `failpoints` feature is on, which another crate in the
+// build (the peers bench) can switch on even when this crate's feature is off.
+#[allow(unused_imports)]
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
@@ -12,15 +14,15 @@ use crate::cold::block;
 use crate::proto::Entry;
 use crate::wal::{Frame, Record, checksum, decode_header, parse_frame};
 
-#[cfg(feature = "failpoints")]
 /// The I/O error a configured failpoint injects: `return(28)` gives ENOSPC, `return` alone EIO.
+#[allow(dead_code)]
 fn injected(arg: Option<String>) -> std::io::Error {
     std::io::Error::from_raw_os_error(arg.and_then(|a| a.parse().ok()).unwrap_or(5))
 }
 
 /// An I/O site's failpoint: `Err` when the failpoint `name` is configured to `return`; a no-op
 /// (compiled away) without the `failpoints` feature.
-#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+#[allow(unused_variables)]
 pub(crate) fn io_fault(name: &str) -> std::io::Result<()> {
     fail::fail_point!(name, |arg| Err(injected(arg)));
     Ok(())
@@ -34,7 +36,7 @@ pub(crate) fn synced() {
 
 /// A torn write: when the failpoint `name` fires, the first half of `buf` reaches `file` at `offset`
 /// and the call fails, as a full disk or a crash in the middle of `pwrite` would leave it.
-#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+#[allow(unused_variables)]
 pub(crate) fn torn_write(name: &str, file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
     fail::fail_point!(name, |arg| {
         let _ = file.write_all_at(&buf[..buf.len() / 2], offset);

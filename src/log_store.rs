@@ -215,7 +215,7 @@ impl Inner {
         let budget = self.ring_budget(st.cold.blocks.len());
         st.evict(budget);
         self.publish_last_index(&st);
-        let uncompacted = st.ring.bytes_in(st.cold.hi + 1, st.last);
+        let uncompacted = st.ring.estimate_bytes_from(st.cold.hi + 1);
         drop(st);
         drop(w);
         if uncompacted >= self.config.compaction_trigger_bytes {
