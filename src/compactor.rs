@@ -19,7 +19,7 @@ use crate::state::ColdView;
 
 /// Upper bound of raw bytes moved per round, so one transaction (and the window in which
 /// mutations are recorded for re-application) stays short.
-const MAX_ROUND_RAW_BYTES: u64 = 32 << 20;
+pub(crate) const MAX_ROUND_RAW_BYTES: u64 = 8 << 20;
 
 /// Bytes an entry takes in a block's raw form (offset slot, term, payload).
 pub(crate) fn raw_cost(e: &Entry) -> u64 {

@@ -71,9 +71,13 @@ pub(crate) struct Inner {
 impl Inner {
     /// Bytes the ring may hold, given the block index's current size.
     pub(crate) fn ring_budget(&self, blocks: usize) -> u64 {
+        // A compaction round's working memory (compressed blocks, redb's dirty pages) comes out of
+        // the same budget.
+        let working = (self.config.memory_budget_bytes / 8).min(2 * crate::compactor::MAX_ROUND_RAW_BYTES);
         self.config
             .ring_budget_bytes()
             .saturating_sub(self.redb_cache_bytes)
+            .saturating_sub(working)
             .saturating_sub(blocks as u64 * INDEX_ENTRY_COST)
     }
 

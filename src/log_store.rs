@@ -194,6 +194,7 @@ impl Inner {
     /// takes. Nothing is written when validation fails.
     fn log_and_apply(&self, rec: Record) -> Result<()> {
         self.check_open()?;
+        let rec = own_payloads(rec);
         let mut w = self.writer.lock();
         // Under the writer lock the log cannot change, and the compactor does not evict while the
         // lock is held, so the rehydration range stays exact until `apply`.
@@ -225,6 +226,28 @@ impl Inner {
             self.sync.sync(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+/// Gives every payload its own exact-size buffer. A caller's `Bytes` may be a slice of a larger
+/// buffer (a network read, a `String` with spare capacity): kept as is in the ring, it would pin
+/// memory the budget cannot see. One memcpy per entry keeps the accounting true.
+fn own_payloads(rec: Record) -> Record {
+    let own = |es: Vec<Entry>| {
+        es.into_iter()
+            .map(|e| Entry {
+                payload: bytes::Bytes::copy_from_slice(&e.payload),
+                ..e
+            })
+            .collect()
+    };
+    match rec {
+        Record::Append(es) => Record::Append(own(es)),
+        Record::Replace { from, entries } => Record::Replace {
+            from,
+            entries: own(entries),
+        },
+        other => other,
     }
 }
 
