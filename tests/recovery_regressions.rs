@@ -163,59 +163,58 @@ async fn entries_after_a_cold_overwrite_survive_the_next_round_and_reopen() {
     }
 }
 
-/// Like the test above, but the overwritten range and the entries after it have been evicted from
-/// the ring (1 MiB budget), so they are only in cold blocks when the overwrite lands in the middle
-/// of a block. The next round must not leave a checkpoint whose `cold_hi` stops before entries
-/// that no longer exist in any write-ahead segment. (Crash loop seed 202 reached "write-ahead
-/// records leave index 1336 missing above the cold checkpoint" at open after a kill.)
-#[tokio::test]
-async fn overwrite_inside_an_evicted_cold_block_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = tierlog::Config {
+/// A config whose compactor moves entries only when asked (`compact_now`).
+fn manual_compaction() -> tierlog::Config {
+    tierlog::Config {
         compaction_trigger_bytes: 1 << 40,
         hot_tail_entries: 1 << 20,
         ..tiny_config()
-    };
-    let mut m = Model::default();
-    {
-        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
-        let log = e.log_store();
-        let mut next = 1;
-        // Write ~3 MiB, compacting as we go so the ring can evict.
-        while next < 12_000 {
-            log.persist_entries(batch(next, 100, 1, SEED)).await.unwrap();
-            m.persist(next, 100, 1);
-            next += 100;
-            if next % 1_000 == 1 {
-                e.compact_now().await.unwrap();
-            }
-        }
-        e.compact_now().await.unwrap();
-        let stats = e.stats();
-        let ring_first = stats.last_index + 1 - stats.hot_entries;
-        assert!(
-            ring_first > 500,
-            "the ring still holds the old entries: {stats:?}"
-        );
-        // Overwrite a few entries well inside the evicted, cold-only range.
-        let k = ring_first - 300;
-        let rounds = stats.compactions;
-        log.persist_entries(batch(k, 3, 2, SEED)).await.unwrap();
-        m.persist(k, 3, 2);
-        log.flush().unwrap();
-        for _ in 0..500 {
-            if e.stats().compactions > rounds {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let last = m.last_index();
-        let got = log.get_entries(0..=last).unwrap();
-        if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
-            panic!("live log: {d}");
+    }
+}
+
+/// Writes ~3 MiB (compacting as it goes so the ring can evict) and returns the index of an entry
+/// well inside the evicted, cold-only range, with the compaction count at that moment.
+async fn fill_past_the_ring(e: &TieredEngine, m: &mut Model) -> (u64, u64) {
+    let log = e.log_store();
+    let mut next = 1;
+    while next < 12_000 {
+        log.persist_entries(batch(next, 100, 1, SEED)).await.unwrap();
+        m.persist(next, 100, 1);
+        next += 100;
+        if next % 1_000 == 1 {
+            e.compact_now().await.unwrap();
         }
     }
-    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    e.compact_now().await.unwrap();
+    let stats = e.stats();
+    let ring_first = stats.last_index + 1 - stats.hot_entries;
+    assert!(
+        ring_first > 500,
+        "the ring still holds the old entries: {stats:?}"
+    );
+    (ring_first - 300, stats.compactions)
+}
+
+/// Flushes, waits for the background round after `rounds`, and checks the live log against `m`.
+async fn settle_and_check(e: &TieredEngine, m: &Model, rounds: u64) {
+    let log = e.log_store();
+    log.flush().unwrap();
+    for _ in 0..500 {
+        if e.stats().compactions > rounds {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let last = m.last_index();
+    let got = log.get_entries(0..=last).unwrap();
+    if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
+        panic!("live log: {d}");
+    }
+}
+
+/// Reopens `dir` and checks the log against `m`.
+async fn check_after_reopen(dir: &std::path::Path, config: tierlog::Config, m: &Model) {
+    let e = TieredEngine::open(dir, config).await.unwrap();
     let log = e.log_store();
     let last = m.last_index();
     assert_eq!(log.last_index(), last, "last_index after reopen");
@@ -225,40 +224,35 @@ async fn overwrite_inside_an_evicted_cold_block_survives_reopen() {
     }
 }
 
+/// Like the test above, but the overwritten range and the entries after it have been evicted from
+/// the ring (1 MiB budget), so they are only in cold blocks when the overwrite lands in the middle
+/// of a block. The next round must not leave a checkpoint whose `cold_hi` stops before entries
+/// that no longer exist in any write-ahead segment. (Crash loop seed 202 reached "write-ahead
+/// records leave index 1336 missing above the cold checkpoint" at open after a kill.)
+#[tokio::test]
+async fn overwrite_inside_an_evicted_cold_block_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Model::default();
+    {
+        let e = TieredEngine::open(dir.path(), manual_compaction()).await.unwrap();
+        let (k, rounds) = fill_past_the_ring(&e, &mut m).await;
+        e.log_store().persist_entries(batch(k, 3, 2, SEED)).await.unwrap();
+        m.persist(k, 3, 2);
+        settle_and_check(&e, &m, rounds).await;
+    }
+    check_after_reopen(dir.path(), manual_compaction(), &m).await;
+}
+
 /// The crash-loop sequence of seed 202 in miniature: an overwrite inside the evicted cold range,
 /// then a `replace_range` starting a little below it (cutting the cold tier there).
 #[tokio::test]
 async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let config = tierlog::Config {
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
-    };
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), manual_compaction()).await.unwrap();
         let log = e.log_store();
-        let mut next = 1;
-        // Write ~3 MiB, compacting as we go so the ring can evict.
-        while next < 12_000 {
-            log.persist_entries(batch(next, 100, 1, SEED)).await.unwrap();
-            m.persist(next, 100, 1);
-            next += 100;
-            if next % 1_000 == 1 {
-                e.compact_now().await.unwrap();
-            }
-        }
-        e.compact_now().await.unwrap();
-        let stats = e.stats();
-        let ring_first = stats.last_index + 1 - stats.hot_entries;
-        assert!(
-            ring_first > 500,
-            "the ring still holds the old entries: {stats:?}"
-        );
-        // Overwrite a few entries well inside the evicted, cold-only range.
-        let k = ring_first - 300;
-        let rounds = stats.compactions;
+        let (k, rounds) = fill_past_the_ring(&e, &mut m).await;
         log.persist_entries(batch(k, 9, 2, SEED)).await.unwrap();
         m.persist(k, 9, 2);
         log.persist_entries(batch(k + 300, 1, 3, SEED)).await.unwrap();
@@ -266,25 +260,7 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
         log.replace_range(k - 7, batch(k - 7, 13, 4, SEED)).await.unwrap();
         m.truncate(k - 7);
         m.persist(k - 7, 13, 4);
-        log.flush().unwrap();
-        for _ in 0..500 {
-            if e.stats().compactions > rounds {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let last = m.last_index();
-        let got = log.get_entries(0..=last).unwrap();
-        if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
-            panic!("live log: {d}");
-        }
+        settle_and_check(&e, &m, rounds).await;
     }
-    let e = TieredEngine::open(dir.path(), config).await.unwrap();
-    let log = e.log_store();
-    let last = m.last_index();
-    assert_eq!(log.last_index(), last, "last_index after reopen");
-    let got = log.get_entries(0..=last).unwrap();
-    if let Some(d) = diff_entries(&got, &m.slice(0, last, SEED)) {
-        panic!("log after reopen: {d}");
-    }
+    check_after_reopen(dir.path(), manual_compaction(), &m).await;
 }
