@@ -1,0 +1,70 @@
+//! Retired segment files kept for reuse: writing into already-allocated space lets fdatasync skip
+//! metadata updates (measured about 2x cheaper here).
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use parking_lot::Mutex;
+
+use super::segment::{SPARE_ID, encode_header, spare_path};
+use super::writer::SegmentInfo;
+use crate::error::{Error, Result};
+
+/// Retired segment files waiting for reuse.
+pub(crate) struct SparePool {
+    pub(super) dir: PathBuf,
+    pub(super) files: Mutex<Vec<PathBuf>>,
+    pub(super) max: usize,
+}
+
+impl SparePool {
+    /// Turns a retired segment into a spare (header rewritten to "spare", so its stale records can
+    /// never be replayed) or deletes it when enough spares are kept.
+    pub(crate) fn retire(&self, seg: SegmentInfo) -> Result<()> {
+        crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
+        let keep = self.files.lock().len() < self.max;
+        if !keep {
+            return std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e));
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&seg.path)
+            .map_err(|e| Error::io(&seg.path, e))?;
+        f.write_all_at(&encode_header(SPARE_ID, 0), 0)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| Error::io(&seg.path, e))?;
+        let to = spare_path(&self.dir, seg.id);
+        std::fs::rename(&seg.path, &to).map_err(|e| Error::io(&seg.path, e))?;
+        self.files.lock().push(to);
+        Ok(())
+    }
+
+    /// Makes sure one spare exists, creating a zero-filled file if none does, so the next rotation
+    /// writes into allocated space. Runs on the background thread.
+    pub(crate) fn ensure_one(&self, segment_bytes: u64) -> Result<()> {
+        if self.max == 0 || !self.files.lock().is_empty() {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!("new-{:016x}.wal", std::process::id()));
+        crate::fuzzing::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let zeros = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < segment_bytes {
+            let n = zeros.len().min((segment_bytes - off) as usize);
+            f.write_all_at(&zeros[..n], off).map_err(|e| Error::io(&tmp, e))?;
+            off += n as u64;
+        }
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        let to = spare_path(&self.dir, u64::MAX - self.files.lock().len() as u64);
+        std::fs::rename(&tmp, &to).map_err(|e| Error::io(&tmp, e))?;
+        self.files.lock().push(to);
+        Ok(())
+    }
+}
