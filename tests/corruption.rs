@@ -22,7 +22,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Model, Rng, batch, tiny_config};
+use common::{Model, Rng, batch, copy_dir, tiny_config};
 use redb::{Database, ReadableTable, TableDefinition};
 use tierlog::{Config, Error, LogStore, RecoveryMode, StorageEngine, TieredEngine};
 
@@ -49,19 +49,6 @@ async fn build_pristine(dir: &Path) -> Model {
     log.flush().unwrap();
     e.close().await.unwrap();
     m
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for ent in std::fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let target = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_dir(&ent.path(), &target);
-        } else {
-            std::fs::copy(ent.path(), &target).unwrap();
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Model, Rng, diff_entries, tiny_config};
+use common::{Model, Rng, copy_dir, diff_entries, tiny_config};
 use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
@@ -606,19 +606,6 @@ fn parent_main() {
         tally.killed_mid_append,
         model.last_index(),
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create copy dir");
-    for ent in std::fs::read_dir(from).expect("read_dir") {
-        let ent = ent.expect("dir entry");
-        let target = to.join(ent.file_name());
-        if ent.file_type().expect("file type").is_dir() {
-            copy_dir(&ent.path(), &target);
-        } else {
-            std::fs::copy(ent.path(), &target).expect("copy file");
-        }
-    }
 }
 
 fn busy_wait(d: Duration) {

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{Model, Rng, batch, diff_entries, tiny_config};
+use common::{Model, Rng, batch, copy_dir, diff_entries, tiny_config};
 use fail::FailScenario;
 use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
@@ -54,19 +54,6 @@ fn read_wal(dir: &Path) -> HashMap<String, Vec<u8>> {
         }
     }
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for ent in std::fs::read_dir(from).unwrap() {
-        let ent = ent.unwrap();
-        let target = to.join(ent.file_name());
-        if ent.file_type().unwrap().is_dir() {
-            copy_dir(&ent.path(), &target);
-        } else {
-            std::fs::copy(ent.path(), &target).unwrap();
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug)]

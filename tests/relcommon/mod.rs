@@ -231,3 +231,17 @@ pub fn diff_entries(got: &[Entry], want: &[Entry]) -> Option<String> {
     }
     None
 }
+
+/// Copies a store directory (for post-mortems and for damaging a copy).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for ent in std::fs::read_dir(from).expect("read_dir") {
+        let ent = ent.expect("dir entry");
+        let target = to.join(ent.file_name());
+        if ent.file_type().expect("file type").is_dir() {
+            copy_dir(&ent.path(), &target);
+        } else {
+            std::fs::copy(ent.path(), &target).expect("copy file");
+        }
+    }
+}
