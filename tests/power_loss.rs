@@ -112,20 +112,25 @@ fn matches(e: &TieredEngine, m: &Model) -> Result<(), String> {
     }
 }
 
+/// Keeps, after every successful write-ahead fdatasync, a copy of `dir`'s segment files: what a
+/// power cut at that moment would leave at least.
+fn record_synced_wal(dir: &Path) -> Snapshot {
+    let snap: Snapshot = Arc::new(Mutex::new(HashMap::new()));
+    let sink = snap.clone();
+    let wal = dir.join("wal");
+    fail::cfg_callback("wal::synced", move || {
+        let files = read_wal(&wal);
+        if let Ok(mut s) = sink.lock() {
+            *s = files;
+        }
+    })
+    .unwrap();
+    snap
+}
+
 async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: bool) -> (usize, usize, u64) {
     let dir = root.join(format!("live{trial}"));
-    let snap: Snapshot = Arc::new(Mutex::new(HashMap::new()));
-    {
-        let snap = snap.clone();
-        let wal = dir.join("wal");
-        fail::cfg_callback("wal::synced", move || {
-            let files = read_wal(&wal);
-            if let Ok(mut s) = snap.lock() {
-                *s = files;
-            }
-        })
-        .unwrap();
-    }
+    let snap = record_synced_wal(&dir);
     let mut rng = Rng::new(seed ^ trial);
     let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
     let log = e.log_store();
@@ -338,18 +343,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
-    let snap: Snapshot = Arc::new(Mutex::new(HashMap::new()));
-    {
-        let snap = snap.clone();
-        let wal = dir.join("wal");
-        fail::cfg_callback("wal::synced", move || {
-            let files = read_wal(&wal);
-            if let Ok(mut s) = snap.lock() {
-                *s = files;
-            }
-        })
-        .unwrap();
-    }
+    let snap = record_synced_wal(&dir);
     let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();

@@ -67,9 +67,7 @@ async fn replace_range_entries_survive_segment_retirement_and_reopen() {
     // No compaction unless forced, so the checkpoint's cold_hi stays where compact_now put it.
     let config = tierlog::Config {
         memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
+        ..manual_compaction()
     };
     let mut m = Model::default();
     {
@@ -125,9 +123,7 @@ async fn entries_after_a_cold_overwrite_survive_the_next_round_and_reopen() {
     // Normal rounds never move entries (trigger and hot tail out of reach); only compact_now does.
     let config = tierlog::Config {
         memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
+        ..manual_compaction()
     };
     let mut m = Model::default();
     {
