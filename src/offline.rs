@@ -64,6 +64,9 @@ pub struct Inspection {
     pub compression_ratio: f64,
     /// Size of the redb file.
     pub redb_file_bytes: u64,
+    /// The redb file was not closed cleanly (the engine crashed or is still running), so it was read
+    /// through a repaired scratch copy; the directory itself was not modified.
+    pub redb_not_closed_cleanly: bool,
     /// Write-ahead segments, oldest first.
     pub segments: Vec<SegmentReport>,
     /// Spare (recycled) segment files.
@@ -81,6 +84,8 @@ pub struct VerifyReport {
     pub entries: u64,
     /// Torn tail records found (a crash mid-write; cut off on open in the default mode).
     pub torn_tails: Vec<String>,
+    /// As [`Inspection::redb_not_closed_cleanly`]: the cold blocks were checked in a repaired copy.
+    pub redb_not_closed_cleanly: bool,
 }
 
 /// A directory opened read-only: the state the engine would have after recovery.
@@ -181,6 +186,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
             raw as f64 / stored as f64
         },
         redb_file_bytes: log.cold.file_bytes(),
+        redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
         segments,
         spare_segments: spares.len() as u64,
     })
@@ -192,7 +198,10 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let log = open_read_only(dir, RecoveryMode::TolerateTornTail)?;
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
+        ..VerifyReport::default()
+    };
     for s in log.recovered.segments() {
         report.wal_records += s.records.len() as u64;
         if let Tail::Bad { offset, reason, .. } = &s.tail {

@@ -158,6 +158,9 @@ mod offline {
             human_bytes(i.redb_file_bytes),
             human_bytes(i.cold_stored_bytes)
         );
+        if i.redb_not_closed_cleanly {
+            s.push_str(NOT_CLOSED_CLEANLY);
+        }
         let _ = writeln!(
             s,
             "write-ahead      {} segments in use, {} spare",
@@ -198,11 +201,17 @@ mod offline {
         }
     }
 
+    const NOT_CLOSED_CLEANLY: &str = "note: the redb file was not closed cleanly (the engine crashed or is still running); \
+        read through a repaired scratch copy, the directory was not modified (the engine repairs the file on its next open)\n";
+
     fn render_verify(r: &VerifyReport) -> String {
         let mut s = format!(
             "OK: {} write-ahead records and {} cold blocks pass their checksums; {} entries present and contiguous\n",
             r.wal_records, r.cold_blocks, r.entries
         );
+        if r.redb_not_closed_cleanly {
+            s.push_str(NOT_CLOSED_CLEANLY);
+        }
         for t in &r.torn_tails {
             let _ = writeln!(
                 s,

@@ -48,6 +48,9 @@ pub(crate) struct CommitPlan {
 pub(crate) struct ColdStore {
     db: Db,
     path: PathBuf,
+    /// Where a repaired copy lives (offline tools over a crashed engine's file); declared after
+    /// `db` so the database is closed before the directory is removed.
+    scratch: Option<tempfile::TempDir>,
 }
 
 /// The engine writes; offline tools open the same file read-only so they never modify it.
@@ -95,22 +98,62 @@ impl ColdStore {
         let store = ColdStore {
             db: Db::ReadWrite(db),
             path: path.to_path_buf(),
+            scratch: None,
         };
         Ok((store, cp, index))
     }
 
     /// Opens an existing file without writing to it (offline tools).
+    ///
+    /// A file last written by an engine that crashed needs redb's repair before it can be read, and
+    /// repair writes. That is exactly when an operator inspects, so instead of failing, the file is
+    /// copied into a scratch directory and the copy is repaired and read; the original stays as it
+    /// was (the engine repairs it on its next open). [`ColdStore::read_from_repaired_copy`] says so.
     pub(crate) fn open_read_only(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
         if !path.exists() {
             return Err(Error::Config(format!("{} does not exist", path.display())));
         }
-        let db = ReadOnlyDatabase::open(path).map_err(|e| Error::db(path, e))?;
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => {
+                let (cp, index) = read_state(&db, path)?;
+                let store = ColdStore {
+                    db: Db::ReadOnly(db),
+                    path: path.to_path_buf(),
+                    scratch: None,
+                };
+                Ok((store, cp, index))
+            }
+            Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
+            Err(e) => Err(Error::db(path, e)),
+        }
+    }
+
+    fn open_repaired_copy(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| Error::Io { path: p, source }
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("tierlog-inspect-")
+            .tempdir()
+            .map_err(io(&std::env::temp_dir()))?;
+        let copy = scratch.path().join("cold.redb");
+        std::fs::copy(path, &copy).map_err(io(path))?;
+        // Reports errors against the original file: that is the one the operator named.
+        let db = Database::builder().create(&copy).map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         let store = ColdStore {
-            db: Db::ReadOnly(db),
+            db: Db::ReadWrite(db),
             path: path.to_path_buf(),
+            scratch: Some(scratch),
         };
         Ok((store, cp, index))
+    }
+
+    /// True when an offline tool reads a repaired scratch copy because the file was not closed
+    /// cleanly (see [`ColdStore::open_read_only`]).
+    pub(crate) fn read_from_repaired_copy(&self) -> bool {
+        self.scratch.is_some()
     }
 
     /// Reads and decodes every stored block in key order, calling `f` with each (offline verify).
