@@ -140,7 +140,9 @@ impl ColdStore {
         let copy = scratch.path().join("cold.redb");
         std::fs::copy(path, &copy).map_err(io(path))?;
         // Reports errors against the original file: that is the one the operator named.
-        let db = Database::builder().create(&copy).map_err(|e| Error::db(path, e))?;
+        let db = Database::builder()
+            .create(&copy)
+            .map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         let store = ColdStore {
             db: Db::ReadWrite(db),
