@@ -2,6 +2,9 @@
 
 use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TieredEngine};
 
+#[path = "relcommon/mod.rs"]
+mod relcommon;
+
 fn small() -> Config {
     Config {
         memory_budget_bytes: 1 << 20,
@@ -113,6 +116,46 @@ async fn offline_tools_read_without_writing() {
         tierlog::offline::inspect(other.path()),
         Err(tierlog::Error::Config(_))
     ));
+}
+
+/// An operator inspects a directory right after a crash, when redb's file still says "in use" and
+/// opening it read-only would need a repair (a write). The tools must still answer, from a repaired
+/// scratch copy, and leave the directory as it was.
+#[tokio::test]
+async fn offline_tools_read_a_directory_left_by_a_crash() {
+    let live = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    let eng = TieredEngine::open(live.path(), small()).await.unwrap();
+    let log = eng.log_store();
+    log.persist_entries((1..=3000).map(|i| e(i, 1)).collect())
+        .await
+        .unwrap();
+    eng.compact_now().await.unwrap();
+    log.flush().unwrap();
+    // A copy taken while the engine runs is what a crash leaves behind.
+    relcommon::copy_dir(live.path(), crashed.path());
+    drop(log);
+    eng.close().await.unwrap();
+
+    let mut before = walk(crashed.path());
+    before.sort();
+    let ins = tierlog::offline::inspect(crashed.path()).unwrap();
+    assert!(ins.redb_not_closed_cleanly, "{ins:?}");
+    assert_eq!(ins.index_range, Some((1, 3000)));
+    assert!(ins.cold_blocks > 0, "{ins:?}");
+    let rep = tierlog::offline::verify(crashed.path()).unwrap();
+    assert!(rep.redb_not_closed_cleanly);
+    assert_eq!(rep.entries, 3000);
+    assert_eq!(
+        tierlog::offline::dump(crashed.path(), 1500, 1500).unwrap(),
+        vec![e(1500, 1)]
+    );
+    let mut after = walk(crashed.path());
+    after.sort();
+    assert_eq!(before, after, "read-only tools changed the crashed directory");
+
+    // The cleanly closed original needs no copy.
+    assert!(!tierlog::offline::inspect(live.path()).unwrap().redb_not_closed_cleanly);
 }
 
 fn walk(d: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
