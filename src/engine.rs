@@ -65,7 +65,9 @@ pub(crate) struct Inner {
     /// Hints for the read-ahead thread (bounded: hints beyond its pace are dropped).
     pub read_ahead: Mutex<Option<std::sync::mpsc::SyncSender<BlockMeta>>>,
     redb_cache_bytes: u64,
-    _lock: File,
+    /// The directory lock, released on close (not when the last handle drops) so the directory can
+    /// be reopened at once.
+    lock: Mutex<Option<File>>,
 }
 
 impl Inner {
@@ -87,10 +89,28 @@ impl Inner {
         }
         Ok(())
     }
+
+    /// Marks the engine closed with no write in flight: writers check `closed` under the writer
+    /// lock, so once this returns none of them will touch the write-ahead log again.
+    fn mark_closed(&self) {
+        let _no_writer = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Releases what another engine on the same directory would need or could be hurt by: redb's
+    /// file, the hard-state file and the directory lock. Called after the background threads have
+    /// stopped. Stale handles then get [`Error::Closed`] (reads included: their view is gone).
+    fn release_files(&self) {
+        self.cold.close();
+        self.hard_state.close();
+        self.cache.clear();
+        self.lock.lock().take();
+    }
 }
 
-/// Owns the background thread: when the last handle goes, the thread is stopped and joined before
-/// the files are released, so the directory can be reopened at once.
+/// Owns the background threads: when the last engine clone goes (or on `close`), the threads are
+/// stopped and joined and then the files are released, so the directory can be reopened at once,
+/// even while `LogStore`/`MetaStore` handles of the old engine still exist.
 struct Shared {
     inner: Arc<Inner>,
     worker: Mutex<Option<Worker>>,
@@ -104,7 +124,7 @@ struct Worker {
 
 impl Shared {
     fn stop(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.mark_closed();
         if let Some(w) = self.worker.lock().take() {
             drop(w.requests);
             self.inner.read_ahead.lock().take();
@@ -115,6 +135,7 @@ impl Shared {
                 tracing::error!("a background thread panicked");
             }
         }
+        self.inner.release_files();
         self.inner.room.notify_waiters();
     }
 }
@@ -133,16 +154,16 @@ pub struct TieredEngine {
     meta: Arc<TierMetaStore>,
 }
 
-/// The engine's [`LogStore`](crate::LogStore) handle.
+/// The engine's [`LogStore`](crate::LogStore) handle. It does not keep the engine open: once every
+/// [`TieredEngine`] clone is dropped (or one is closed), its calls return [`Error::Closed`].
 pub struct TierLogStore {
     pub(crate) inner: Arc<Inner>,
-    _shared: Arc<Shared>,
 }
 
-/// The engine's [`MetaStore`](crate::MetaStore) handle.
+/// The engine's [`MetaStore`](crate::MetaStore) handle; like [`TierLogStore`], it does not keep the
+/// engine open.
 pub struct TierMetaStore {
     pub(crate) inner: Arc<Inner>,
-    _shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for TieredEngine {
@@ -234,7 +255,7 @@ impl TieredEngine {
             redb_cache_bytes: redb_cache,
             dir,
             config,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         });
         let worker = spawn_worker(inner.clone())?;
         let shared = Arc::new(Shared {
@@ -242,14 +263,8 @@ impl TieredEngine {
             worker: Mutex::new(Some(worker)),
         });
         Ok(TieredEngine {
-            log: Arc::new(TierLogStore {
-                inner: inner.clone(),
-                _shared: shared.clone(),
-            }),
-            meta: Arc::new(TierMetaStore {
-                inner,
-                _shared: shared.clone(),
-            }),
+            log: Arc::new(TierLogStore { inner: inner.clone() }),
+            meta: Arc::new(TierMetaStore { inner }),
             shared,
         })
     }
@@ -259,8 +274,10 @@ impl TieredEngine {
         &self.shared.inner.dir
     }
 
-    /// Stops the background thread and fdatasyncs the write-ahead log. Other handles still alive
-    /// afterwards get [`Error::Closed`] from writes; files are released when the last handle drops.
+    /// fdatasyncs the write-ahead log, stops the background threads and releases every file, so the
+    /// directory can be reopened at once. Dropping the last clone of the engine does the same
+    /// (without reporting a failed sync). Every clone and every `LogStore`/`MetaStore` handle of
+    /// this engine gets [`Error::Closed`] afterwards.
     pub async fn close(self) -> Result<()> {
         let inner = self.shared.inner.clone();
         let sync = inner.sync.sync(&inner.dir);

@@ -99,6 +99,7 @@ pub(crate) fn read_cold_once(
 impl Inner {
     /// `get_entries` core: the entries of `[a, b]` as of one moment.
     pub(crate) fn read_range(&self, a: u64, b: u64) -> Result<Vec<Entry>> {
+        self.check_open()?;
         for _ in 0..MAX_READ_ATTEMPTS {
             let plan = self.state.read().plan_read(a, b);
             let mut out = match &plan.cold {
@@ -201,6 +202,9 @@ impl Inner {
         self.check_open()?;
         let rec = own_payloads(rec);
         let mut w = self.writer.lock();
+        // Again under the lock: `close` marks the engine closed while holding it, so a write that
+        // raced with `close` cannot reach a log that a reopened engine now owns.
+        self.check_open()?;
         // Under the writer lock the log cannot change, and the compactor does not evict while the
         // lock is held, so the rehydration range stays exact until `apply`.
         let rehydrate = {
@@ -341,6 +345,7 @@ impl LogStore for TierLogStore {
 
     fn flush(&self) -> Result<()> {
         let _span = tracing::debug_span!("flush").entered();
+        self.inner.check_open()?;
         self.inner.sync.sync(&self.inner.dir)
     }
 
@@ -365,6 +370,7 @@ impl LogStore for TierLogStore {
     }
 
     fn load_purge_boundary(&self) -> Result<Option<LogId>> {
+        self.inner.check_open()?;
         Ok(self.inner.state.read().purged)
     }
 }
@@ -377,6 +383,7 @@ impl MetaStore for TierMetaStore {
     }
 
     fn load_hard_state(&self) -> Result<Option<HardState>> {
+        self.inner.check_open()?;
         Ok(self.inner.hard_state.load())
     }
 }

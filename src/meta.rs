@@ -24,7 +24,9 @@ pub(crate) struct HardStateFile {
 }
 
 struct Inner {
-    file: File,
+    /// `None` once the engine is closed, so a stale handle cannot write over a reopened engine's
+    /// hard state.
+    file: Option<File>,
     seq: u64,
     current: Option<HardState>,
 }
@@ -92,7 +94,7 @@ impl HardStateFile {
         Ok(HardStateFile {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
-                file,
+                file: Some(file),
                 seq: newest.map_or(0, |n| n.0),
                 current: newest.map(|n| n.1),
             }),
@@ -104,11 +106,13 @@ impl HardStateFile {
         let mut inner = self.inner.lock();
         let seq = inner.seq + 1;
         let slot = seq % 2;
-        crate::fuzzing::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
-        inner
+        let file = inner
             .file
-            .write_all_at(&encode(seq, hs), slot * SLOT)
-            .and_then(|_| inner.file.sync_data())
+            .as_ref()
+            .ok_or_else(|| Error::Closed("the engine was closed".into()))?;
+        crate::fuzzing::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
+        file.write_all_at(&encode(seq, hs), slot * SLOT)
+            .and_then(|_| file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;
         inner.seq = seq;
         inner.current = Some(*hs);
@@ -117,6 +121,11 @@ impl HardStateFile {
 
     pub(crate) fn load(&self) -> Option<HardState> {
         self.inner.lock().current
+    }
+
+    /// Releases the file; a save in flight finishes first (it holds the lock), later ones fail.
+    pub(crate) fn close(&self) {
+        self.inner.lock().file = None;
     }
 }
 

@@ -197,6 +197,44 @@ async fn close_then_reopen() {
     engine.close().await.unwrap();
 }
 
+/// Dropping or closing the engine releases the directory even while `LogStore`/`MetaStore` handles
+/// of it are still alive, and those stale handles can neither read a view that is gone nor write
+/// into the files the reopened engine now owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_that_outlive_the_engine_do_not_hold_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    for close in [false, true] {
+        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+            .await
+            .unwrap();
+        let round = engine.log_store().last_index() / 100 + 1;
+        write_some(&engine, round).await;
+        engine.log_store().flush().unwrap();
+        let (stale_log, stale_meta) = (engine.log_store(), engine.meta_store());
+        if close {
+            engine.close().await.unwrap();
+        } else {
+            drop(engine);
+        }
+
+        let reopened = TieredEngine::open(dir.path(), cfg_eager_compaction())
+            .await
+            .expect("reopen while handles of the old engine are alive");
+        let closed = |r: tierlog::Result<()>| matches!(r, Err(tierlog::Error::Closed(_)));
+        let next = stale_log.last_index() + 1;
+        assert!(closed(stale_log.persist_entries(ents(next..=next, 99)).await));
+        assert!(closed(stale_log.truncate(1).await));
+        assert!(closed(stale_log.purge(LogId::new(1, 50)).await));
+        assert!(closed(stale_log.reset().await));
+        assert!(closed(stale_meta.save_hard_state(&hs(99, None))));
+        assert!(closed(stale_log.get_entries(1..=10).map(drop)));
+        assert!(closed(stale_log.entry(1).await.map(drop)));
+        assert!(closed(stale_meta.load_hard_state().map(drop)));
+        check_written(&reopened, round).await;
+        drop((stale_log, stale_meta));
+    }
+}
+
 /// The engine outlives the runtime that opened it: dropped after that runtime is gone (outside any
 /// runtime), then the directory is reopened in a new runtime.
 #[test]

@@ -134,7 +134,6 @@ async fn offline_tools_read_a_directory_left_by_a_crash() {
     log.flush().unwrap();
     // A copy taken while the engine runs is what a crash leaves behind.
     relcommon::copy_dir(live.path(), crashed.path());
-    drop(log);
     eng.close().await.unwrap();
 
     let mut before = walk(crashed.path());
@@ -155,7 +154,11 @@ async fn offline_tools_read_a_directory_left_by_a_crash() {
     assert_eq!(before, after, "read-only tools changed the crashed directory");
 
     // The cleanly closed original needs no copy.
-    assert!(!tierlog::offline::inspect(live.path()).unwrap().redb_not_closed_cleanly);
+    assert!(
+        !tierlog::offline::inspect(live.path())
+            .unwrap()
+            .redb_not_closed_cleanly
+    );
 }
 
 fn walk(d: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {

@@ -52,14 +52,18 @@ pub struct DEngineStorage {
     meta: Arc<DEngineMetaStore>,
 }
 
-/// d-engine's `LogStore` over tierlog's log.
+/// d-engine's `LogStore` over tierlog's log. It keeps the engine open: d-engine may hold the log
+/// and meta stores longer than the storage engine that handed them out.
 pub struct DEngineLogStore {
     inner: Arc<TierLogStore>,
+    _engine: TieredEngine,
 }
 
-/// d-engine's `MetaStore` over tierlog's hard-state store.
+/// d-engine's `MetaStore` over tierlog's hard-state store; keeps the engine open like
+/// [`DEngineLogStore`].
 pub struct DEngineMetaStore {
     inner: Arc<TierMetaStore>,
+    _engine: TieredEngine,
 }
 
 impl DEngineStorage {
@@ -72,9 +76,11 @@ impl DEngineStorage {
     pub fn new(engine: TieredEngine) -> Self {
         let log = Arc::new(DEngineLogStore {
             inner: engine.log_store(),
+            _engine: engine.clone(),
         });
         let meta = Arc::new(DEngineMetaStore {
             inner: engine.meta_store(),
+            _engine: engine.clone(),
         });
         DEngineStorage { engine, log, meta }
     }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
@@ -46,7 +48,9 @@ pub(crate) struct CommitPlan {
 }
 
 pub(crate) struct ColdStore {
-    db: Db,
+    /// `None` once the engine is closed: redb's file lock goes with the database, so the directory
+    /// can be reopened even while stale handles to the old engine still exist.
+    db: RwLock<Option<Db>>,
     path: PathBuf,
     /// Where a repaired copy lives (offline tools over a crashed engine's file); declared after
     /// `db` so the database is closed before the directory is removed.
@@ -60,7 +64,7 @@ enum Db {
 }
 
 impl Db {
-    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+    fn begin_read_tx(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
         match self {
             Db::ReadWrite(db) => db.begin_read(),
             Db::ReadOnly(db) => db.begin_read(),
@@ -76,6 +80,10 @@ impl Db {
 }
 
 pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
+
+fn closed() -> Error {
+    Error::Closed("the engine was closed".into())
+}
 
 impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
@@ -96,7 +104,7 @@ impl ColdStore {
         tx.commit().map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         let store = ColdStore {
-            db: Db::ReadWrite(db),
+            db: RwLock::new(Some(Db::ReadWrite(db))),
             path: path.to_path_buf(),
             scratch: None,
         };
@@ -117,7 +125,7 @@ impl ColdStore {
             Ok(db) => {
                 let (cp, index) = read_state(&db, path)?;
                 let store = ColdStore {
-                    db: Db::ReadOnly(db),
+                    db: RwLock::new(Some(Db::ReadOnly(db))),
                     path: path.to_path_buf(),
                     scratch: None,
                 };
@@ -145,7 +153,7 @@ impl ColdStore {
             .map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         let store = ColdStore {
-            db: Db::ReadWrite(db),
+            db: RwLock::new(Some(Db::ReadWrite(db))),
             path: path.to_path_buf(),
             scratch: Some(scratch),
         };
@@ -163,13 +171,25 @@ impl ColdStore {
         &self,
         mut f: impl FnMut(u64, std::result::Result<DecodedBlock, String>),
     ) -> Result<()> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
         for row in table.iter().map_err(|e| self.err(e))? {
             let (k, v) = row.map_err(|e| self.err(e))?;
             f(k.value(), block::decode(v.value()));
         }
         Ok(())
+    }
+
+    /// Closes the database (the engine is closing; the compactor has stopped). Reads already in a
+    /// transaction finish; later ones get [`Error::Closed`].
+    pub(crate) fn close(&self) {
+        self.db.write().take();
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction> {
+        let db = self.db.read();
+        let db = db.as_ref().ok_or_else(closed)?;
+        db.begin_read_tx().map_err(|e| self.err(e))
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -185,7 +205,7 @@ impl ColdStore {
     /// the last commit and it must look again.
     pub(crate) fn read_blocks(&self, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
         crate::fuzzing::io_fault("cold::read").map_err(|e| self.err(e))?;
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let tx = self.begin_read()?;
         let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(metas.len());
         for m in metas {
@@ -209,8 +229,10 @@ impl ColdStore {
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
         crate::fuzzing::io_fault("cold::commit").map_err(|e| self.err(e))?;
-        let db = self
-            .db
+        let guard = self.db.read();
+        let db = guard
+            .as_ref()
+            .ok_or_else(closed)?
             .writable()
             .ok_or_else(|| Error::Config("cold store opened read-only".into()))?;
         let mut tx = db.begin_write().map_err(|e| self.err(e))?;
