@@ -27,7 +27,7 @@ pub(crate) const MARKER_TEXT: &str = "tierlog directory, format 1\n";
 pub(crate) const WAL_DIR: &str = "wal";
 pub(crate) const COLD_FILE: &str = "cold.redb";
 pub(crate) const HARD_STATE_FILE: &str = "hardstate";
-const LOCK_FILE: &str = "LOCK";
+pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Accounted memory of one block-index entry (BTreeMap node share plus the meta itself).
 const INDEX_ENTRY_COST: u64 = 96;
 

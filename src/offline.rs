@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::cold::cache::BlockCache;
 use crate::cold::store::{Checkpoint, ColdStore};
 use crate::config::{Config, RecoveryMode};
-use crate::engine::{COLD_FILE, HARD_STATE_FILE, MARKER_FILE, MARKER_TEXT, WAL_DIR};
+use crate::engine::{COLD_FILE, HARD_STATE_FILE, LOCK_FILE, MARKER_FILE, MARKER_TEXT, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::proto::{Entry, HardState, LogId};
 use crate::state::LogState;
@@ -289,7 +289,7 @@ pub fn dump(dir: impl AsRef<Path>, from: u64, to: u64) -> Result<Vec<Entry>> {
 pub fn compact(dir: impl AsRef<Path>) -> Result<(u64, u64)> {
     let dir = dir.as_ref();
     check_dir(dir)?;
-    let lock_path = dir.join("LOCK");
+    let lock_path = dir.join(LOCK_FILE);
     let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.try_lock()
         .map_err(|_| Error::Config(format!("{} is open in an engine; close it first", dir.display())))?;

@@ -134,6 +134,12 @@ async fn offline_tools_read_a_directory_left_by_a_crash() {
     log.flush().unwrap();
     // A copy taken while the engine runs is what a crash leaves behind.
     relcommon::copy_dir(live.path(), crashed.path());
+    // The live directory itself is refused while its engine runs: its file cannot be read
+    // consistently under a writer.
+    match tierlog::offline::inspect(live.path()) {
+        Err(tierlog::Error::Config(m)) => assert!(m.contains("running engine"), "{m}"),
+        other => panic!("inspect of a running engine's directory: {other:?}"),
+    }
     eng.close().await.unwrap();
 
     let mut before = walk(crashed.path());

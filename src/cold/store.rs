@@ -132,6 +132,10 @@ impl ColdStore {
                 Ok((store, cp, index))
             }
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Config(format!(
+                "{} is open in a running engine; stop it first (a live file cannot be read consistently)",
+                path.display()
+            ))),
             Err(e) => Err(Error::db(path, e)),
         }
     }
