@@ -70,15 +70,29 @@ fn decode(b: &[u8]) -> Option<(u64, HardState)> {
 }
 
 /// Reads the newest valid slot of a hard-state file without opening it for writing.
+///
+/// One bad slot is what a crash mid-save leaves (the other slot holds the previous state). No valid
+/// slot at all is "never saved" only while at most one slot holds any bytes (a first save torn by a
+/// crash); with both slots written and neither valid, the vote is lost and that is corruption, never
+/// an empty state: a Raft node that forgets its vote can vote twice in one term.
 pub(crate) fn read(path: &Path) -> Result<Option<(u64, HardState)>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(bytes
-            .chunks(SLOT as usize)
-            .filter_map(decode)
-            .max_by_key(|(seq, _)| *seq)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let slots = bytes.chunks(SLOT as usize);
+    if let Some(newest) = slots.clone().filter_map(decode).max_by_key(|(seq, _)| *seq) {
+        return Ok(Some(newest));
     }
+    if slots.filter(|s| s.iter().any(|&b| b != 0)).count() >= 2 {
+        return Err(Error::corruption(
+            path,
+            0,
+            "neither hard-state slot passes its checksum",
+        ));
+    }
+    Ok(None)
 }
 
 impl HardStateFile {
@@ -160,5 +174,22 @@ mod tests {
         bytes[14] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(HardStateFile::open(&path).unwrap().load(), Some(a));
+        // Both slots damaged: the vote is gone, which must be reported, not read as "no vote".
+        bytes[64 + 14] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = HardStateFile::open(&path).err().expect("both slots bad");
+        assert!(err.is_corruption(), "{err}");
+        assert!(err.to_string().contains("hardstate"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_first_save_reads_as_never_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hardstate");
+        // The first save (seq 1) goes to slot 1; a crash mid-write leaves slot 0 a hole of zeroes.
+        let mut bytes = vec![0u8; SLOT as usize];
+        bytes.extend_from_slice(&encode(1, &HardState::default())[..20]);
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(HardStateFile::open(&path).unwrap().load(), None);
     }
 }
