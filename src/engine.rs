@@ -16,7 +16,7 @@ use crate::cold::store::{Checkpoint, ColdStore};
 use crate::compactor::{Compactor, Urgency};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::meta::HardStateFile;
+use crate::meta::{AppMetaFile, HardStateFile};
 use crate::state::LogState;
 use crate::stats::Stats;
 use crate::traits::StorageEngine;
@@ -27,6 +27,7 @@ pub(crate) const MARKER_TEXT: &str = "tierlog directory, format 1\n";
 pub(crate) const WAL_DIR: &str = "wal";
 pub(crate) const COLD_FILE: &str = "cold.redb";
 pub(crate) const HARD_STATE_FILE: &str = "hardstate";
+pub(crate) const APP_META_FILE: &str = "appmeta";
 pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Accounted memory of one block-index entry (BTreeMap node share plus the meta itself).
 const INDEX_ENTRY_COST: u64 = 96;
@@ -54,6 +55,7 @@ pub(crate) struct Inner {
     pub checkpoint: Mutex<Checkpoint>,
     pub cache: BlockCache,
     pub hard_state: HardStateFile,
+    pub app_meta: AppMetaFile,
     pub counters: Counters,
     /// Set by writers waiting for memory: the next round moves everything movable.
     pub urgent: AtomicBool,
@@ -98,11 +100,12 @@ impl Inner {
     }
 
     /// Releases what another engine on the same directory would need or could be hurt by: redb's
-    /// file, the hard-state file and the directory lock. Called after the background threads have
+    /// file, the hard-state and application-metadata files and the directory lock. Called after the background threads have
     /// stopped. Stale handles then get [`Error::Closed`] (reads included: their view is gone).
     fn release_files(&self) {
         self.cold.close();
         self.hard_state.close();
+        self.app_meta.close();
         self.cache.clear();
         self.lock.lock().take();
     }
@@ -234,6 +237,7 @@ impl TieredEngine {
             cp.applied_seq + 1,
         )?;
         let hard_state = HardStateFile::open(&dir.join(HARD_STATE_FILE))?;
+        let app_meta = AppMetaFile::open(&dir.join(APP_META_FILE))?;
         sync_dir(&dir)?;
         let inner = Arc::new(Inner {
             last_index: AtomicU64::new(state.last_index()),
@@ -245,6 +249,7 @@ impl TieredEngine {
             cold,
             cache,
             hard_state,
+            app_meta,
             counters: Counters::default(),
             urgent: AtomicBool::new(false),
             wake: Notify::new(),

@@ -15,6 +15,7 @@ use crate::cold::cache::BlockCache;
 use crate::cold::store::ColdStore;
 use crate::engine::{Inner, TierLogStore, TierMetaStore};
 use crate::error::{Error, Result};
+use crate::meta::AppMeta;
 use crate::proto::{Entry, HardState, LogId};
 use crate::state::LogState;
 use crate::traits::{LogStore, MetaStore};
@@ -385,5 +386,35 @@ impl MetaStore for TierMetaStore {
     fn load_hard_state(&self) -> Result<Option<HardState>> {
         self.inner.check_open()?;
         Ok(self.inner.hard_state.load())
+    }
+}
+
+impl TierMetaStore {
+    /// The largest blob [`TierMetaStore::save_app_meta`] accepts (4,076 bytes).
+    pub const APP_META_MAX_BYTES: usize = AppMeta::MAX_LEN;
+
+    /// Saves an opaque blob for the application beside the hard state, with the same guarantees:
+    /// when this returns the blob survives power loss (fdatasync), a crash mid-save leaves the
+    /// previous blob, and the save never queues behind a cold-tier commit. For what a Raft library
+    /// keeps that does not fit [`HardState`] (the openraft adapter keeps its vote and purged log id
+    /// here). A blob over [`Self::APP_META_MAX_BYTES`] is rejected with nothing written.
+    pub fn save_app_meta(&self, blob: &[u8]) -> Result<()> {
+        self.inner.check_open()?;
+        if blob.len() > AppMeta::MAX_LEN {
+            return Err(Error::InvalidInput(format!(
+                "application metadata of {} bytes exceeds the {}-byte limit",
+                blob.len(),
+                AppMeta::MAX_LEN
+            )));
+        }
+        self.inner
+            .app_meta
+            .save(&AppMeta(bytes::Bytes::copy_from_slice(blob)))
+    }
+
+    /// The blob last saved with [`TierMetaStore::save_app_meta`], or `None` if there never was one.
+    pub fn load_app_meta(&self) -> Result<Option<bytes::Bytes>> {
+        self.inner.check_open()?;
+        Ok(self.inner.app_meta.load().map(|m| m.0))
     }
 }

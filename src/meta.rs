@@ -1,103 +1,162 @@
-//! Hard state (term and vote) in its own small file, so saving it never queues behind a cold-tier
-//! redb commit.
+//! Small metadata files that must be durable and never torn: the hard state (term and vote) and the
+//! application's metadata blob. Each lives in its own file, so saving it never queues behind a
+//! cold-tier redb commit.
 //!
-//! Two 64-byte slots; each save writes the slot the previous save did not use, then fdatasyncs. A save
-//! torn by a crash damages only its own slot (caught by the checksum), and the other slot still holds
-//! the previous state, so the state is never torn.
+//! A file is two fixed-size slots; each save writes the slot the previous save did not use, then
+//! fdatasyncs. A save torn by a crash damages only its own slot (caught by the checksum), and the
+//! other slot still holds the previous value, so a value is never torn.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::proto::{HardState, VotedFor};
 
-const SLOT: u64 = 64;
-const MAGIC: &[u8; 4] = b"TLHS";
-
-pub(crate) struct HardStateFile {
-    path: PathBuf,
-    inner: Mutex<Inner>,
+/// What one slot holds after its magic and sequence number; the checksum follows it.
+pub(crate) trait SlotValue: Clone + Sized {
+    const MAGIC: &'static [u8; 4];
+    /// Slot size in bytes (a slot is written whole).
+    const SLOT: u64;
+    /// For messages: what the file holds.
+    const WHAT: &'static str;
+    fn put(&self, out: &mut Vec<u8>);
+    /// Parses a value from the bytes after the sequence number; returns it and the bytes it took.
+    /// Must be safe on garbage: the checksum is verified after.
+    fn parse(b: &[u8]) -> Option<(Self, usize)>;
 }
 
-struct Inner {
-    /// `None` once the engine is closed, so a stale handle cannot write over a reopened engine's
-    /// hard state.
-    file: Option<File>,
-    seq: u64,
-    current: Option<HardState>,
+impl SlotValue for HardState {
+    const MAGIC: &'static [u8; 4] = b"TLHS";
+    const SLOT: u64 = 64;
+    const WHAT: &'static str = "hard-state";
+
+    fn put(&self, b: &mut Vec<u8>) {
+        b.put_u64_le(self.current_term);
+        let v = self.voted_for.unwrap_or_default();
+        b.put_u8(self.voted_for.is_some() as u8 | (v.committed as u8) << 1);
+        b.put_u64_le(v.voted_for_id);
+        b.put_u64_le(v.voted_for_term);
+    }
+
+    fn parse(b: &[u8]) -> Option<(Self, usize)> {
+        let u64_at = |p: usize| Some(u64::from_le_bytes(b.get(p..p + 8)?.try_into().ok()?));
+        let flags = *b.get(8)?;
+        let voted_for = VotedFor {
+            voted_for_id: u64_at(9)?,
+            voted_for_term: u64_at(17)?,
+            committed: flags & 2 == 2,
+        };
+        let hs = HardState {
+            current_term: u64_at(0)?,
+            voted_for: (flags & 1 == 1).then_some(voted_for),
+        };
+        Some((hs, 25))
+    }
 }
 
-fn encode(seq: u64, hs: &HardState) -> Vec<u8> {
-    let mut b = Vec::with_capacity(SLOT as usize);
-    b.put_slice(MAGIC);
+/// The application's metadata blob (see `TierMetaStore::save_app_meta`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AppMeta(pub Bytes);
+
+impl AppMeta {
+    /// The largest blob a 4 KiB slot holds next to its magic, sequence number, length and checksum.
+    pub(crate) const MAX_LEN: usize = 4096 - 4 - 8 - 4 - 4;
+}
+
+impl SlotValue for AppMeta {
+    const MAGIC: &'static [u8; 4] = b"TLAM";
+    const SLOT: u64 = 4096;
+    const WHAT: &'static str = "application metadata";
+
+    fn put(&self, b: &mut Vec<u8>) {
+        b.put_u32_le(self.0.len() as u32);
+        b.put_slice(&self.0);
+    }
+
+    fn parse(b: &[u8]) -> Option<(Self, usize)> {
+        let len = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+        if len > Self::MAX_LEN {
+            return None;
+        }
+        let blob = b.get(4..4 + len)?;
+        Some((AppMeta(Bytes::copy_from_slice(blob)), 4 + len))
+    }
+}
+
+fn encode<V: SlotValue>(seq: u64, value: &V) -> Vec<u8> {
+    let mut b = Vec::with_capacity(V::SLOT as usize);
+    b.put_slice(V::MAGIC);
     b.put_u64_le(seq);
-    b.put_u64_le(hs.current_term);
-    let v = hs.voted_for.unwrap_or_default();
-    b.put_u8(hs.voted_for.is_some() as u8 | (v.committed as u8) << 1);
-    b.put_u64_le(v.voted_for_id);
-    b.put_u64_le(v.voted_for_term);
+    value.put(&mut b);
     b.put_u32_le(crc32c::crc32c(&b));
-    b.resize(SLOT as usize, 0);
+    debug_assert!(b.len() <= V::SLOT as usize);
+    b.resize(V::SLOT as usize, 0);
     b
 }
 
-fn decode(b: &[u8]) -> Option<(u64, HardState)> {
-    if b.len() < 41 || &b[0..4] != MAGIC {
+fn decode<V: SlotValue>(b: &[u8]) -> Option<(u64, V)> {
+    if b.get(0..4)? != V::MAGIC {
         return None;
     }
-    let crc = u32::from_le_bytes(b[37..41].try_into().ok()?);
-    if crc32c::crc32c(&b[..37]) != crc {
-        return None;
-    }
-    let u64_at = |p: usize| u64::from_le_bytes(b[p..p + 8].try_into().unwrap_or_default());
-    let flags = b[20];
-    let voted_for = (flags & 1 == 1).then(|| VotedFor {
-        voted_for_id: u64_at(21),
-        voted_for_term: u64_at(29),
-        committed: flags & 2 == 2,
-    });
-    Some((
-        u64_at(4),
-        HardState {
-            current_term: u64_at(12),
-            voted_for,
-        },
-    ))
+    let seq = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
+    let (value, len) = V::parse(b.get(12..)?)?;
+    let end = 12 + len;
+    let crc = u32::from_le_bytes(b.get(end..end + 4)?.try_into().ok()?);
+    (crc32c::crc32c(&b[..end]) == crc).then_some((seq, value))
 }
 
-/// Reads the newest valid slot of a hard-state file without opening it for writing.
+/// Reads the newest valid slot of a slot file without opening it for writing.
 ///
-/// One bad slot is what a crash mid-save leaves (the other slot holds the previous state). No valid
+/// One bad slot is what a crash mid-save leaves (the other slot holds the previous value). No valid
 /// slot at all is "never saved" only while at most one slot holds any bytes (a first save torn by a
-/// crash); with both slots written and neither valid, the vote is lost and that is corruption, never
+/// crash); with both slots written and neither valid, the value is lost and that is corruption, never
 /// an empty state: a Raft node that forgets its vote can vote twice in one term.
-pub(crate) fn read(path: &Path) -> Result<Option<(u64, HardState)>> {
+pub(crate) fn read<V: SlotValue>(path: &Path) -> Result<Option<(u64, V)>> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let slots = bytes.chunks(SLOT as usize);
-    if let Some(newest) = slots.clone().filter_map(decode).max_by_key(|(seq, _)| *seq) {
+    let slots = bytes.chunks(V::SLOT as usize);
+    if let Some(newest) = slots.clone().filter_map(decode::<V>).max_by_key(|(seq, _)| *seq) {
         return Ok(Some(newest));
     }
     if slots.filter(|s| s.iter().any(|&b| b != 0)).count() >= 2 {
         return Err(Error::corruption(
             path,
             0,
-            "neither hard-state slot passes its checksum",
+            format!("neither {} slot passes its checksum", V::WHAT),
         ));
     }
     Ok(None)
 }
 
-impl HardStateFile {
+/// A two-slot file holding one value of type `V`, cached in memory.
+pub(crate) struct SlotFile<V> {
+    path: PathBuf,
+    inner: Mutex<Inner<V>>,
+}
+
+/// The hard-state file.
+pub(crate) type HardStateFile = SlotFile<HardState>;
+/// The application-metadata file.
+pub(crate) type AppMetaFile = SlotFile<AppMeta>;
+
+struct Inner<V> {
+    /// `None` once the engine is closed, so a stale handle cannot write over a reopened engine's
+    /// file.
+    file: Option<File>,
+    seq: u64,
+    current: Option<V>,
+}
+
+impl<V: SlotValue> SlotFile<V> {
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let newest = read(path)?;
+        let newest = read::<V>(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,18 +164,22 @@ impl HardStateFile {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(HardStateFile {
+        let (seq, current) = match newest {
+            Some((seq, v)) => (seq, Some(v)),
+            None => (0, None),
+        };
+        Ok(SlotFile {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
                 file: Some(file),
-                seq: newest.map_or(0, |n| n.0),
-                current: newest.map(|n| n.1),
+                seq,
+                current,
             }),
         })
     }
 
-    /// Writes the other slot and fdatasyncs; returns when the state survives power loss.
-    pub(crate) fn save(&self, hs: &HardState) -> Result<()> {
+    /// Writes the other slot and fdatasyncs; returns when the value survives power loss.
+    pub(crate) fn save(&self, value: &V) -> Result<()> {
         let mut inner = self.inner.lock();
         let seq = inner.seq + 1;
         let slot = seq % 2;
@@ -125,16 +188,16 @@ impl HardStateFile {
             .as_ref()
             .ok_or_else(|| Error::Closed("the engine was closed".into()))?;
         crate::fuzzing::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
-        file.write_all_at(&encode(seq, hs), slot * SLOT)
+        file.write_all_at(&encode(seq, value), slot * V::SLOT)
             .and_then(|_| file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;
         inner.seq = seq;
-        inner.current = Some(*hs);
+        inner.current = Some(value.clone());
         Ok(())
     }
 
-    pub(crate) fn load(&self) -> Option<HardState> {
-        self.inner.lock().current
+    pub(crate) fn load(&self) -> Option<V> {
+        self.inner.lock().current.clone()
     }
 
     /// Releases the file; a save in flight finishes first (it holds the lock), later ones fail.
@@ -168,7 +231,7 @@ mod tests {
         f.save(&a).unwrap();
         f.save(&b).unwrap();
         drop(f);
-        assert_eq!(read(&path).unwrap().unwrap().1, b);
+        assert_eq!(read::<HardState>(&path).unwrap().unwrap().1, b);
         // Damage the newer slot (seq 2 lives in slot 0): the older state must come back.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[14] ^= 0xff;
@@ -183,11 +246,58 @@ mod tests {
     }
 
     #[test]
+    fn hard_state_slot_layout_is_the_documented_one() {
+        // docs/format.md: magic, seq, term, flags, id, vote term, crc32c of bytes 0..37, zeroes.
+        let hs = HardState {
+            current_term: 7,
+            voted_for: Some(VotedFor {
+                voted_for_id: 3,
+                voted_for_term: 6,
+                committed: true,
+            }),
+        };
+        let b = encode(9, &hs);
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[0..4], b"TLHS");
+        assert_eq!(b[4..12], 9u64.to_le_bytes());
+        assert_eq!(b[12..20], 7u64.to_le_bytes());
+        assert_eq!(b[20], 0b11);
+        assert_eq!(b[21..29], 3u64.to_le_bytes());
+        assert_eq!(b[29..37], 6u64.to_le_bytes());
+        assert_eq!(b[37..41], crc32c::crc32c(&b[..37]).to_le_bytes());
+        assert!(b[41..].iter().all(|&x| x == 0));
+        assert_eq!(decode::<HardState>(&b), Some((9, hs)));
+    }
+
+    #[test]
+    fn app_meta_round_trips_up_to_its_limit_and_survives_a_torn_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appmeta");
+        let f = AppMetaFile::open(&path).unwrap();
+        assert_eq!(f.load(), None);
+        let small = AppMeta(Bytes::from_static(b"{\"vote\":1}"));
+        let full = AppMeta(Bytes::from(vec![0xA5; AppMeta::MAX_LEN]));
+        f.save(&small).unwrap();
+        f.save(&full).unwrap();
+        drop(f);
+        assert_eq!(AppMetaFile::open(&path).unwrap().load(), Some(full));
+        // Tear the newer slot (seq 2, slot 0): the previous blob comes back.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2000] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(AppMetaFile::open(&path).unwrap().load(), Some(small));
+        // A length field pointing past the slot is garbage, not a panic or a huge allocation.
+        bytes[4096 + 12..4096 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(AppMetaFile::open(&path).err().unwrap().is_corruption());
+    }
+
+    #[test]
     fn a_torn_first_save_reads_as_never_saved() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hardstate");
         // The first save (seq 1) goes to slot 1; a crash mid-write leaves slot 0 a hole of zeroes.
-        let mut bytes = vec![0u8; SLOT as usize];
+        let mut bytes = vec![0u8; HardState::SLOT as usize];
         bytes.extend_from_slice(&encode(1, &HardState::default())[..20]);
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(HardStateFile::open(&path).unwrap().load(), None);

@@ -8,8 +8,11 @@ use serde::Serialize;
 use crate::cold::cache::BlockCache;
 use crate::cold::store::{Checkpoint, ColdStore};
 use crate::config::{Config, RecoveryMode};
-use crate::engine::{COLD_FILE, HARD_STATE_FILE, LOCK_FILE, MARKER_FILE, MARKER_TEXT, WAL_DIR};
+use crate::engine::{
+    APP_META_FILE, COLD_FILE, HARD_STATE_FILE, LOCK_FILE, MARKER_FILE, MARKER_TEXT, WAL_DIR,
+};
 use crate::error::{Error, Result};
+use crate::meta::AppMeta;
 use crate::proto::{Entry, HardState, LogId};
 use crate::state::LogState;
 use crate::wal::{self, Tail};
@@ -46,6 +49,8 @@ pub struct Inspection {
     pub purge_boundary: Option<LogId>,
     /// Saved hard state.
     pub hard_state: Option<HardState>,
+    /// Size of the application-metadata blob (`TierMetaStore::save_app_meta`), if one was saved.
+    pub app_meta_bytes: Option<usize>,
     /// Entries that would be in the hot ring after opening (not yet in cold blocks).
     pub hot_entries: u64,
     /// Highest index in the durable cold checkpoint.
@@ -169,7 +174,8 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
         index_range: (!st.is_empty()).then_some((st.first, st.last)),
         last_index: st.last_index(),
         purge_boundary: st.purged,
-        hard_state: crate::meta::read(&dir.join(HARD_STATE_FILE))?.map(|h| h.1),
+        hard_state: crate::meta::read::<HardState>(&dir.join(HARD_STATE_FILE))?.map(|h| h.1),
+        app_meta_bytes: crate::meta::read::<AppMeta>(&dir.join(APP_META_FILE))?.map(|m| m.1.0.len()),
         hot_entries: st.ring.len(),
         cold_high_water: log.cp.cold_hi,
         cold_applied_seq: log.cp.applied_seq,

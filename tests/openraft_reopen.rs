@@ -85,23 +85,27 @@ fn purge_recorded_but_not_applied_is_finished_on_reopen() {
             store.purge(log_id(2, 1, 4)).await.unwrap();
         }
         // Simulate a crash between recording the purge and purging the engine: put entries back
-        // below the boundary by resetting the engine and re-appending (the companion file still says
-        // 4 is purged).
+        // below the boundary (reset the engine and re-append through a store that does not know of
+        // the purge), then put back the recorded metadata, which still says 4 is purged.
         {
             let engine = TieredEngine::open(dir.path().join(ENGINE_DIR), Config::default())
                 .await
                 .unwrap();
+            let meta = engine.meta_store();
+            let recorded = meta.load_app_meta().unwrap().expect("the purge was recorded");
+            meta.save_app_meta(br#"{"format":1,"vote":null,"last_purged":null}"#)
+                .unwrap();
             let log = engine.log_store();
             log.reset().await.unwrap();
-            let mut store =
-                OpenraftLogStore::<C>::with_engine(engine.clone(), dir.path().join("unused-meta.json"))
-                    .await
-                    .unwrap();
+            let mut store = OpenraftLogStore::<C>::with_engine(engine.clone(), dir.path().join("hint.json"))
+                .await
+                .unwrap();
             let entries = (0..=10)
                 .map(|i| EntryOf::<C>::new_blank(log_id(2, 1, i)))
                 .collect();
             append(&mut store, entries).await;
             assert_eq!(log.load_purge_boundary().unwrap(), None);
+            meta.save_app_meta(&recorded).unwrap();
         }
         let store = OpenraftLogStore::<C>::open(dir.path(), Config::default())
             .await
@@ -118,24 +122,20 @@ fn purge_recorded_but_not_applied_is_finished_on_reopen() {
 }
 
 #[test]
-fn corrupt_companion_file_is_an_error_naming_it() {
+fn metadata_that_is_not_the_adapters_is_an_error_naming_the_file() {
     C::run(async {
         let dir = tempfile::tempdir().unwrap();
-        drop(
-            OpenraftLogStore::<C>::open(dir.path(), Config::default())
+        {
+            let engine = TieredEngine::open(dir.path().join(ENGINE_DIR), Config::default())
                 .await
-                .unwrap(),
-        );
-        std::fs::write(
-            dir.path().join(tierlog::adapters::openraft::META_FILE),
-            b"{not json",
-        )
-        .unwrap();
+                .unwrap();
+            engine.meta_store().save_app_meta(b"{not json").unwrap();
+        }
         let err = OpenraftLogStore::<C>::open(dir.path(), Config::default())
             .await
             .err()
-            .expect("a damaged vote file must not be ignored");
+            .expect("unreadable vote metadata must not be ignored");
         assert!(err.is_corruption(), "{err}");
-        assert!(err.to_string().contains("openraft-meta.json"), "{err}");
+        assert!(err.to_string().contains("appmeta"), "{err}");
     });
 }

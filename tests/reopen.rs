@@ -52,6 +52,27 @@ async fn hard_state_save_load_overwrite_and_reopen() {
     }
 }
 
+/// The application-metadata blob: saved durably beside the hard state, independent of it and of
+/// the log (reset keeps it), back after reopen; an oversized blob is refused with nothing written.
+#[tokio::test]
+async fn app_meta_save_load_reopen_and_limit() {
+    let mut h = Harness::new(Mode::Reopen).await;
+    assert_eq!(h.meta().load_app_meta().unwrap(), None);
+    let limit = tierlog::TierMetaStore::APP_META_MAX_BYTES;
+    for blob in [b"vote=3".to_vec(), Vec::new(), vec![7u8; limit]] {
+        h.meta().save_app_meta(&blob).unwrap();
+        h.meta().save_hard_state(&hs(4, None)).unwrap();
+        h.log().reset().await.unwrap();
+        h.reopen().await;
+        assert_eq!(h.meta().load_app_meta().unwrap().as_deref(), Some(&blob[..]));
+        assert_eq!(h.meta().load_hard_state().unwrap(), Some(hs(4, None)));
+    }
+    let err = h.meta().save_app_meta(&vec![1u8; limit + 1]).unwrap_err();
+    assert!(matches!(err, tierlog::Error::InvalidInput(_)), "{err}");
+    h.reopen().await;
+    assert_eq!(h.meta().load_app_meta().unwrap().unwrap().len(), limit);
+}
+
 /// The hard state is independent of the log: no log operation (reset included) changes it, and
 /// saving it changes nothing in the log.
 async fn hard_state_is_independent_of_the_log(mode: Mode) {

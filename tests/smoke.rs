@@ -91,6 +91,7 @@ async fn offline_tools_read_without_writing() {
             .await
             .unwrap();
         log.purge(LogId::new(1, 10)).await.unwrap();
+        eng.meta_store().save_app_meta(b"vote").unwrap();
     }
     let listing = |d: &std::path::Path| {
         let mut v: Vec<_> = walk(d);
@@ -100,6 +101,7 @@ async fn offline_tools_read_without_writing() {
     let before = listing(dir.path());
     let ins = tierlog::offline::inspect(dir.path()).unwrap();
     assert_eq!(ins.index_range, Some((11, 3100)));
+    assert_eq!(ins.app_meta_bytes, Some(4));
     assert!(ins.cold_blocks > 0 && ins.compression_ratio > 1.0, "{ins:?}");
     let rep = tierlog::offline::verify(dir.path()).unwrap();
     assert_eq!(rep.entries, 3090);

@@ -22,14 +22,15 @@
 //! - Each openraft entry is serialized whole (serde_json) into tierlog's `payload`; tierlog's `term`
 //!   field holds the entry's term (via [`LeaderTerm`]) so `tierlog dump` shows it.
 //! - The vote (with its `committed` flag) and the full purged log id (leader id included) do not fit
-//!   tierlog's `HardState` / `LogId` for every openraft type configuration, so they live in a small
-//!   companion file, `openraft-meta.json`, replaced atomically (write temporary file, fsync, rename,
-//!   fsync directory) on every change.
+//!   tierlog's `HardState` / `LogId` for every openraft type configuration (node ids and leader ids
+//!   are generic), so they are kept, serialized with serde_json, in tierlog's meta store as its
+//!   application-metadata blob ([`TierMetaStore::save_app_meta`](crate::TierMetaStore::save_app_meta)):
+//!   two checksummed slots, fdatasync'ed on every save, never torn.
 //!
 //! # Durability
 //! `append` hands its callback `Ok` only after `flush()` (one group-committed fdatasync) returned, or
-//! right away when the engine runs with `sync_on_persist`. `save_vote` returns after the companion file
-//! is durable. `truncate_after` also flushes, so a truncation is never lost behind a later durable
+//! right away when the engine runs with `sync_on_persist`. `save_vote` returns after the meta store's
+//! blob is durable. `truncate_after` also flushes, so a truncation is never lost behind a later durable
 //! write. `purge` records the new purged log id durably before it purges the engine, and a purge
 //! interrupted by a crash is completed when the store is reopened.
 //!
@@ -39,8 +40,8 @@
 //! acceptable, and an unreadable file reads as "unknown" rather than failing the open.
 
 use std::fmt::Debug;
-use std::fs::{self, File};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,8 +57,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, TieredEngine};
 
-/// Name of the companion file holding the vote and the purged log id.
-pub const META_FILE: &str = "openraft-meta.json";
 /// Name of the best-effort file holding the last committed log id (see [`OpenraftLogStore`]'s
 /// `save_committed`).
 pub const COMMITTED_FILE: &str = "openraft-committed.json";
@@ -66,7 +65,7 @@ pub const ENGINE_DIR: &str = "log";
 
 /// Reads the term of an openraft committed leader id as a `u64`, for tierlog's `Entry::term` and
 /// purge boundary. tierlog never interprets these terms; openraft's own log ids (kept in the payload
-/// and the companion file) stay the source of truth.
+/// and the meta store's blob) stay the source of truth.
 pub trait LeaderTerm {
     /// The term as a `u64`.
     fn leader_term(&self) -> u64;
@@ -102,12 +101,11 @@ pub struct OpenraftLogStore<C: RaftTypeConfig> {
 struct Shared<C: RaftTypeConfig> {
     engine: TieredEngine,
     log: Arc<TierLogStore>,
-    meta_path: PathBuf,
     committed_path: PathBuf,
     committed: RwLock<Option<LogIdOf<C>>>,
-    /// Serialises companion-file writers so two saves never interleave their renames.
+    /// Serialises read-modify-write saves of the blob, so a vote and a purge never undo each other.
     meta_write: Mutex<()>,
-    /// What the companion file holds, published only after it is durable.
+    /// What the blob holds, published only after it is durable.
     meta: RwLock<RaftMeta<C>>,
 }
 
@@ -125,9 +123,9 @@ impl<C: RaftTypeConfig> Clone for RaftMeta<C> {
     }
 }
 
-/// On-disk form of the companion file.
+/// The blob's form in tierlog's meta store.
 #[derive(Serialize, Deserialize)]
-struct MetaFile<V, L> {
+struct MetaBlob<V, L> {
     format: u32,
     vote: Option<V>,
     last_purged: Option<L>,
@@ -148,20 +146,24 @@ where
     C: RaftTypeConfig,
     CommittedOf<C>: LeaderTerm,
 {
-    /// Opens (or creates) a store in `dir`: the engine in `dir/log`, the companion file beside it.
+    /// Opens (or creates) a store in `dir`: the engine in `dir/log`, the committed-log-id hint beside
+    /// it.
     pub async fn open(dir: impl AsRef<Path>, config: Config) -> crate::Result<Self> {
         let dir = dir.as_ref();
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let engine = TieredEngine::open(dir.join(ENGINE_DIR), config).await?;
-        Self::with_engine(engine, dir.join(META_FILE)).await
+        Self::with_engine(engine, dir.join(COMMITTED_FILE)).await
     }
 
-    /// Wraps an open engine; `meta_path` is the companion file (created if missing). Finishes a purge
-    /// that a crash interrupted after the purged log id was recorded.
-    pub async fn with_engine(engine: TieredEngine, meta_path: impl Into<PathBuf>) -> crate::Result<Self> {
-        let meta_path = meta_path.into();
-        let meta = read_meta::<C>(&meta_path)?;
-        let committed_path = meta_path.with_file_name(COMMITTED_FILE);
+    /// Wraps an open engine whose meta store holds (or will hold) the vote and purged log id;
+    /// `committed_path` is the best-effort committed-log-id hint file. Finishes a purge that a crash
+    /// interrupted after the purged log id was recorded.
+    pub async fn with_engine(
+        engine: TieredEngine,
+        committed_path: impl Into<PathBuf>,
+    ) -> crate::Result<Self> {
+        let meta = read_meta::<C>(&engine)?;
+        let committed_path = committed_path.into();
         let committed = read_committed_hint::<C>(&committed_path);
         let log = engine.log_store();
         if let Some(purged) = &meta.last_purged {
@@ -175,7 +177,6 @@ where
             shared: Arc::new(Shared {
                 engine,
                 log,
-                meta_path,
                 committed_path,
                 committed: RwLock::new(committed),
                 meta_write: Mutex::new(()),
@@ -189,12 +190,22 @@ where
         &self.shared.engine
     }
 
-    /// Durably replaces the companion file, then publishes the new value to readers.
+    /// Durably replaces the blob in tierlog's meta store, then publishes the new value to readers.
     fn save_meta(&self, update: impl FnOnce(&mut RaftMeta<C>)) -> io::Result<()> {
         let _writer = self.shared.meta_write.lock();
         let mut next = self.shared.meta.read().clone();
         update(&mut next);
-        write_meta::<C>(&self.shared.meta_path, &next)?;
+        let blob = MetaBlob {
+            format: META_FORMAT,
+            vote: next.vote.as_ref(),
+            last_purged: next.last_purged.as_ref(),
+        };
+        let bytes = serde_json::to_vec(&blob).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.shared
+            .engine
+            .meta_store()
+            .save_app_meta(&bytes)
+            .map_err(to_io)?;
         *self.shared.meta.write() = next;
         Ok(())
     }
@@ -276,29 +287,32 @@ pub fn to_io(e: Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
-fn read_meta<C: RaftTypeConfig>(path: &Path) -> crate::Result<RaftMeta<C>> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(RaftMeta {
-                vote: None,
-                last_purged: None,
-            });
-        }
-        Err(e) => return Err(Error::io(path, e)),
+fn read_meta<C: RaftTypeConfig>(engine: &TieredEngine) -> crate::Result<RaftMeta<C>> {
+    let Some(bytes) = engine.meta_store().load_app_meta()? else {
+        return Ok(RaftMeta {
+            vote: None,
+            last_purged: None,
+        });
     };
-    let file: MetaFile<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corruption(path, e.column() as u64, e.to_string()))?;
-    if file.format != META_FORMAT {
+    // The blob passed its checksum, so a parse failure is a blob some other program stored.
+    let path = engine.dir().join(crate::engine::APP_META_FILE);
+    let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corruption(
+            &path,
+            e.column() as u64,
+            format!("not the openraft adapter's metadata: {e}"),
+        )
+    })?;
+    if blob.format != META_FORMAT {
         return Err(Error::corruption(
-            path,
+            &path,
             0,
-            format!("unknown companion file format {}", file.format),
+            format!("unknown openraft metadata format {}", blob.format),
         ));
     }
     Ok(RaftMeta {
-        vote: file.vote,
-        last_purged: file.last_purged,
+        vote: blob.vote,
+        last_purged: blob.last_purged,
     })
 }
 
@@ -311,29 +325,6 @@ fn read_committed_hint<C: RaftTypeConfig>(path: &Path) -> Option<LogIdOf<C>> {
             None
         }
     }
-}
-
-fn write_meta<C: RaftTypeConfig>(path: &Path, meta: &RaftMeta<C>) -> io::Result<()> {
-    let file = MetaFile {
-        format: META_FORMAT,
-        vote: meta.vote.as_ref(),
-        last_purged: meta.last_purged.as_ref(),
-    };
-    let bytes = serde_json::to_vec(&file).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = File::create(&tmp).map_err(with_path)?;
-        f.write_all(&bytes).map_err(with_path)?;
-        f.sync_all().map_err(with_path)?;
-    }
-    fs::rename(&tmp, path).map_err(with_path)?;
-    // The rename itself is durable only once the directory entry is synced.
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(with_path)
 }
 
 impl<C> RaftLogReader<C> for OpenraftLogStore<C>

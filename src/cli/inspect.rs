@@ -139,6 +139,11 @@ mod offline {
         );
         let _ = writeln!(
             s,
+            "app metadata     {}",
+            i.app_meta_bytes.map_or("none".into(), |n| format!("{n} bytes"))
+        );
+        let _ = writeln!(
+            s,
             "hot tier         {} entries replayed from the write-ahead log",
             i.hot_entries
         );
