@@ -179,7 +179,20 @@ impl Inner {
             notified.as_mut().enable();
             {
                 let st = self.state.read();
+                if st.ring.bytes() <= self.ring_budget(st.cold.blocks.len()) {
+                    return Ok(());
+                }
+            }
+            {
+                // Over budget: first drop what is already cold. The compactor skips eviction when it
+                // publishes a round while a writer holds the writer lock, and with nothing left to
+                // compact it runs no further round, so without this a writer could wait for room that
+                // only an eviction makes (a livelock seen in CI). The writer lock keeps any other
+                // writer from rehydrating against the ring meanwhile.
+                let _no_writer = self.writer.lock();
+                let mut st = self.state.write();
                 let budget = self.ring_budget(st.cold.blocks.len());
+                st.evict(budget);
                 if st.ring.bytes() <= budget {
                     return Ok(());
                 }
@@ -416,5 +429,77 @@ impl TierMetaStore {
     pub fn load_app_meta(&self) -> Result<Option<bytes::Bytes>> {
         self.inner.check_open()?;
         Ok(self.inner.app_meta.load().map(|m| m.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Config, StorageEngine, TieredEngine};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            payload: bytes::Bytes::from(vec![index as u8; 1000]),
+        }
+    }
+
+    /// The livelock CI hit: a compaction round published while a writer held the writer lock, so the
+    /// compactor skipped eviction; the ring stayed over budget holding only cold (clean) entries, no
+    /// further round had anything to do, and the next writer waited for room forever while the
+    /// compactor spun. The writer must evict clean entries itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_is_not_starved_by_clean_entries_over_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            memory_budget_bytes: 1 << 20,
+            compaction_trigger_bytes: u64::MAX,
+            compaction_interval_ms: 3_600_000,
+            ..Config::default()
+        };
+        let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let log = engine.log_store();
+        let inner = log.inner.clone();
+        let over_budget = |inner: &Inner| {
+            let st = inner.state.read();
+            st.ring.bytes() > inner.ring_budget(st.cold.blocks.len())
+        };
+        // Fill the ring past its budget (a write is admitted while the ring is still under it).
+        let mut next = 1;
+        while !over_budget(&inner) {
+            log.persist_entries(vec![entry(next)]).await.unwrap();
+            next += 1;
+        }
+        let last = next - 1;
+
+        // Compact everything while "a writer" holds the writer lock: the round publishes the new
+        // cold high-water, cannot evict, and then waits for the lock to retire segments.
+        let writer = inner.writer.lock();
+        let compacting = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.compact_now().await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while inner.state.read().cold.hi < last {
+            assert!(std::time::Instant::now() < deadline, "the round never published");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(writer);
+        compacting.await.unwrap().unwrap();
+        assert!(
+            over_budget(&inner),
+            "precondition: clean entries left over budget"
+        );
+
+        let write = log.persist_entries(vec![entry(next)]);
+        tokio::time::timeout(Duration::from_secs(30), write)
+            .await
+            .expect("the writer waited for room that only an eviction makes")
+            .unwrap();
+        assert_eq!(log.last_index(), next);
+        assert!(!over_budget(&inner));
     }
 }

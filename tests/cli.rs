@@ -1,14 +1,33 @@
 //! Runs the `tierlog` binary end to end on tiny workloads.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// Longer than any of these tiny runs takes on a loaded 2-core machine in debug, and far below CI's
+/// budget: a hang fails this test instead of stalling the whole run.
+const WATCHDOG: Duration = Duration::from_secs(300);
 
 fn tierlog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tierlog"))
+    let child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
         .args(args)
         .env("RUST_LOG", "warn")
-        .output()
-        .expect("the tierlog binary runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tierlog binary runs");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let out = child.wait_with_output();
+        let _ = done.send(());
+        out
+    });
+    if finished.recv_timeout(WATCHDOG).is_err() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("`tierlog {}` did not finish within {WATCHDOG:?}", args.join(" "));
+    }
+    waiter.join().unwrap().expect("the tierlog binary runs")
 }
 
 fn stderr(o: &Output) -> String {
