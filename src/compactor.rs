@@ -159,13 +159,8 @@ impl Compactor {
         for e in effects {
             st.cold_effect(e);
         }
-        // A writer holding its lock may be rehydrating against the current ring; it evicts itself
-        // after applying, so skip eviction rather than wait for it.
-        if let Some(_w) = inner.writer.try_lock() {
-            let budget = inner.ring_budget(st.cold.blocks.len());
-            st.evict(budget);
-        }
         drop(st);
+        evict_clean(inner);
         for id in removed {
             inner.cache.invalidate(id);
         }
@@ -268,6 +263,17 @@ impl Compactor {
             index.insert(m.first, *m);
         }
         Ok((index, new_hi, removed))
+    }
+}
+
+/// Drops cold (clean) ring entries while the ring is over its budget. A writer holding its lock may
+/// be rehydrating against the current ring, so eviction is skipped rather than waited for; the writer
+/// evicts after applying, and a writer waiting for room evicts before it waits.
+pub(crate) fn evict_clean(inner: &Inner) {
+    if let Some(_w) = inner.writer.try_lock() {
+        let mut st = inner.state.write();
+        let budget = inner.ring_budget(st.cold.blocks.len());
+        st.evict(budget);
     }
 }
 

@@ -393,6 +393,9 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
                         Urgency::Normal
                     };
                     let res = compactor.run(&inner, urgency).map(|_| ());
+                    // Also when no round ran: a round published while a writer held its lock left
+                    // its eviction undone.
+                    crate::compactor::evict_clean(&inner);
                     inner.urgent.store(false, Ordering::Relaxed);
                     *inner.last_error.lock() = match &res {
                         Err(e) => {
