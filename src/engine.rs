@@ -100,8 +100,9 @@ impl Inner {
     }
 
     /// Releases what another engine on the same directory would need or could be hurt by: redb's
-    /// file, the hard-state and application-metadata files and the directory lock. Called after the background threads have
-    /// stopped. Stale handles then get [`Error::Closed`] (reads included: their view is gone).
+    /// file, the hard-state and application-metadata files and the directory lock. Called after the
+    /// background threads have stopped. Stale handles then get [`Error::Closed`] (reads included:
+    /// their view is gone).
     fn release_files(&self) {
         self.cold.close();
         self.hard_state.close();

@@ -103,12 +103,15 @@ impl ColdStore {
         }
         tx.commit().map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
-        let store = ColdStore {
-            db: RwLock::new(Some(Db::ReadWrite(db))),
+        Ok((Self::wrap(Db::ReadWrite(db), path, None), cp, index))
+    }
+
+    fn wrap(db: Db, path: &Path, scratch: Option<tempfile::TempDir>) -> ColdStore {
+        ColdStore {
+            db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
-            scratch: None,
-        };
-        Ok((store, cp, index))
+            scratch,
+        }
     }
 
     /// Opens an existing file without writing to it (offline tools).
@@ -124,12 +127,7 @@ impl ColdStore {
         match ReadOnlyDatabase::open(path) {
             Ok(db) => {
                 let (cp, index) = read_state(&db, path)?;
-                let store = ColdStore {
-                    db: RwLock::new(Some(Db::ReadOnly(db))),
-                    path: path.to_path_buf(),
-                    scratch: None,
-                };
-                Ok((store, cp, index))
+                Ok((Self::wrap(Db::ReadOnly(db), path, None), cp, index))
             }
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Config(format!(
@@ -156,12 +154,7 @@ impl ColdStore {
             .create(&copy)
             .map_err(|e| Error::db(path, e))?;
         let (cp, index) = read_state(&db, path)?;
-        let store = ColdStore {
-            db: RwLock::new(Some(Db::ReadWrite(db))),
-            path: path.to_path_buf(),
-            scratch: Some(scratch),
-        };
-        Ok((store, cp, index))
+        Ok((Self::wrap(Db::ReadWrite(db), path, Some(scratch)), cp, index))
     }
 
     /// True when an offline tool reads a repaired scratch copy because the file was not closed
