@@ -6,7 +6,7 @@
 //! | feature    | module                | library and version pinned        |
 //! |------------|-----------------------|-----------------------------------|
 //! | `d-engine` | [`d_engine`]          | d-engine `=0.2.4`                  |
-//! | `openraft` | [`openraft`](self::openraft) | openraft `=0.10.0-alpha.37`  |
+//! | `openraft` | [`openraft`]          | openraft `=0.10.0-alpha.37`       |
 //!
 //! `docs/integrations.md` shows how to use each and what the cluster tests prove.
 

@@ -11,8 +11,9 @@ const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  test [ARGS...]   cargo fmt --check, cargo clippy -D warnings and cargo test for the whole
-                   workspace with all features; ARGS go to `cargo test` (e.g. `--test d_engine_suite`)
+  test [ARGS...]   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings and cargo
+                   test for the whole workspace with all features; ARGS go to `cargo test`
+                   (e.g. `--test d_engine_suite`)
   protoc           print the path of the vendored protoc (for `PROTOC=$(cargo xtask protoc) cargo ...`)";
 
 fn main() -> ExitCode {
@@ -52,7 +53,7 @@ fn test(extra: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let mut test_args = vec!["test", "--workspace", "--all-features"];
     test_args.extend(extra.iter().map(String::as_str));
-    let steps: [&[&str]; 3] = [
+    let steps: [&[&str]; 4] = [
         &["fmt", "--all", "--", "--check"],
         &[
             "clippy",
@@ -63,17 +64,19 @@ fn test(extra: &[String]) -> Result<(), String> {
             "-D",
             "warnings",
         ],
+        // Broken intra-doc links are docs that no longer match the code.
+        &["doc", "--no-deps", "--all-features", "-p", "tierlog"],
         &test_args,
     ];
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for step in steps {
         eprintln!("xtask: cargo {}", step.join(" "));
-        let status = Command::new(&cargo)
-            .args(step)
-            .current_dir(&root)
-            .env("PROTOC", &protoc)
-            .status()
-            .map_err(|e| format!("could not run cargo: {e}"))?;
+        let mut cmd = Command::new(&cargo);
+        cmd.args(step).current_dir(&root).env("PROTOC", &protoc);
+        if step[0] == "doc" {
+            cmd.env("RUSTDOCFLAGS", "-D warnings");
+        }
+        let status = cmd.status().map_err(|e| format!("could not run cargo: {e}"))?;
         if !status.success() {
             return Err(format!("`cargo {}` failed ({status})", step.join(" ")));
         }
