@@ -13,8 +13,8 @@
 //!
 //! Keys are written by one client at a time. With 8 concurrent clients, d-engine 0.2.4 itself
 //! sometimes leaves a follower with a hole of a few dozen consecutive entries (its state machine
-//! then never serves those keys), and it does so just as often on d-engine's own `FileStorageEngine`
-//! as on tierlog: see docs/integrations.md. The ignored test below keeps that scenario as a
+//! then never serves those keys), on d-engine's own `FileStorageEngine` as well as on tierlog: see
+//! docs/integrations.md. The ignored test below keeps that scenario as a
 //! reproducer for when upstream fixes it.
 
 use std::path::{Path, PathBuf};
