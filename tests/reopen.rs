@@ -138,68 +138,52 @@ async fn check_written(engine: &TieredEngine, rounds: u64) {
     );
 }
 
-/// Drop then immediate reopen of the same directory inside a current_thread runtime (how d-engine
-/// drives storage), with an eager background compactor possibly mid-round at the drop.
-#[tokio::test]
-async fn drop_and_reopen_at_once_in_current_thread_runtime() {
+/// `rounds` times on one directory: open with `cfg`, check what the earlier rounds wrote, write one
+/// more round, and let `end` drop the engine; then reopen and check every round.
+async fn reopen_rounds(cfg: fn() -> Config, rounds: u64, end: impl AsyncFn(TieredEngine, u64)) {
     let dir = tempfile::tempdir().unwrap();
-    for round in 1..=6u64 {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
-            .await
-            .unwrap();
+    for round in 1..=rounds {
+        let engine = TieredEngine::open(dir.path(), cfg()).await.unwrap();
         if round > 1 {
             check_written(&engine, round - 1).await;
         }
         write_some(&engine, round).await;
+        end(engine, round).await;
+    }
+    let engine = TieredEngine::open(dir.path(), cfg()).await.unwrap();
+    check_written(&engine, rounds).await;
+}
+
+/// Drop then immediate reopen of the same directory inside a current_thread runtime (how d-engine
+/// drives storage), with an eager background compactor possibly mid-round at the drop.
+#[tokio::test]
+async fn drop_and_reopen_at_once_in_current_thread_runtime() {
+    reopen_rounds(cfg_eager_compaction, 6, async |engine, round| {
         if round % 2 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         drop(engine);
-    }
-    let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
-        .await
-        .unwrap();
-    check_written(&engine, 6).await;
+    })
+    .await;
 }
 
 /// Drop and immediate reopen with `Config::default()` (full-size, preallocated segments), as
 /// d-engine's conformance suite does it.
 #[tokio::test]
 async fn drop_and_reopen_at_once_with_default_config() {
-    let dir = tempfile::tempdir().unwrap();
-    for round in 1..=3u64 {
-        let engine = TieredEngine::open(dir.path(), Config::default()).await.unwrap();
-        if round > 1 {
-            check_written(&engine, round - 1).await;
-        }
-        write_some(&engine, round).await;
-        drop(engine);
-    }
-    let engine = TieredEngine::open(dir.path(), Config::default()).await.unwrap();
-    check_written(&engine, 3).await;
+    reopen_rounds(Config::default, 3, async |engine, _| drop(engine)).await;
 }
 
 /// The same on a multi_thread runtime, with the handles dropped in a different order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_and_reopen_at_once_in_multi_thread_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    for round in 1..=4u64 {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
-            .await
-            .unwrap();
-        if round > 1 {
-            check_written(&engine, round - 1).await;
-        }
-        write_some(&engine, round).await;
+    reopen_rounds(cfg_eager_compaction, 4, async |engine, _| {
         let (log, meta) = (engine.log_store(), engine.meta_store());
         drop(engine);
         drop(meta);
         drop(log);
-    }
-    let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
-        .await
-        .unwrap();
-    check_written(&engine, 4).await;
+    })
+    .await;
 }
 
 /// close().await, then reopen at once.
