@@ -120,11 +120,7 @@ async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
     h.log().reset().await.unwrap();
     h.log().purge(lid(3, 1)).await.unwrap();
     h.assert_log(&[], 1, Some(lid(3, 1)), "before reopen").await;
-    h.reopen().await;
-    h.assert_log(&[], 1, Some(lid(3, 1)), "after reopen").await;
-    h.compact().await;
-    h.reopen().await;
-    h.assert_log(&[], 1, Some(lid(3, 1)), "after compaction and reopen")
+    h.assert_log_survives_reopen_and_compaction(&[], 1, Some(lid(3, 1)), "reset then purge")
         .await;
 }
 
@@ -142,11 +138,7 @@ async fn truncate_below_boundary_after_overwrite_survives_compaction_and_reopen(
     h.log().persist_entries(ents(30..=30, 3)).await.unwrap();
     h.log().truncate(9).await.unwrap();
     h.assert_log(&[], 9, Some(lid(1, 9)), "after truncate(9)").await;
-    h.reopen().await;
-    h.assert_log(&[], 9, Some(lid(1, 9)), "reopened").await;
-    h.compact().await;
-    h.reopen().await;
-    h.assert_log(&[], 9, Some(lid(1, 9)), "compacted and reopened")
+    h.assert_log_survives_reopen_and_compaction(&[], 9, Some(lid(1, 9)), "truncate(9)")
         .await;
 }
 
@@ -160,10 +152,6 @@ async fn deep_cold_overwrite_survives_reopen() {
     h.log().persist_entries(ents(13..=14, 1)).await.unwrap();
     h.log().persist_entries(ents(3..=3, 2)).await.unwrap();
     let want = cat(&[ents(1..=2, 1), ents(3..=3, 2), ents(4..=14, 1)]);
-    h.reopen().await;
-    h.assert_log(&want, 14, None, "deep overwrite, reopened").await;
-    h.compact().await;
-    h.reopen().await;
-    h.assert_log(&want, 14, None, "deep overwrite, compacted and reopened")
+    h.assert_log_survives_reopen_and_compaction(&want, 14, None, "deep overwrite")
         .await;
 }

@@ -178,6 +178,28 @@ impl Harness {
         self.engine().compact_now().await.expect("compact_now");
     }
 
+    /// The log must read the same after a reopen, and again after a compaction and another reopen.
+    pub async fn assert_log_survives_reopen_and_compaction(
+        &mut self,
+        expected: &[Entry],
+        last_index: u64,
+        boundary: Option<LogId>,
+        ctx: &str,
+    ) {
+        self.reopen().await;
+        self.assert_log(expected, last_index, boundary, &format!("{ctx}, reopened"))
+            .await;
+        self.compact().await;
+        self.reopen().await;
+        self.assert_log(
+            expected,
+            last_index,
+            boundary,
+            &format!("{ctx}, compacted and reopened"),
+        )
+        .await;
+    }
+
     /// The mode's action between two operations.
     pub async fn step(&mut self) {
         self.steps += 1;
