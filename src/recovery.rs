@@ -20,7 +20,7 @@ pub(crate) fn replay(
     state: &mut LogState,
     mut read_cold: impl FnMut(&LogState, u64, u64) -> Result<Vec<Entry>>,
 ) -> Result<wal::Recovered> {
-    let mut recovered = wal::recover(wal_dir, config.recovery_mode)?;
+    let mut recovered = wal::recover(wal_dir, config.recovery_mode, cp.applied_seq)?;
     let records = std::mem::take(&mut recovered.records);
     let total = records.len();
     // Records the checkpoint covers matter only above its high-water mark. They are applied as

@@ -115,7 +115,12 @@ fn matches(e: &TieredEngine, m: &Model) -> Result<(), String> {
 /// Keeps, after every successful write-ahead fdatasync, a copy of `dir`'s segment files: what a
 /// power cut at that moment would leave at least.
 fn record_synced_wal(dir: &Path) -> Snapshot {
-    let snap: Snapshot = Arc::new(Mutex::new(HashMap::new()));
+    record_synced_wal_from(dir, HashMap::new())
+}
+
+/// Like [`record_synced_wal`], for a directory whose files are already on disk as `on_disk`.
+fn record_synced_wal_from(dir: &Path, on_disk: HashMap<String, Vec<u8>>) -> Snapshot {
+    let snap: Snapshot = Arc::new(Mutex::new(on_disk));
     let sink = snap.clone();
     let wal = dir.join("wal");
     fail::cfg_callback("wal::synced", move || {
@@ -126,6 +131,85 @@ fn record_synced_wal(dir: &Path) -> Snapshot {
     })
     .unwrap();
     snap
+}
+
+/// What a random operation did, beyond changing the log.
+enum Op {
+    Flushed,
+    SavedHardState(HardState),
+    Other,
+}
+
+/// One random operation (appends, overwrites, flushes, truncates, `replace_range`s, purges, resets,
+/// hard-state saves, forced compactions), applied to `m` only when the engine acknowledged it.
+async fn random_op(e: &TieredEngine, rng: &mut Rng, m: &mut Model, term: u64) -> tierlog::Result<Op> {
+    let log = e.log_store();
+    let last = m.last_index();
+    let b = m.boundary_index();
+    let has = !m.entries.is_empty();
+    match rng.below(100) {
+        0..=44 => {
+            let first = if has { last + 1 } else { b + 1 };
+            let len = rng.range(1, 40);
+            log.persist_entries(batch(first, len, term, SEED)).await?;
+            m.persist(first, len, term);
+        }
+        45..=54 if has => {
+            let first = rng.range(
+                m.first_index().unwrap_or(b + 1).max(last.saturating_sub(60)),
+                last,
+            );
+            let len = rng.range(1, 10);
+            log.persist_entries(batch(first, len, term, SEED)).await?;
+            m.persist(first, len, term);
+        }
+        55..=69 => {
+            log.flush()?;
+            return Ok(Op::Flushed);
+        }
+        70..=74 if has => {
+            let from = rng.range((b + 1).max(last.saturating_sub(30)), last);
+            log.truncate(from).await?;
+            m.truncate(from);
+        }
+        75..=79 if has => {
+            let from = rng.range((b + 1).max(last.saturating_sub(30)), last + 1);
+            let len = rng.range(0, 12);
+            log.replace_range(from, batch(from, len, term, SEED)).await?;
+            m.truncate(from);
+            m.persist(from, len, term);
+        }
+        80..=84 if has => {
+            let cut = rng.range(b + 1, last);
+            let t = m
+                .entries
+                .get(&cut)
+                .copied()
+                .unwrap_or(term)
+                .max(m.boundary.map_or(0, |x| x.term));
+            log.purge(LogId::new(t, cut)).await?;
+            m.purge(LogId::new(t, cut));
+        }
+        85..=91 => e.compact_now().await?,
+        92..=96 => {
+            let h = HardState {
+                current_term: term,
+                voted_for: Some(VotedFor {
+                    voted_for_id: 1,
+                    voted_for_term: term,
+                    committed: false,
+                }),
+            };
+            e.meta_store().save_hard_state(&h)?;
+            return Ok(Op::SavedHardState(h));
+        }
+        97 => {
+            log.reset().await?;
+            m.reset();
+        }
+        _ => {}
+    }
+    Ok(Op::Other)
 }
 
 async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: bool) -> (usize, usize, u64) {
@@ -143,72 +227,10 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     let mut term = 0;
     for _ in 0..ops {
         term += 1;
-        let last = m.last_index();
-        let b = m.boundary_index();
-        let has = !m.entries.is_empty();
-        match rng.below(100) {
-            0..=44 => {
-                let first = if has { last + 1 } else { b + 1 };
-                let len = rng.range(1, 40);
-                log.persist_entries(batch(first, len, term, SEED)).await.unwrap();
-                m.persist(first, len, term);
-            }
-            45..=54 if has => {
-                let first = rng.range(
-                    m.first_index().unwrap_or(b + 1).max(last.saturating_sub(60)),
-                    last,
-                );
-                let len = rng.range(1, 10);
-                log.persist_entries(batch(first, len, term, SEED)).await.unwrap();
-                m.persist(first, len, term);
-            }
-            55..=69 => {
-                log.flush().unwrap();
-                durable = states.len() - 1;
-            }
-            70..=74 if has => {
-                let from = rng.range((b + 1).max(last.saturating_sub(30)), last);
-                log.truncate(from).await.unwrap();
-                m.truncate(from);
-            }
-            75..=79 if has => {
-                let from = rng.range((b + 1).max(last.saturating_sub(30)), last + 1);
-                let len = rng.range(0, 12);
-                log.replace_range(from, batch(from, len, term, SEED))
-                    .await
-                    .unwrap();
-                m.truncate(from);
-                m.persist(from, len, term);
-            }
-            80..=84 if has => {
-                let cut = rng.range(b + 1, last);
-                let t = m
-                    .entries
-                    .get(&cut)
-                    .copied()
-                    .unwrap_or(term)
-                    .max(m.boundary.map_or(0, |x| x.term));
-                log.purge(LogId::new(t, cut)).await.unwrap();
-                m.purge(LogId::new(t, cut));
-            }
-            85..=91 => e.compact_now().await.unwrap(),
-            92..=96 => {
-                let h = HardState {
-                    current_term: term,
-                    voted_for: Some(VotedFor {
-                        voted_for_id: 1,
-                        voted_for_term: term,
-                        committed: false,
-                    }),
-                };
-                meta.save_hard_state(&h).unwrap();
-                hard = Some(h);
-            }
-            97 => {
-                log.reset().await.unwrap();
-                m.reset();
-            }
-            _ => {}
+        match random_op(&e, &mut rng, &mut m, term).await.unwrap() {
+            Op::Flushed => durable = states.len() - 1,
+            Op::SavedHardState(h) => hard = Some(h),
+            Op::Other => {}
         }
         states.push(m.clone());
     }
@@ -391,5 +413,454 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     if let Err(d) = matches(&e, &m) {
         panic!("purge and append made after the power cut were lost on reopen: {d}");
     }
+    scenario.teardown();
+}
+
+fn synced_now(snap: &Snapshot) -> HashMap<String, Vec<u8>> {
+    snap.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+/// Encoded size of an append record of `entries` (record header, watermark, kind, batch header).
+fn record_len(entries: &[tierlog::Entry]) -> usize {
+    16 + 8 + 1 + 12 + entries.iter().map(|e| 12 + e.payload.len()).sum::<usize>()
+}
+
+/// Disk full while a write needs a new segment: the full segment's seal is written and synced, the
+/// new segment cannot be made. Space comes back and a smaller batch still fits the old segment.
+/// That batch must be numbered after the seal and really fdatasync'ed by `flush()`: written over
+/// the seal with the seal's (already synced) sequence number, `flush()` returns without an
+/// fdatasync and a power cut takes the acknowledged batch away.
+#[tokio::test]
+async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
+    let scenario = FailScenario::setup();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    let snap = record_synced_wal(&dir);
+    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let log = e.log_store();
+    let mut m = Model::default();
+    let first = batch(1, 40, 1, SEED);
+    let used = 32 + record_len(&first);
+    log.persist_entries(first).await.unwrap();
+    m.persist(1, 40, 1);
+    log.flush().unwrap();
+    // A batch too big for what is left of the 64 KiB segment, small enough for a fresh one.
+    let mut n = 1;
+    while used + record_len(&batch(41, n, 2, SEED)) < (64 << 10) + 1024 {
+        n += 1;
+    }
+    assert!(record_len(&batch(41, n, 2, SEED)) < 60 << 10);
+    fail::cfg("wal::segment_create", "return(28)").unwrap();
+    assert!(log.persist_entries(batch(41, n, 2, SEED)).await.is_err());
+    fail::remove("wal::segment_create");
+    // The disk has room again; this batch fits the old segment.
+    log.persist_entries(batch(41, 5, 3, SEED)).await.unwrap();
+    m.persist(41, 5, 3);
+    log.flush().unwrap();
+    matches(&e, &m).unwrap();
+
+    let crashed = root.path().join("cut");
+    let synced = synced_now(&snap);
+    fail::remove("wal::synced");
+    copy_dir(&dir, &crashed);
+    drop(log);
+    drop(e);
+    cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
+    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    matches(&e, &m).unwrap_or_else(|d| panic!("the flushed batch did not survive the power cut: {d}"));
+    scenario.teardown();
+}
+
+/// The same failed rotation, failing after the new segment's file was renamed into place (its
+/// directory fsync fails): the writer must not go on appending to the old segment behind an empty
+/// newer one, or even a clean restart is refused ("ends without a seal but is not the newest").
+#[tokio::test]
+async fn a_rotation_that_fails_after_creating_its_file_leaves_a_store_that_opens() {
+    let scenario = FailScenario::setup();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let log = e.log_store();
+    let mut m = Model::default();
+    let first = batch(1, 40, 1, SEED);
+    let used = 32 + record_len(&first);
+    log.persist_entries(first).await.unwrap();
+    m.persist(1, 40, 1);
+    let mut n = 1;
+    while used + record_len(&batch(41, n, 2, SEED)) < (64 << 10) + 1024 {
+        n += 1;
+    }
+    fail::cfg("wal::sync_dir", "return(5)").unwrap();
+    assert!(log.persist_entries(batch(41, n, 2, SEED)).await.is_err());
+    fail::remove("wal::sync_dir");
+    log.persist_entries(batch(41, 2, 3, SEED)).await.unwrap();
+    m.persist(41, 2, 3);
+    log.flush().unwrap();
+    drop(log);
+    e.close().await.unwrap();
+    let e = TieredEngine::open(&dir, quiet_config())
+        .await
+        .unwrap_or_else(|err| panic!("clean restart after a failed rotation: {err}"));
+    matches(&e, &m).unwrap();
+    scenario.teardown();
+}
+
+/// A process crash leaves unflushed records in the page cache only. The next process must not count
+/// them as durable: its first compaction round has to fdatasync them before its checkpoint covers
+/// them. Otherwise a power cut takes them from the log while the checkpoint (durable in redb) keeps
+/// their sequence numbers, the next open continues the numbering inside the surviving segment
+/// behind a gap, and the open after that cuts everything from the gap on as a torn tail, flushed
+/// writes included. Chain: kill -9 → reopen → compaction → power cut → writes + flush → reopen.
+#[tokio::test]
+async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_covers_it() {
+    let scenario = FailScenario::setup();
+    let root = tempfile::tempdir().unwrap();
+    let live = root.path().join("live");
+    let snap = record_synced_wal(&live);
+    let e = TieredEngine::open(&live, quiet_config()).await.unwrap();
+    let log = e.log_store();
+    let mut m = Model::default();
+    log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
+    log.flush().unwrap();
+    log.persist_entries(batch(51, 50, 2, SEED)).await.unwrap();
+    m.persist(1, 50, 1);
+    m.persist(51, 50, 2);
+    // kill -9: the next process finds the files as the page cache holds them, and the disk holds
+    // only what was synced.
+    let crashed = root.path().join("crashed");
+    let on_disk = synced_now(&snap);
+    fail::remove("wal::synced");
+    copy_dir(&live, &crashed);
+    drop(log);
+    drop(e);
+
+    let snap = record_synced_wal_from(&crashed, on_disk);
+    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    matches(&e, &m).unwrap();
+    e.compact_now().await.unwrap();
+    let cut = root.path().join("cut");
+    let synced = synced_now(&snap);
+    fail::remove("wal::synced");
+    copy_dir(&crashed, &cut);
+    drop(e);
+    cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(2));
+
+    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    matches(&e, &m).unwrap_or_else(|d| panic!("after the power cut: {d}"));
+    let log = e.log_store();
+    log.persist_entries(batch(101, 7, 3, SEED)).await.unwrap();
+    m.persist(101, 7, 3);
+    log.flush().unwrap();
+    drop(log);
+    drop(e);
+    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    matches(&e, &m).unwrap_or_else(|d| panic!("writes flushed after the power cut were lost: {d}"));
+    scenario.teardown();
+}
+
+/// Reverts, in each file that existed at the last sync, what follows the first record written since:
+/// the record reached the disk, the bytes after it (its zeroed end-of-log trailer) did not.
+fn lose_the_trailer_of_the_first_unsynced_record(wal: &Path, synced: &HashMap<String, Vec<u8>>) {
+    for (name, now) in read_wal(wal) {
+        let Some(old) = synced.get(&name) else { continue };
+        let Some(d) = (0..now.len().min(old.len())).find(|&i| now[i] != old[i]) else {
+            continue;
+        };
+        let body = u32::from_le_bytes(now[d..d + 4].try_into().unwrap()) as usize;
+        let keep = (d + 16 + body).min(now.len());
+        let mut out = old.clone();
+        out[..keep].copy_from_slice(&now[..keep]);
+        std::fs::write(wal.join(&name), &out).unwrap();
+    }
+}
+
+/// A power cut left the newest segment with records 1-4, a zeroed page where record 5 was, and
+/// records 6-10 (never synced) after it: recovery ends the log at 4, correctly. The records after
+/// the zeroes belong to a discarded timeline, and no later write may bring them back: a record
+/// written where record 5 was, of the same length, whose trailer a second power cut loses, must
+/// not be followed by the old record 6.
+#[tokio::test]
+async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
+    let scenario = FailScenario::setup();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("live");
+    {
+        let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+        let log = e.log_store();
+        for i in 1..=4 {
+            log.persist_entries(batch(i, 1, 1, SEED)).await.unwrap();
+        }
+        log.flush().unwrap();
+        for i in 5..=10 {
+            log.persist_entries(batch(i, 1, 1, SEED)).await.unwrap();
+        }
+    }
+    // The power cut: record 5's header is zeroes.
+    let seg = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let b = std::fs::read(p).unwrap();
+            tierlog::fuzzing::wal_segment_header(&b).is_ok_and(|(id, _)| id > 0)
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let (id, _) = tierlog::fuzzing::wal_segment_header(&bytes).unwrap();
+    let mut off = 32;
+    for _ in 1..5 {
+        let (_, len, _) = tierlog::fuzzing::wal_frame(id, &bytes[off..]).unwrap().unwrap();
+        off += len;
+    }
+    bytes[off..off + 16].iter_mut().for_each(|b| *b = 0);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let snap = record_synced_wal_from(&dir, read_wal(&dir.join("wal")));
+    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let log = e.log_store();
+    assert_eq!(log.last_index(), 4);
+    let old5 = common::payload(5, 1, SEED).len();
+    log.persist_entries(vec![tierlog::Entry::new(5, 2, vec![b'z'; old5])])
+        .await
+        .unwrap();
+    let synced = synced_now(&snap);
+    fail::remove("wal::synced");
+    let cut = root.path().join("cut");
+    copy_dir(&dir, &cut);
+    drop(log);
+    drop(e);
+    lose_the_trailer_of_the_first_unsynced_record(&cut.join("wal"), &synced);
+
+    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    let log = e.log_store();
+    let got = log.get_entries(1..=20).unwrap();
+    let terms: Vec<u64> = got.iter().map(|e| e.term).collect();
+    assert!(
+        terms == [1, 1, 1, 1] || terms == [1, 1, 1, 1, 2],
+        "the log is not a prefix of what was written: terms {terms:?}"
+    );
+    scenario.teardown();
+}
+
+/// One event of a fault chain.
+#[derive(Clone, Copy, Debug)]
+enum Event {
+    /// kill -9: the next process sees the files as the page cache holds them; the disk still holds
+    /// only what was synced.
+    ProcessCrash,
+    /// The machine stops: every segment file reverts to its synced bytes plus some of the rest.
+    PowerCut(Mode),
+    /// A failpoint returns this OS error for a few operations, then the disk recovers.
+    IoErrors(&'static str, i32),
+    /// `close()` and open again.
+    CleanRestart,
+}
+
+fn pick_event(rng: &mut Rng) -> Event {
+    const IO: [(&str, i32); 7] = [
+        ("wal::append", 28),
+        ("wal::segment_create", 28),
+        ("wal::sync_dir", 5),
+        ("wal::sync", 5),
+        ("wal::segment_retire", 5),
+        ("wal::spare_create", 28),
+        ("cold::commit", 28),
+    ];
+    match rng.below(10) {
+        0..=2 => Event::ProcessCrash,
+        3..=5 => Event::PowerCut([Mode::Synced, Mode::InOrder, Mode::AnyPages][rng.below(3) as usize]),
+        6..=8 => {
+            let (point, code) = IO[rng.below(IO.len() as u64) as usize];
+            Event::IoErrors(point, code)
+        }
+        _ => Event::CleanRestart,
+    }
+}
+
+/// A directory under test with its write-ahead "disk" state and its model history.
+struct Chain {
+    root: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    copies: u64,
+    snap: Snapshot,
+    engine: Option<TieredEngine>,
+    /// The model after every acknowledged operation since the last reopen; `durable` indexes the
+    /// last state a `flush()` (or an open) made durable.
+    states: Vec<Model>,
+    durable: usize,
+    hard: Option<HardState>,
+    what: String,
+}
+
+impl Chain {
+    fn engine(&self) -> &TieredEngine {
+        self.engine.as_ref().expect("engine open")
+    }
+
+    fn latest(&self) -> Model {
+        self.states.last().cloned().unwrap_or_default()
+    }
+
+    /// Copies the live directory as `how` would leave it and continues on the copy.
+    fn leave_dir(&mut self, power: Option<(Mode, &mut Rng)>) {
+        let synced = synced_now(&self.snap);
+        fail::remove("wal::synced");
+        self.copies += 1;
+        let next = self.root.join(format!("gen{}", self.copies));
+        copy_dir(&self.dir, &next);
+        drop(self.engine.take());
+        std::fs::remove_dir_all(&self.dir).ok();
+        self.dir = next;
+        let on_disk = match power {
+            Some((mode, rng)) => {
+                cut_power(&self.dir.join("wal"), &synced, mode, rng);
+                read_wal(&self.dir.join("wal"))
+            }
+            None => synced,
+        };
+        self.snap = record_synced_wal_from(&self.dir, on_disk);
+    }
+
+    /// Opens the directory and checks it holds a state at or after the last durable one (exactly the
+    /// latest when `exact`); the recovered log is durable from then on.
+    async fn reopen(&mut self, exact: bool) {
+        let what = &self.what;
+        let e = TieredEngine::open(&self.dir, quiet_config())
+            .await
+            .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+        let from = if exact {
+            self.states.len() - 1
+        } else {
+            self.durable
+        };
+        let k = (from..self.states.len())
+            .rev()
+            .find(|&k| matches(&e, &self.states[k]).is_ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what}: the log matches no state at or after {from} of {}: {}",
+                    self.states.len() - 1,
+                    matches(&e, &self.states[from]).unwrap_err()
+                )
+            });
+        assert_eq!(
+            e.meta_store().load_hard_state().unwrap(),
+            self.hard,
+            "{what}: hard state"
+        );
+        self.states = vec![self.states[k].clone()];
+        self.durable = 0;
+        self.engine = Some(e);
+    }
+
+    /// Random operations; with `faulty`, an operation may fail (and then must have changed nothing).
+    async fn work(
+        &mut self,
+        rng: &mut Rng,
+        term: &mut u64,
+        ops: u64,
+        faulty: bool,
+    ) -> Result<(), tierlog::Error> {
+        let mut m = self.latest();
+        for _ in 0..ops {
+            *term += 1;
+            match random_op(self.engine(), rng, &mut m, *term).await {
+                Ok(Op::Flushed) => self.durable = self.states.len() - 1,
+                Ok(Op::SavedHardState(h)) => self.hard = Some(h),
+                Ok(Op::Other) => {}
+                Err(err) if faulty => {
+                    // A failed operation leaves the log as it was.
+                    if let Err(d) = matches(self.engine(), &m) {
+                        panic!("{}: a failed operation ({err}) changed the log: {d}", self.what);
+                    }
+                    if matches!(err, tierlog::Error::Closed(_)) {
+                        return Err(err);
+                    }
+                }
+                Err(err) => panic!("{}: operation failed with no fault injected: {err}", self.what),
+            }
+            self.states.push(m.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Chains of 2-4 faults on one directory, each between random workloads, each checked against the
+/// model: acknowledged-and-flushed operations survive, the log is always the state after some
+/// operation (never half of one, never a later one without an earlier one), the hard state is the
+/// last saved. Default 24 chains; more: `TIERLOG_CHAIN_TRIALS=2000 cargo test --release --features
+/// failpoints --test power_loss chains -- --nocapture` (seed: `TIERLOG_CHAIN_SEED`).
+#[tokio::test]
+async fn chains_of_faults_keep_every_flushed_operation() {
+    let scenario = FailScenario::setup();
+    let trials = std::env::var("TIERLOG_CHAIN_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24u64);
+    let seed = std::env::var("TIERLOG_CHAIN_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEED);
+    let root = tempfile::tempdir().unwrap();
+    let mut tally: HashMap<String, u64> = HashMap::new();
+    for trial in 0..trials {
+        let mut rng = Rng::new(seed ^ trial.wrapping_mul(0x9E37));
+        let tdir = root.path().join(format!("chain{trial}"));
+        let dir = tdir.join("gen0");
+        let mut c = Chain {
+            root: tdir.clone(),
+            snap: record_synced_wal(&dir),
+            engine: Some(TieredEngine::open(&dir, quiet_config()).await.unwrap()),
+            dir,
+            copies: 0,
+            states: vec![Model::default()],
+            durable: 0,
+            hard: None,
+            what: format!("chain {trial} (seed {seed})"),
+        };
+        let mut term = 0;
+        let events = rng.range(2, 4);
+        for _ in 0..events {
+            let ops = rng.range(10, 60);
+            c.work(&mut rng, &mut term, ops, false).await.unwrap();
+            let ev = pick_event(&mut rng);
+            c.what = format!("{} → {ev:?}", c.what);
+            *tally
+                .entry(format!("{ev:?}").split('(').next().unwrap().to_string())
+                .or_default() += 1;
+            match ev {
+                Event::ProcessCrash => {
+                    c.leave_dir(None);
+                    c.reopen(true).await;
+                }
+                Event::PowerCut(mode) => {
+                    c.leave_dir(Some((mode, &mut rng)));
+                    c.reopen(false).await;
+                }
+                Event::CleanRestart => {
+                    c.engine.take().unwrap().close().await.unwrap();
+                    c.reopen(true).await;
+                }
+                Event::IoErrors(point, code) => {
+                    fail::cfg(point, &format!("return({code})")).unwrap();
+                    let ops = rng.range(3, 15);
+                    let poisoned = c.work(&mut rng, &mut term, ops, true).await.is_err();
+                    fail::remove(point);
+                    // The disk is back: writes work again without a restart, unless an fdatasync
+                    // failed (then the log refuses writes and the application restarts).
+                    let ops = rng.range(3, 10);
+                    if poisoned || c.work(&mut rng, &mut term, ops, true).await.is_err() {
+                        assert_eq!(point, "wal::sync", "{}: writes refused after the fault", c.what);
+                        c.engine.take();
+                        c.reopen(true).await;
+                    }
+                }
+            }
+        }
+        c.engine.take().unwrap().close().await.unwrap();
+        c.reopen(true).await;
+        drop(c.engine.take());
+        std::fs::remove_dir_all(&tdir).ok();
+    }
+    eprintln!("power_loss chains: {trials} chains, events {tally:?}");
     scenario.teardown();
 }

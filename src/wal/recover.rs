@@ -1,26 +1,38 @@
-//! Recovery scan: which segments exist, where the valid log ends in each, per recovery mode.
-//! Read-only: repairs (sealing, setting damaged segments aside) are `WalWriter::open`'s.
+//! Recovery scan: which segments exist, where the valid log ends, and whether the files add up to
+//! one continuous log from the cold checkpoint on. Read-only: repairs (sealing, setting damaged
+//! segments aside) are `WalWriter::open`'s.
+//!
+//! The structural rules (each a way a file can go missing, blank or short; `docs/design.md`):
+//! - every file named as a segment has a valid header naming that segment;
+//! - segment ids are consecutive;
+//! - each segment but the newest is sealed, and the next one starts right after the seal (or at
+//!   most at the checkpoint's `applied_seq + 1`: numbers the checkpoint covers may be missing);
+//! - the oldest segment starts at or below `applied_seq + 1`, and the log reaches `applied_seq`;
+//! - the newest (version 2) segment is never sealed: a writer seals only once the next exists.
+//!
+//! The one exception is a rotation cut short: the newest segment exists but holds no record, and
+//! the one before it is not sealed yet. The newest is then "unstarted" and the one before it is
+//! judged as the newest.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::record::Record;
-use super::segment::{SEGMENT_HEADER_LEN, SPARE_ID, SegmentScan, Tail, read_segment_id, scan_segment};
+use super::segment::{SegmentScan, Tail, VERSION_1, scan_segment, segment_id_of};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 
 /// What recovery found in the write-ahead directory.
 pub(crate) struct Recovered {
-    /// Every valid record in sequence order, with the index of the segment it came from.
+    /// Every valid record in sequence order.
     pub records: Vec<(u64, Record)>,
     /// Live segments, oldest first.
     pub(super) segments: Vec<SegmentScan>,
     /// Spare files ready for reuse.
     pub(super) spares: Vec<PathBuf>,
-    /// Segments after a corruption that `tolerate_any_corruption` dropped.
+    /// Segments that `tolerate_any_corruption` dropped (after a damaged or missing part).
     pub(super) dropped: Vec<PathBuf>,
+    /// Highest segment id named in the directory (kept, dropped or unstarted).
     pub(super) max_id: u64,
-    pub(super) next_seq: u64,
 }
 
 impl Recovered {
@@ -30,136 +42,190 @@ impl Recovered {
     }
 }
 
-/// Lists segment files by header id; files whose header says "spare" (or that were never finished
-/// being created) are returned separately. Read-only.
-/// Segment files by id, and spare files.
+/// Segment files by id (from their names), and spare files.
 pub(crate) type SegmentListing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
 
+/// Lists the write-ahead directory. A file is a segment by its name alone (`{id:016x}.wal`): a
+/// segment gets that name only once its header is durable, so a header that does not name it is
+/// damage, never a file caught half made. Every other `*.wal` file is a spare. Read-only.
 pub(crate) fn list_segments(dir: &Path) -> Result<SegmentListing> {
     let mut segs = Vec::new();
     let mut spares = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let rd = match std::fs::read_dir(dir) {
+        // A missing directory holds no segment; whether that is damage is `recover`'s to judge.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((segs, spares)),
+        other => other.map_err(|e| Error::io(dir, e))?,
+    };
     for ent in rd {
         let ent = ent.map_err(|e| Error::io(dir, e))?;
         let path = ent.path();
         if path.extension().and_then(|x| x.to_str()) != Some("wal") {
             continue;
         }
-        match read_segment_id(&path)? {
-            Ok(SPARE_ID) => spares.push(path),
-            Ok(id) => segs.push((id, path)),
-            // A file is renamed into place before its header is written; a crash in between leaves
-            // a segment name over a spare header or over zeroes. Only a never-written header or a
-            // spare-*/new-* name is taken for a spare; anything else is damage.
-            Err(reason) => {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                let never_written = header_never_written(&path)?;
-                if never_written || name.starts_with("spare-") || name.starts_with("new-") {
-                    spares.push(path);
-                } else {
-                    return Err(Error::corruption(&path, 0, reason));
-                }
-            }
+        match segment_id_of(&path) {
+            Some(id) => segs.push((id, path)),
+            None => spares.push(path),
         }
     }
     segs.sort();
     Ok((segs, spares))
 }
 
-fn header_never_written(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
-    File::open(path)
-        .and_then(|f| f.take(SEGMENT_HEADER_LEN).read_to_end(&mut head))
-        .map_err(|e| Error::io(path, e))?;
-    Ok(head.iter().all(|&b| b == 0))
-}
-
-/// Scans every segment and decides, per `mode`, where the valid log ends. Read-only: nothing is
-/// repaired here (`WalWriter::open` does that).
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+/// Scans every segment and decides, per `mode`, where the valid log ends; `applied_seq` is the
+/// cold checkpoint's (the log must continue from it). Read-only: nothing is repaired here
+/// (`WalWriter::open` does that).
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Result<Recovered> {
     let (segs, spares) = list_segments(dir)?;
-    let mut scans: Vec<SegmentScan> = Vec::new();
-    let mut records = Vec::new();
-    let n = segs.len();
-    let mut cut = false;
-    let mut dropped = Vec::new();
     let max_id = segs.last().map_or(0, |s| s.0);
-    for (i, (_, path)) in segs.into_iter().enumerate() {
-        if cut {
-            tracing::warn!(path = %path.display(), "dropping segment after corruption (tolerate_any_corruption)");
-            dropped.push(path);
+    let mut scans: Vec<SegmentScan> = Vec::new();
+    let mut dropped = Vec::new();
+    let salvage = mode == RecoveryMode::TolerateAnyCorruption;
+    // In salvage mode the first damage ends the log: that segment and everything after is dropped.
+    let mut damage: Option<Error> = None;
+    let n = segs.len();
+    for (i, (id, path)) in segs.iter().enumerate() {
+        if damage.is_some() {
+            dropped.push(path.clone());
             continue;
         }
-        let scan = scan_segment(&path)?;
-        let newest = i + 1 == n;
-        if let (Some(prev), Some(first)) = (scans.last().and_then(|s| s.last_seq()), scan.records.first())
-            && first.0 != prev + 1
-            && mode != RecoveryMode::TolerateAnyCorruption
-        {
-            return Err(Error::corruption(
+        let scan = match scan_segment(path) {
+            Ok(s) if s.id == *id => s,
+            Ok(s) => {
+                damage = Some(Error::corruption(
+                    path,
+                    0,
+                    format!("header names segment {} instead", s.id),
+                ));
+                dropped.push(path.clone());
+                continue;
+            }
+            Err(e) if e.is_corruption() => {
+                damage = Some(e);
+                dropped.push(path.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(prev) = scans.last() {
+            if let Err(e) = check_link(prev, &scan, applied_seq) {
+                let empty = scan.records.is_empty() && scan.tail == Tail::Clean;
+                if i + 1 == n && prev.seal_seq.is_none() && empty && scan.first_seq > prev.next_seq() {
+                    // A rotation cut short: nothing was ever written to the new segment, and the
+                    // writer replaces its file (same id).
+                    continue;
+                }
+                damage = Some(e);
+                dropped.push(path.clone());
+                continue;
+            }
+        } else if scan.first_seq > applied_seq + 1 {
+            damage = Some(Error::corruption(
                 &scan.path,
-                first.1,
+                0,
                 format!(
-                    "sequence {} does not follow {} of the previous segment",
-                    first.0, prev
+                    "the oldest segment starts at sequence {} but the cold checkpoint covers only up \
+                     to {applied_seq}: the segments holding the records between are missing",
+                    scan.first_seq
                 ),
             ));
+            dropped.push(path.clone());
+            continue;
         }
-        match (&scan.tail, newest, mode) {
-            (Tail::Sealed, _, _) => {}
-            (_, _, RecoveryMode::TolerateAnyCorruption) => {
-                if let Tail::Bad { offset, reason, .. } = &scan.tail {
-                    tracing::warn!(path = %scan.path.display(), offset, reason, "cutting the log at a bad record");
-                    cut = true;
-                } else if !newest {
-                    cut = true;
-                }
-            }
-            (Tail::Clean, true, _) => {}
-            (
-                Tail::Bad {
-                    more_after,
-                    synced_after,
-                    seq,
-                    offset,
-                    reason,
-                },
-                true,
-                RecoveryMode::TolerateTornTail,
-            ) if !more_after || synced_after < seq => {
-                // Nothing after it, or only records written before it was known durable: a crash
-                // mid-write, or a power cut that wrote back later pages but not this one.
-                tracing::warn!(path = %scan.path.display(), offset, reason, more_after, "cutting torn tail record");
-            }
-            (Tail::Bad { offset, reason, .. }, _, _) => {
-                return Err(Error::corruption(&scan.path, *offset, reason.clone()));
-            }
-            (Tail::Clean, false, _) => {
-                return Err(Error::corruption(
-                    &scan.path,
-                    scan.end,
-                    "segment ends without a seal but is not the newest",
-                ));
-            }
-        }
-        records.extend(scan.records.iter().map(|(seq, _, r)| (*seq, r.clone())));
         scans.push(scan);
     }
-    // A segment's header names its first sequence number even when none of its records survived,
-    // and numbers are never reused (a record with an old number reads as stale).
-    let next_seq = scans
+    // The tail of the newest kept segment.
+    if let Some(newest) = scans.last() {
+        match &newest.tail {
+            Tail::Sealed if newest.version != VERSION_1 && damage.is_none() => {
+                damage = Some(Error::corruption(
+                    &newest.path,
+                    newest.end,
+                    "the newest segment is sealed, but the segment after it is missing",
+                ));
+            }
+            Tail::Sealed | Tail::Clean => {}
+            Tail::Bad {
+                more_after,
+                synced_after,
+                seq,
+                offset,
+                reason,
+            } => {
+                let torn = !more_after || synced_after < seq;
+                if salvage || (torn && mode == RecoveryMode::TolerateTornTail) {
+                    tracing::warn!(path = %newest.path.display(), offset, seq, reason, more_after, "cutting the log at a torn or damaged record");
+                } else {
+                    let why = if torn {
+                        reason.clone()
+                    } else {
+                        format!("{reason}; records after it carry a durable watermark of {synced_after}")
+                    };
+                    return Err(Error::corruption(&newest.path, *offset, why));
+                }
+            }
+        }
+    }
+    let next_seq = scans.last().map_or(1, |s| s.next_seq()).max(1);
+    if next_seq <= applied_seq && damage.is_none() {
+        let path = scans.last().map_or(dir, |s| s.path.as_path());
+        damage = Some(Error::corruption(
+            path,
+            0,
+            format!(
+                "the write-ahead log ends before sequence {next_seq}, but the cold checkpoint covers \
+                 records up to {applied_seq}: the end of the log is missing"
+            ),
+        ));
+    }
+    if let Some(err) = damage {
+        if !salvage {
+            return Err(err);
+        }
+        tracing::warn!(error = %err, dropped = dropped.len(), "tolerate_any_corruption: keeping the log before the damage");
+    }
+    let records = scans
         .iter()
-        .map(|s| s.last_seq().map_or(s.first_seq, |l| l + 1))
-        .max()
-        .unwrap_or(1)
-        .max(1);
+        .flat_map(|s| s.records.iter().map(|(seq, _, r)| (*seq, r.clone())))
+        .collect();
     Ok(Recovered {
         records,
         segments: scans,
         spares,
         dropped,
         max_id,
-        next_seq,
     })
+}
+
+/// Checks that `cur` continues `prev`: `prev` sealed and `cur` numbered right after the seal, or
+/// after a gap the checkpoint covers (`applied_seq`).
+fn check_link(prev: &SegmentScan, cur: &SegmentScan, applied_seq: u64) -> Result<()> {
+    if cur.id != prev.id + 1 {
+        return Err(Error::corruption(
+            &cur.path,
+            0,
+            format!(
+                "segment {} follows segment {}: the ones between are missing",
+                cur.id, prev.id
+            ),
+        ));
+    }
+    let Some(seal) = prev.seal_seq else {
+        if let Tail::Bad { offset, reason, .. } = &prev.tail {
+            return Err(Error::corruption(&prev.path, *offset, reason.clone()));
+        }
+        return Err(Error::corruption(
+            &prev.path,
+            prev.end,
+            "segment ends without a seal but is not the newest",
+        ));
+    };
+    let first = cur.first_seq;
+    if first == seal + 1 || (first > seal + 1 && first <= applied_seq + 1) {
+        return Ok(());
+    }
+    Err(Error::corruption(
+        &cur.path,
+        0,
+        format!("segment starts at sequence {first} but the previous one was sealed at {seal}"),
+    ))
 }

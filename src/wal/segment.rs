@@ -12,66 +12,105 @@ use crate::error::{Error, Result};
 
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"TLWALSEG";
-const VERSION: u32 = 1;
+/// Header field offsets, each after the previous field (layout in `docs/format.md`).
+const VERSION_AT: usize = MAGIC.len();
+const CRC_AT: usize = VERSION_AT + 4;
+const ID_AT: usize = CRC_AT + 4;
+const FIRST_SEQ_AT: usize = ID_AT + 8;
+/// Version 2 adds no field; it promises two things about how the file was made (see
+/// `docs/format.md`): its header was durable before it got a segment's name, and a segment was
+/// sealed only once its successor existed. Recovery holds version-2 segments to both.
+pub(crate) const VERSION: u32 = 2;
+/// Segments written by the first release: still read, with that release's looser rules.
+pub(crate) const VERSION_1: u32 = 1;
 /// Segment id written into a retired file's header: a spare holds no live records.
 pub(crate) const SPARE_ID: u64 = 0;
 
+/// The name of segment `id`'s file; every other `.wal` name in the directory is a spare.
 pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.wal"))
+}
+
+/// The segment id a file name stands for, or `None` for spares and foreign files.
+pub(crate) fn segment_id_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let hex = name.strip_suffix(".wal")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok().filter(|&id| id != SPARE_ID)
 }
 
 pub(crate) fn spare_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("spare-{n:016x}.wal"))
 }
 
+/// Name under which a new segment file is built before it is renamed into place.
+pub(crate) fn building_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("new-{id:016x}.wal"))
+}
+
+/// A decoded segment header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub id: u64,
+    /// Sequence number of the segment's first record.
+    pub first_seq: u64,
+    pub version: u32,
+}
+
 /// Header: magic, version, checksum of the rest, segment id, sequence number of its first record.
 pub(crate) fn encode_header(id: u64, first_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-    h[0..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&id.to_le_bytes());
-    h[24..32].copy_from_slice(&first_seq.to_le_bytes());
+    h[..VERSION_AT].copy_from_slice(MAGIC);
+    h[VERSION_AT..CRC_AT].copy_from_slice(&VERSION.to_le_bytes());
+    h[ID_AT..FIRST_SEQ_AT].copy_from_slice(&id.to_le_bytes());
+    h[FIRST_SEQ_AT..].copy_from_slice(&first_seq.to_le_bytes());
     let crc = header_crc(&h);
-    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h[CRC_AT..ID_AT].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
 fn header_crc(h: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&h[0..12]), &h[16..32])
+    crc32c::crc32c_append(
+        crc32c::crc32c(&h[..CRC_AT]),
+        &h[ID_AT..SEGMENT_HEADER_LEN as usize],
+    )
+}
+
+fn u32_at(h: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&h[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(h: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[at..at + 8]);
+    u64::from_le_bytes(b)
 }
 
 /// `(segment id, first sequence number)` of a header, or why it is not one.
 pub(crate) fn decode_header(h: &[u8]) -> std::result::Result<(u64, u64), String> {
-    if h.len() < SEGMENT_HEADER_LEN as usize || &h[0..8] != MAGIC {
+    parse_header(h).map(|h| (h.id, h.first_seq))
+}
+
+pub(crate) fn parse_header(h: &[u8]) -> std::result::Result<Header, String> {
+    if h.len() < SEGMENT_HEADER_LEN as usize || &h[..VERSION_AT] != MAGIC {
         return Err("not a tierlog write-ahead segment (bad magic)".into());
     }
-    let crc = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default());
-    if header_crc(h) != crc {
+    if header_crc(h) != u32_at(h, CRC_AT) {
         return Err("segment header checksum mismatch".into());
     }
-    let version = u32::from_le_bytes(h[8..12].try_into().unwrap_or_default());
-    if version != VERSION {
+    let version = u32_at(h, VERSION_AT);
+    if version != VERSION && version != VERSION_1 {
         return Err(format!("unsupported segment version {version}"));
     }
-    let u64_at = |p: usize| u64::from_le_bytes(h[p..p + 8].try_into().unwrap_or_default());
-    Ok((u64_at(16), u64_at(24)))
-}
-
-/// Reads only the header of a segment file.
-pub(crate) fn read_segment_id(path: &Path) -> Result<std::result::Result<u64, String>> {
-    Ok(read_header(path)?.map(|h| h.0))
-}
-
-fn read_header(path: &Path) -> Result<std::result::Result<(u64, u64), String>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-    match file.read_exact_at(&mut h, 0) {
-        Ok(()) => Ok(decode_header(&h)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(Err("file shorter than a header".into()))
-        }
-        Err(e) => Err(Error::io(path, e)),
-    }
+    Ok(Header {
+        id: u64_at(h, ID_AT),
+        first_seq: u64_at(h, FIRST_SEQ_AT),
+        version,
+    })
 }
 
 /// How a segment's record sequence ended.
@@ -79,14 +118,15 @@ fn read_header(path: &Path) -> Result<std::result::Result<(u64, u64), String>> {
 pub(crate) enum Tail {
     /// A seal record: the segment was closed on purpose.
     Sealed,
-    /// Zeroes or end of file after the last record.
+    /// Zeroes or end of file after the last record, and no valid record of this segment further on.
     Clean,
-    /// Bytes at `offset` claim the next sequence number `seq` but are not a valid record (a torn
-    /// write or damage). `more_after` tells whether valid records of this segment with later
-    /// sequence numbers follow, and `synced_after` the highest durable watermark they carry: if it
-    /// reaches `seq`, the damaged record had been fdatasynced, so this is corruption; if not, it is
-    /// what a power cut with out-of-order writeback leaves. Bytes that carry an older sequence number
-    /// are a recycled file's previous contents and end the segment cleanly instead.
+    /// The record numbered `seq` was expected at `offset` but is not there: the bytes are not a
+    /// valid record (torn or damaged), or they are zeroes with valid records of this segment
+    /// further on. `more_after` tells whether such later records exist, and `synced_after` the
+    /// highest durable watermark they carry: if it reaches `seq`, the missing record had been
+    /// fdatasynced, so this is corruption; if not, it is what a power cut with out-of-order
+    /// writeback leaves. Bytes that carry an older sequence number are a recycled file's previous
+    /// contents and end the segment cleanly instead.
     Bad {
         offset: u64,
         seq: u64,
@@ -96,16 +136,18 @@ pub(crate) enum Tail {
     },
 }
 
-/// A whole segment read into memory.
+/// One segment's records and how they end.
 #[derive(Debug)]
 pub(crate) struct SegmentScan {
     pub path: PathBuf,
     pub id: u64,
+    /// Header version (see [`VERSION`]).
+    pub version: u32,
     /// Sequence number its header says the first record has.
     pub first_seq: u64,
     /// Records with their sequence numbers and offsets (the seal is not included).
     pub records: Vec<(u64, u64, Record)>,
-    /// Offset right after the last valid record.
+    /// Offset right after the last valid record (after the seal when sealed).
     pub end: u64,
     /// Sequence number of the seal, when sealed.
     pub seal_seq: Option<u64>,
@@ -119,14 +161,20 @@ impl SegmentScan {
     pub(crate) fn last_seq(&self) -> Option<u64> {
         self.seal_seq.or_else(|| self.records.last().map(|r| r.0))
     }
+
+    /// The sequence number the segment's next record (or seal) would take.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.last_seq().map_or(self.first_seq, |s| s + 1)
+    }
 }
 
-/// Reads and validates every record of the segment at `path`.
 /// A segment file read front to back in chunks: a preallocated segment is mostly zeroes after its
 /// records, and recovery should not read (or hold) megabytes of them.
 struct ChunkReader {
     file: File,
+    /// Bytes `[base, base + buf.len())` of the file.
     buf: Vec<u8>,
+    base: u64,
     len: u64,
     path: PathBuf,
 }
@@ -134,36 +182,37 @@ struct ChunkReader {
 impl ChunkReader {
     const CHUNK: usize = 1 << 20;
 
-    /// Makes the first `n` bytes (or the whole file, if shorter) available.
-    fn ensure(&mut self, n: usize) -> Result<()> {
-        let want = (n as u64).min(self.len) as usize;
-        while self.buf.len() < want {
-            let start = self.buf.len();
-            let grow = (want - start).max(Self::CHUNK).min(self.len as usize - start);
-            self.buf.resize(start + grow, 0);
+    /// Makes bytes `[at, at + n)` (or up to the end of the file) available and returns them.
+    fn window(&mut self, at: u64, n: usize) -> Result<&[u8]> {
+        let end = (at + n as u64).min(self.len);
+        let at = at.min(end);
+        if at < self.base || end > self.base + self.buf.len() as u64 {
+            let want = ((end - at) as usize).max(Self::CHUNK);
+            let read_end = (at + want as u64).min(self.len);
+            self.buf.resize((read_end - at) as usize, 0);
             self.file
-                .read_exact_at(&mut self.buf[start..], start as u64)
+                .read_exact_at(&mut self.buf, at)
                 .map_err(|e| Error::io(&self.path, e))?;
+            self.base = at;
         }
-        Ok(())
+        let from = (at - self.base) as usize;
+        Ok(&self.buf[from..from + (end - at) as usize])
     }
 
     /// The frame starting at `off`, copied out so decoded payloads pin only their own record.
-    fn frame_at(&mut self, off: usize) -> Result<Bytes> {
-        self.ensure(off + HEADER_LEN)?;
-        let body_len = self.body_len_at(off);
-        self.ensure(off + HEADER_LEN + body_len)?;
-        let end = self.buf.len().min(off + HEADER_LEN + body_len);
-        Ok(Bytes::copy_from_slice(&self.buf[off.min(end)..end]))
+    fn frame_at(&mut self, off: u64) -> Result<Bytes> {
+        let head = self.window(off, HEADER_LEN)?;
+        let body_len = head
+            .get(..4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .min(MAX_BODY_LEN);
+        Ok(Bytes::copy_from_slice(self.window(off, HEADER_LEN + body_len)?))
     }
 
-    fn body_len_at(&self, off: usize) -> usize {
-        self.buf
-            .get(off..off + 4)
-            .map_or(0, |b| {
-                u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize
-            })
-            .min(MAX_BODY_LEN)
+    /// The sequence number field of a frame header at `off`, if the file holds one there.
+    fn seq_at(&mut self, off: u64) -> Result<Option<u64>> {
+        let head = self.window(off, HEADER_LEN)?;
+        Ok((head.len() == HEADER_LEN).then(|| u64_at(head, 8)))
     }
 }
 
@@ -174,73 +223,73 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
     let mut reader = ChunkReader {
         file,
         buf: Vec::new(),
+        base: 0,
         len: file_len,
         path: path.to_path_buf(),
     };
-    reader.ensure(SEGMENT_HEADER_LEN as usize)?;
-    let (id, first_seq) = decode_header(&reader.buf).map_err(|reason| Error::corruption(path, 0, reason))?;
-    let mut off = SEGMENT_HEADER_LEN as usize;
+    let header = parse_header(reader.window(0, SEGMENT_HEADER_LEN as usize)?)
+        .map_err(|reason| Error::corruption(path, 0, reason))?;
+    let id = header.id;
+    let mut off = SEGMENT_HEADER_LEN;
     let mut records = Vec::new();
     let mut seal_seq = None;
     let mut last_seq: Option<u64> = None;
     let tail = loop {
-        if off as u64 >= file_len {
+        let expected = last_seq.map_or(header.first_seq, |s| s + 1);
+        if off >= file_len {
             break Tail::Clean;
         }
+        let bad = |reason: String, later: Option<u64>| Tail::Bad {
+            offset: off,
+            seq: expected,
+            reason,
+            more_after: later.is_some(),
+            synced_after: later.unwrap_or(0),
+        };
         match parse_frame(id, &reader.frame_at(off)?) {
-            Frame::End => break Tail::Clean,
+            Frame::End => match records_after(&mut reader, id, off + 1, expected)? {
+                None => break Tail::Clean,
+                Some(synced) => {
+                    break bad(
+                        format!("zeroes where record {expected} was expected, valid records after them"),
+                        Some(synced),
+                    );
+                }
+            },
             Frame::Record { seq, record, len, .. } => {
-                let expected = last_seq.map_or(first_seq, |s| s + 1);
                 if seq < expected {
                     // An older sequence number is a recycled file's previous contents.
                     break Tail::Clean;
                 }
                 if seq != expected {
-                    break Tail::Bad {
-                        offset: off as u64,
-                        seq: expected,
-                        reason: format!("sequence {seq} where {expected} was expected"),
-                        more_after: false,
-                        synced_after: 0,
-                    };
+                    break bad(format!("sequence {seq} where {expected} was expected"), None);
                 }
                 last_seq = Some(seq);
-                off += len;
+                off += len as u64;
                 if record == Record::Seal {
                     seal_seq = Some(seq);
                     break Tail::Sealed;
                 }
-                records.push((seq, (off - len) as u64, record));
+                records.push((seq, off - len as u64, record));
             }
             Frame::Bad(reason) => {
-                let expected = last_seq.map_or(first_seq, |s| s + 1);
-                let claimed = reader
-                    .buf
-                    .get(off + 8..off + 16)
-                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
-                if claimed.is_some_and(|c| c < expected) {
+                if reader.seq_at(off)?.is_some_and(|c| c < expected) {
                     break Tail::Clean;
                 }
-                reader.ensure(file_len as usize)?;
-                let later = records_after(id, &Bytes::copy_from_slice(&reader.buf), off + 1, expected);
-                break Tail::Bad {
-                    offset: off as u64,
-                    seq: expected,
-                    reason,
-                    more_after: later.is_some(),
-                    synced_after: later.unwrap_or(0),
-                };
+                let later = records_after(&mut reader, id, off + 1, expected)?;
+                break bad(reason, later);
             }
         }
     };
     let end = match &tail {
         Tail::Bad { offset, .. } => *offset,
-        _ => off as u64,
+        _ => off,
     };
     Ok(SegmentScan {
         path: path.to_path_buf(),
         id,
-        first_seq,
+        version: header.version,
+        first_seq: header.first_seq,
         records,
         end,
         seal_seq,
@@ -251,24 +300,31 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
 
 /// Looks for valid records of segment `id` at or after `from` whose sequence numbers continue past
 /// `expected`; returns the highest durable watermark they carry, or `None` when there are none.
-fn records_after(id: u64, data: &Bytes, from: usize, expected: u64) -> Option<u64> {
+/// Streams the file; all-zero stretches (preallocated space) are skipped a page at a time.
+fn records_after(reader: &mut ChunkReader, id: u64, from: u64, expected: u64) -> Result<Option<u64>> {
+    const PAGE: u64 = 4096;
     let mut off = from;
-    while off + HEADER_LEN <= data.len() {
-        let seq = u64::from_le_bytes(data[off + 8..off + 16].try_into().unwrap_or_default());
+    while off + HEADER_LEN as u64 <= reader.len {
+        // A record's length field is never zero: skip whole zero pages.
+        if off.is_multiple_of(PAGE) && reader.window(off, PAGE as usize)?.iter().all(|&b| b == 0) {
+            off += PAGE;
+            continue;
+        }
+        let Some(seq) = reader.seq_at(off)? else { break };
         // Cheap filter before the checksum: only sequence numbers that could follow.
         if seq >= expected
             && seq <= expected + (1 << 32)
-            && let Frame::Record { .. } = parse_frame(id, &data.slice(off..))
+            && let Frame::Record { .. } = parse_frame(id, &reader.frame_at(off)?)
         {
             // Records run back to back from the first one found.
             let mut max_synced = 0;
-            while let Frame::Record { synced, len, .. } = parse_frame(id, &data.slice(off..)) {
+            while let Frame::Record { synced, len, .. } = parse_frame(id, &reader.frame_at(off)?) {
                 max_synced = max_synced.max(synced);
-                off += len;
+                off += len as u64;
             }
-            return Some(max_synced);
+            return Ok(Some(max_synced));
         }
         off += 1;
     }
-    None
+    Ok(None)
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use parking_lot::Mutex;
 
 use super::segment::{SPARE_ID, encode_header, spare_path};
+use super::sync::sync_dir;
 use super::writer::SegmentInfo;
 use crate::error::{Error, Result};
 
@@ -19,25 +20,26 @@ pub(crate) struct SparePool {
 }
 
 impl SparePool {
-    /// Turns a retired segment into a spare (header rewritten to "spare", so its stale records can
-    /// never be replayed) or deletes it when enough spares are kept.
+    /// Turns a retired segment into a spare, or deletes it when enough spares are kept. The rename
+    /// (or removal) is made durable before the call returns: retirements reach the disk oldest first,
+    /// so the live segments on disk always have consecutive ids. The header is then rewritten to
+    /// "spare" for tools that look at headers; recovery goes by the name.
     pub(crate) fn retire(&self, seg: SegmentInfo) -> Result<()> {
         crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
         let keep = self.files.lock().len() < self.max;
         if !keep {
-            return std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e));
+            std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            return sync_dir(&self.dir);
         }
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&seg.path)
-            .map_err(|e| Error::io(&seg.path, e))?;
-        f.write_all_at(&encode_header(SPARE_ID, 0), 0)
-            .and_then(|_| f.sync_data())
-            .map_err(|e| Error::io(&seg.path, e))?;
         let to = spare_path(&self.dir, seg.id);
         std::fs::rename(&seg.path, &to).map_err(|e| Error::io(&seg.path, e))?;
-        self.files.lock().push(to);
-        Ok(())
+        sync_dir(&self.dir)?;
+        self.files.lock().push(to.clone());
+        OpenOptions::new()
+            .write(true)
+            .open(&to)
+            .and_then(|f| f.write_all_at(&encode_header(SPARE_ID, 0), 0))
+            .map_err(|e| Error::io(&to, e))
     }
 
     /// Makes sure one spare exists, creating a zero-filled file if none does, so the next rotation
@@ -46,7 +48,7 @@ impl SparePool {
         if self.max == 0 || !self.files.lock().is_empty() {
             return Ok(());
         }
-        let tmp = self.dir.join(format!("new-{:016x}.wal", std::process::id()));
+        let tmp = self.dir.join("new-spare.wal");
         crate::fuzzing::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
         let f = OpenOptions::new()
             .write(true)

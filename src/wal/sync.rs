@@ -9,7 +9,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
+    crate::fuzzing::io_fault("wal::sync_dir")
+        .and_then(|_| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
 }

@@ -232,16 +232,49 @@ pub fn diff_entries(got: &[Entry], want: &[Entry]) -> Option<String> {
     None
 }
 
-/// Copies a store directory (for post-mortems and for damaging a copy).
+/// Copies a store directory (for post-mortems and for damaging a copy). A live engine's background
+/// round may rename a file while it is copied (a segment retired to a spare, a spare put in place);
+/// a copy taken while the file names changed is taken again, so the copy never lacks a file that
+/// existed under one name or the other throughout.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("create copy dir");
-    for ent in std::fs::read_dir(from).expect("read_dir") {
-        let ent = ent.expect("dir entry");
-        let target = to.join(ent.file_name());
-        if ent.file_type().expect("file type").is_dir() {
-            copy_dir(&ent.path(), &target);
-        } else {
-            std::fs::copy(ent.path(), &target).expect("copy file");
+    for _ in 0..100 {
+        std::fs::remove_dir_all(to).ok();
+        let before = names(from);
+        match try_copy_dir(from, to) {
+            Ok(()) if names(from) == before => return,
+            Ok(()) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("copy {} to {}: {e}", from.display(), to.display()),
         }
     }
+    panic!("copy {}: files kept vanishing", from.display());
+}
+
+/// Every path under `dir`, sorted.
+fn names(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for ent in rd.flatten() {
+            out.push(ent.path());
+            if ent.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(names(&ent.path()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn try_copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for ent in std::fs::read_dir(from)? {
+        let ent = ent?;
+        let target = to.join(ent.file_name());
+        if ent.file_type()?.is_dir() {
+            try_copy_dir(&ent.path(), &target)?;
+        } else {
+            std::fs::copy(ent.path(), &target)?;
+        }
+    }
+    Ok(())
 }
