@@ -50,6 +50,10 @@ pub struct Config {
     pub recovery_mode: RecoveryMode,
 }
 
+/// Largest `block_target_bytes` accepted (16 MiB); [`crate::MAX_ENTRY_BYTES`] leaves room for a block
+/// filled to it plus one entry at the limit.
+pub(crate) const MAX_BLOCK_TARGET_BYTES: u64 = 16 << 20;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -107,7 +111,7 @@ impl Config {
                 self.segment_bytes
             ));
         }
-        if self.block_target_bytes < 1 << 10 || self.block_target_bytes > 16 << 20 {
+        if self.block_target_bytes < 1 << 10 || self.block_target_bytes > MAX_BLOCK_TARGET_BYTES {
             return bad(format!(
                 "block_target_bytes = {} is outside 1 KiB..=16 MiB",
                 self.block_target_bytes

@@ -24,6 +24,8 @@ use crate::wal::{SparePool, SyncPoint, WalWriter, sync_dir};
 
 pub(crate) const MARKER_FILE: &str = "TIERLOG";
 pub(crate) const MARKER_TEXT: &str = "tierlog directory, format 1\n";
+/// The marker is written here, fsynced, then renamed to `TIERLOG`.
+pub(crate) const MARKER_TMP_FILE: &str = "TIERLOG.tmp";
 pub(crate) const WAL_DIR: &str = "wal";
 pub(crate) const COLD_FILE: &str = "cold.redb";
 pub(crate) const HARD_STATE_FILE: &str = "hardstate";
@@ -178,12 +180,105 @@ impl std::fmt::Debug for TieredEngine {
     }
 }
 
-/// Creates the directory or checks that it is a tierlog directory, and takes its lock.
-fn prepare_dir(dir: &Path) -> Result<File> {
+/// Creates `dir` and any missing ancestor, then fsyncs the parent of each directory it created, so
+/// the new entries survive a power cut.
+fn create_dir_durably(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        missing.push(p.to_path_buf());
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => break,
+        }
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for created in missing.iter().rev() {
+        sync_dir(parent_of(created))?;
+    }
+    Ok(())
+}
+
+fn parent_of(p: &Path) -> &Path {
+    p.parent()
+        .filter(|q| !q.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Writes the marker so that no partial `TIERLOG` can ever exist: the text goes to a temporary
+/// file, which is fsynced and then renamed over `TIERLOG`; the directory and its parent are then
+/// fsynced, so the marker and the directory's own entry survive a power cut.
+fn write_marker(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(MARKER_TMP_FILE);
     let marker = dir.join(MARKER_FILE);
-    match std::fs::read_to_string(&marker) {
-        Ok(text) if text == MARKER_TEXT => {}
+    (|| {
+        let mut f = File::create(&tmp)?;
+        crate::fuzzing::torn_write("engine::marker::torn", &f, MARKER_TEXT.as_bytes(), 0)?;
+        f.write_all(MARKER_TEXT.as_bytes())?;
+        crate::fuzzing::io_fault("engine::marker::sync")?;
+        f.sync_all()
+    })()
+    .map_err(|e| Error::io(&tmp, e))?;
+    crate::fuzzing::io_fault("engine::marker::rename")
+        .and_then(|_| std::fs::rename(&tmp, &marker))
+        .map_err(|e| Error::io(&marker, e))?;
+    sync_dir(dir)?;
+    sync_dir(parent_of(dir))
+}
+
+/// What an interrupted in-place write of the marker (releases before the marker was renamed into
+/// place) can leave: nothing, zeroes, or a strict prefix of the text possibly followed by zeroes.
+fn is_damaged_marker(bytes: &[u8]) -> bool {
+    let text = MARKER_TEXT.as_bytes();
+    let kept = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes.len() <= text.len() && kept < text.len() && bytes[..kept] == text[..kept]
+}
+
+/// True when `dir` holds anything besides what creating it makes before any data: the marker, its
+/// temporary file, `LOCK`, and an empty `wal/`.
+fn holds_data(dir: &Path) -> Result<bool> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name();
+        let empty_wal = name == WAL_DIR
+            && std::fs::read_dir(entry.path())
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !(name == MARKER_FILE || name == MARKER_TMP_FILE || name == LOCK_FILE || empty_wal) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Creates the directory or checks that it is a tierlog directory, and takes its lock.
+///
+/// The marker decides: `TIERLOG` with the expected text is an existing directory (never rewritten);
+/// no marker is a new directory, which must be empty but for a `TIERLOG.tmp` left by an interrupted
+/// creation; a damaged marker (empty, zeroes, a prefix of the text: what a power cut during an
+/// older release's creation could leave) is finished like a new directory when nothing else but
+/// `LOCK` and an empty `wal/` is there, and refused when data is there (see `docs/reliability.md`);
+/// any other marker is refused.
+fn prepare_dir(dir: &Path) -> Result<File> {
+    create_dir_durably(dir)?;
+    let marker = dir.join(MARKER_FILE);
+    match std::fs::read(&marker) {
+        Ok(text) if text == MARKER_TEXT.as_bytes() => {}
+        Ok(text) if is_damaged_marker(&text) => {
+            if holds_data(dir)? {
+                return Err(Error::Config(format!(
+                    "{} holds data but its {MARKER_FILE} marker is damaged ({} bytes, not the expected \
+                     {MARKER_TEXT:?}), as a power cut while an older release created the directory \
+                     can leave it; not re-created automatically: check the directory, then write the \
+                     expected text to {}",
+                    dir.display(),
+                    text.len(),
+                    marker.display()
+                )));
+            }
+            write_marker(dir)?;
+        }
         Ok(_) => {
             return Err(Error::Config(format!(
                 "{} has an unknown format marker",
@@ -191,14 +286,16 @@ fn prepare_dir(dir: &Path) -> Result<File> {
             )));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-            if entries.next().is_some() {
-                return Err(Error::Config(format!(
-                    "{} is not empty and is not a tierlog directory (no {MARKER_FILE} file)",
-                    dir.display()
-                )));
+            for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+                let entry = entry.map_err(|e| Error::io(dir, e))?;
+                if entry.file_name() != MARKER_TMP_FILE {
+                    return Err(Error::Config(format!(
+                        "{} is not empty and is not a tierlog directory (no {MARKER_FILE} file)",
+                        dir.display()
+                    )));
+                }
             }
-            std::fs::write(&marker, MARKER_TEXT).map_err(|e| Error::io(&marker, e))?;
+            write_marker(dir)?;
         }
         Err(e) => return Err(Error::io(&marker, e)),
     }
@@ -424,4 +521,145 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
         read_ahead,
         requests: tx,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Entry;
+    use crate::traits::LogStore;
+
+    fn config() -> Config {
+        Config {
+            segment_bytes: 64 << 10,
+            ..Config::default()
+        }
+    }
+
+    /// What a power cut during creation could leave of a marker written in place without fsync (as
+    /// releases before this fix wrote it): nothing, zeroes (the length reached the disk, the data
+    /// did not), a prefix, a prefix then zeroes.
+    fn damaged_markers() -> Vec<Vec<u8>> {
+        let text = MARKER_TEXT.as_bytes();
+        vec![
+            Vec::new(),
+            vec![0; text.len()],
+            text[..10].to_vec(),
+            [&text[..7], &[0u8; 9][..]].concat(),
+            text[..text.len() - 1].to_vec(),
+        ]
+    }
+
+    /// A damaged marker in a directory holding nothing but what creation makes before any data
+    /// (`LOCK`, an empty `wal/`): creation was cut short, so open finishes it.
+    #[tokio::test]
+    async fn a_damaged_marker_in_an_otherwise_empty_directory_is_rewritten() {
+        for (i, damaged) in damaged_markers().into_iter().enumerate() {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path();
+            std::fs::write(dir.join(MARKER_FILE), &damaged).unwrap();
+            std::fs::write(dir.join(LOCK_FILE), b"").unwrap();
+            std::fs::create_dir(dir.join(WAL_DIR)).unwrap();
+            let e = TieredEngine::open(dir, config())
+                .await
+                .unwrap_or_else(|err| panic!("marker {i} {damaged:?}: {err}"));
+            assert_eq!(
+                std::fs::read_to_string(dir.join(MARKER_FILE)).unwrap(),
+                MARKER_TEXT
+            );
+            e.log_store()
+                .persist_entries(vec![Entry::new(1, 1, "x")])
+                .await
+                .unwrap();
+            e.close().await.unwrap();
+            let e = TieredEngine::open(dir, config()).await.unwrap();
+            assert_eq!(e.log_store().last_index(), 1);
+        }
+    }
+
+    /// A damaged marker beside data is not silently re-created: the node may hold a vote and entries,
+    /// and a damaged marker means the directory did not come through intact. Open fails with an
+    /// `Error::Config` that says so and how to repair, and changes nothing; once the operator has
+    /// restored the marker the directory opens with its data.
+    #[tokio::test]
+    async fn a_damaged_marker_beside_data_is_refused_and_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path();
+        let e = TieredEngine::open(dir, config()).await.unwrap();
+        e.log_store()
+            .persist_entries(vec![Entry::new(1, 1, "x")])
+            .await
+            .unwrap();
+        e.close().await.unwrap();
+        for (i, damaged) in damaged_markers().into_iter().enumerate() {
+            std::fs::write(dir.join(MARKER_FILE), &damaged).unwrap();
+            match TieredEngine::open(dir, config()).await {
+                Err(Error::Config(msg)) => assert!(
+                    msg.contains("damaged") && msg.contains(MARKER_FILE),
+                    "marker {i}: the message does not explain: {msg}"
+                ),
+                other => panic!("marker {i} {damaged:?}: expected Error::Config, got {other:?}"),
+            }
+            assert_eq!(
+                std::fs::read(dir.join(MARKER_FILE)).unwrap(),
+                damaged,
+                "marker {i} was rewritten"
+            );
+        }
+        std::fs::write(dir.join(MARKER_FILE), MARKER_TEXT).unwrap();
+        let e = TieredEngine::open(dir, config()).await.unwrap();
+        assert_eq!(e.log_store().last_index(), 1);
+    }
+
+    /// Another format's marker (or any text that is not a prefix of ours) is still refused.
+    #[tokio::test]
+    async fn a_foreign_marker_is_refused() {
+        for text in [
+            "tierlog directory, format 2\n",
+            "something else",
+            "tierlog directory, format 1\nmore",
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            std::fs::write(root.path().join(MARKER_FILE), text).unwrap();
+            match TieredEngine::open(root.path(), config()).await {
+                Err(Error::Config(msg)) => assert!(msg.contains("unknown format marker"), "{text:?}: {msg}"),
+                other => panic!("{text:?}: expected Error::Config, got {other:?}"),
+            }
+            assert_eq!(
+                std::fs::read_to_string(root.path().join(MARKER_FILE)).unwrap(),
+                text
+            );
+        }
+    }
+
+    /// Opening an existing directory reads the marker and never writes it again (same file, same
+    /// modification time, no temporary file).
+    #[tokio::test]
+    async fn open_does_not_rewrite_an_existing_marker() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b");
+        TieredEngine::open(&dir, config())
+            .await
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        let before = std::fs::metadata(dir.join(MARKER_FILE)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        for _ in 0..2 {
+            TieredEngine::open(&dir, config())
+                .await
+                .unwrap()
+                .close()
+                .await
+                .unwrap();
+            let after = std::fs::metadata(dir.join(MARKER_FILE)).unwrap();
+            assert_eq!(
+                (after.ino(), after.mtime(), after.mtime_nsec()),
+                (before.ino(), before.mtime(), before.mtime_nsec())
+            );
+            assert!(!dir.join("TIERLOG.tmp").exists());
+        }
+    }
 }

@@ -28,6 +28,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hot;
+mod limits;
 mod log_store;
 mod meta;
 pub mod offline;
@@ -41,6 +42,7 @@ mod wal;
 pub use config::{Config, RecoveryMode};
 pub use engine::{TierLogStore, TierMetaStore, TieredEngine};
 pub use error::{Error, Result};
+pub use limits::{BATCH_ENTRY_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes};
 pub use proto::{Entry, HardState, LogId, VotedFor};
 pub use stats::Stats;
 pub use traits::{LogStore, MetaStore, StorageEngine};

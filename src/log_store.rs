@@ -274,7 +274,11 @@ fn own_payloads(rec: Record) -> Record {
     }
 }
 
+/// Checks what a batch must satisfy whatever the log holds: sizes ([`crate::MAX_ENTRY_BYTES`],
+/// [`crate::MAX_BATCH_BYTES`]), reserved indices, contiguity. Called before anything is copied or
+/// written.
 fn check_batch(entries: &[Entry]) -> Result<()> {
+    crate::limits::check_sizes(entries)?;
     for (i, e) in entries.iter().enumerate() {
         if e.index == 0 || e.index == u64::MAX {
             return Err(Error::InvalidInput(format!(

@@ -30,7 +30,9 @@ pub trait StorageEngine: Send + Sync + 'static {
 pub trait LogStore: Send + Sync + 'static {
     /// Appends or overwrites a strictly ascending, contiguous batch. Entries after the batch stay
     /// (upsert). A batch that would leave a hole, or touches index 0 or the purged prefix, is rejected
-    /// whole with [`Error::InvalidInput`].
+    /// whole with [`Error::InvalidInput`]; so is one over the size limits,
+    /// [`MAX_ENTRY_BYTES`](crate::MAX_ENTRY_BYTES) per entry and
+    /// [`MAX_BATCH_BYTES`](crate::MAX_BATCH_BYTES) per batch (see [`batch_bytes`](crate::batch_bytes)).
     async fn persist_entries(&self, entries: Vec<Entry>) -> Result<(), Error>;
 
     /// The entry at `index`, or `Ok(None)` when there is none.
@@ -46,7 +48,8 @@ pub trait LogStore: Send + Sync + 'static {
     async fn truncate(&self, from_index: u64) -> Result<(), Error>;
 
     /// Removes `[from_index, ∞)` and appends `entries` (which must start at `from_index`) as one
-    /// atomic operation, also across a crash.
+    /// atomic operation, also across a crash. `entries` obey the same rules and size limits as a
+    /// [`persist_entries`](LogStore::persist_entries) batch; a rejected call removes nothing.
     async fn replace_range(&self, from_index: u64, entries: Vec<Entry>) -> Result<(), Error>;
 
     /// Makes everything persisted so far survive power loss.

@@ -9,8 +9,9 @@
 //! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
 //! `wal::sync` (group commit and rotation fdatasync), `wal::segment_create`, `wal::segment_retire`,
 //! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::read` (block read),
-//! `meta::save` (hard state). Purge, truncate, `replace_range` and reset records go through
-//! `wal::append` like appends.
+//! `meta::save` (hard state), `engine::marker::torn`, `engine::marker::sync` and
+//! `engine::marker::rename` (the marker written while `open` creates a directory). Purge, truncate,
+//! `replace_range` and reset records go through `wal::append` like appends.
 //!
 //! Run: `cargo test --features failpoints --test faults`.
 
@@ -447,5 +448,54 @@ async fn cold_block_read_failure_is_an_error_not_a_short_read() {
     drop(log);
     drop(e);
     drop(reopen_check(dir.path(), &m, "cold::read").await);
+    scenario.teardown();
+}
+
+/// Issue 8, item 5: the `TIERLOG` marker was written in place and never fsynced, so a power cut
+/// during creation could leave it empty or partial, and every later open failed with "unknown format
+/// marker". Now it is written to `TIERLOG.tmp`, fsynced and renamed: whatever step fails (a write
+/// torn half way, the fsync, the rename), no `TIERLOG` exists afterwards, and the next open creates
+/// the directory normally and keeps what it is given.
+#[tokio::test]
+async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds() {
+    let scenario = FailScenario::setup();
+    for (point, code) in [
+        ("engine::marker::torn", 28),
+        ("engine::marker::sync", 5),
+        ("engine::marker::rename", 5),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("node");
+        fail::cfg(point, &format!("return({code})")).unwrap();
+        let r = TieredEngine::open(&dir, tiny_config()).await.map(drop);
+        fail::remove(point);
+        expect_os_error(r, code, point);
+        assert!(
+            !dir.join("TIERLOG").exists(),
+            "{point}: a marker was left: {:?}",
+            std::fs::read_to_string(dir.join("TIERLOG"))
+        );
+
+        let e = TieredEngine::open(&dir, tiny_config())
+            .await
+            .unwrap_or_else(|err| panic!("{point}: the next open failed: {err}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("TIERLOG")).unwrap(),
+            "tierlog directory, format 1\n",
+            "{point}"
+        );
+        assert!(
+            !dir.join("TIERLOG.tmp").exists(),
+            "{point}: the temporary file stayed"
+        );
+        let mut m = Model::default();
+        e.log_store()
+            .persist_entries(batch(1, 10, 1, SEED))
+            .await
+            .unwrap();
+        m.persist(1, 10, 1);
+        e.close().await.unwrap();
+        drop(reopen_check(&dir, &m, point).await);
+    }
     scenario.teardown();
 }

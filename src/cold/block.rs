@@ -9,6 +9,10 @@ pub(crate) const BLOCK_HEADER_LEN: usize = 32;
 const MAGIC: &[u8; 4] = b"TLB1";
 /// Largest decompressed block accepted, so a damaged length field cannot force a huge allocation.
 pub(crate) const MAX_RAW_LEN: usize = 1 << 30;
+/// Raw-block bytes an entry takes besides its payload: its offset-table slot (u32) and term (u64).
+pub(crate) const ENTRY_FRAMING: usize = 4 + 8;
+/// Raw-block bytes besides the entries: the offset table's end slot (u32).
+pub(crate) const BLOCK_FRAMING: usize = 4;
 
 /// What the in-memory block index knows of a block without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,22 +70,53 @@ impl DecodedBlock {
     }
 }
 
+/// The raw length of a block holding `entries`: an error when they are none, or more than the
+/// reader's [`MAX_RAW_LEN`] (which also keeps every u32 field of the block in range). Reads lengths
+/// only.
+pub(crate) fn raw_len(entries: &[Entry]) -> std::io::Result<usize> {
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} entries do not fit one cold block ({MAX_RAW_LEN} raw bytes at most)",
+                entries.len()
+            ),
+        )
+    };
+    if entries.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a cold block holds at least one entry",
+        ));
+    }
+    let mut len = BLOCK_FRAMING;
+    for e in entries {
+        len = len
+            .checked_add(ENTRY_FRAMING + e.payload.len())
+            .filter(|&l| l <= MAX_RAW_LEN)
+            .ok_or_else(too_big)?;
+    }
+    Ok(len)
+}
+
 /// Encodes consecutive `entries` into a stored block with the given id.
 pub(crate) fn encode(
     id: u64,
     entries: &[Entry],
     zstd: &mut zstd::bulk::Compressor<'_>,
 ) -> std::io::Result<Vec<u8>> {
+    // Checked first: every offset, the count and the length below then fit their u32 fields.
+    let raw_len = raw_len(entries)?;
     let first = entries.first().map_or(0, |e| e.index);
     let count = entries.len();
     let table = 4 * (count + 1);
-    let mut raw = Vec::with_capacity(table + entries.iter().map(|e| 8 + e.payload.len()).sum::<usize>());
-    let mut off = table as u32;
+    let mut raw = Vec::with_capacity(raw_len);
+    let mut off = table;
     for e in entries {
-        raw.put_u32_le(off);
-        off += 8 + e.payload.len() as u32;
+        raw.put_u32_le(off as u32);
+        off += 8 + e.payload.len();
     }
-    raw.put_u32_le(off);
+    raw.put_u32_le(off as u32);
     for e in entries {
         raw.put_u64_le(e.term);
         raw.put_slice(&e.payload);
@@ -191,5 +226,51 @@ mod tests {
             assert!(decode(&bad).is_err(), "flip at {pos} went unnoticed");
         }
         assert!(decode(&stored[..stored.len() - 1]).is_err());
+    }
+
+    /// Entries whose raw block is exactly `raw` bytes, all payloads slices of `buf` (so a block of
+    /// gigabytes costs no more memory than `buf`).
+    fn entries_with_raw_len(raw: usize, buf: &Bytes) -> Vec<Entry> {
+        let per = ENTRY_FRAMING + buf.len();
+        let mut left = raw - BLOCK_FRAMING;
+        let mut out = Vec::new();
+        while left > 0 {
+            let take = left.min(per);
+            assert!(
+                take >= ENTRY_FRAMING,
+                "sizes chosen so every entry has its framing"
+            );
+            out.push(Entry {
+                index: 1 + out.len() as u64,
+                term: 1,
+                payload: buf.slice(..take - ENTRY_FRAMING),
+            });
+            left -= take;
+        }
+        out
+    }
+
+    /// The encoder used to write whatever it was given: a block over the reader's 1 GiB limit was
+    /// written and then unreadable, and past 4 GiB the u32 offsets and length wrapped (a corrupt
+    /// block in release builds, an overflow panic in debug ones). Now it refuses with an error, and
+    /// does so before building anything.
+    #[test]
+    fn encoder_refuses_a_block_its_reader_would_reject() {
+        let buf = Bytes::from(vec![0u8; 64 << 20]);
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let at = entries_with_raw_len(MAX_RAW_LEN, &buf);
+        assert_eq!(raw_len(&at).unwrap(), MAX_RAW_LEN);
+        let over = entries_with_raw_len(MAX_RAW_LEN + 1, &buf);
+        assert!(raw_len(&over).is_err());
+        match encode(1, &over, &mut z) {
+            Ok(stored) => panic!("a block over MAX_RAW_LEN was encoded ({} bytes)", stored.len()),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+        }
+        let past_u32 = entries_with_raw_len((5 << 30) + 7, &buf);
+        assert!(encode(1, &past_u32, &mut z).is_err());
+        assert!(
+            encode(1, &[], &mut z).is_err(),
+            "an empty block is unreadable too"
+        );
     }
 }

@@ -1,11 +1,16 @@
 //! A bounded cache of decompressed cold blocks, keyed by block id (a block id's kept content never
 //! changes, so a cached block can never be stale for the indices a reader asks of it).
 //!
-//! Lookups come from many reader threads at once, so the map is a `DashMap`; eviction is CLOCK
-//! (second chance) over insertion order, which keeps a follower's sequential scan from thrashing
-//! blocks that other readers reuse.
+//! Lookups come from many reader threads at once, so the map is a `DashMap` and a lookup takes no
+//! other lock; eviction is CLOCK (second chance) over insertion order, which keeps a follower's
+//! sequential scan from thrashing blocks that other readers reuse.
+//!
+//! Every change to the map, the CLOCK queue and the byte count happens under the one `clock` lock,
+//! so they always agree: each cached block is queued exactly once, the queue holds nothing else, and
+//! `bytes` is the sum of the cached blocks' costs (an `insert` racing `clear` or `invalidate` cannot
+//! leave a block unqueued or make the count wrap).
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -17,29 +22,59 @@ use super::block::DecodedBlock;
 struct Slot {
     block: Arc<DecodedBlock>,
     referenced: AtomicBool,
+    /// The slot's key in `Clock::queue`.
+    pos: u64,
+}
+
+/// The CLOCK queue and the byte count; the lock around it also serialises every change to the map.
+#[derive(Default)]
+struct Clock {
+    /// Queue position → block id, oldest first: exactly the ids in the map, each once.
+    queue: BTreeMap<u64, u64>,
+    next_pos: u64,
+    /// Sum of the cached blocks' costs.
+    bytes: u64,
+}
+
+impl Clock {
+    fn enqueue(&mut self, id: u64) -> u64 {
+        let pos = self.next_pos;
+        self.next_pos += 1;
+        self.queue.insert(pos, id);
+        pos
+    }
 }
 
 pub(crate) struct BlockCache {
+    /// Read without the `clock` lock; changed only while holding it.
     map: DashMap<u64, Slot>,
-    clock: Mutex<VecDeque<u64>>,
-    bytes: AtomicU64,
+    clock: Mutex<Clock>,
     capacity: u64,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
+    /// Runs inside `clear` between emptying the map and emptying the queue (tests drive a racing
+    /// `insert` from it).
+    #[cfg(test)]
+    clear_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Accounted cost of one cached block beyond its decompressed bytes.
 const SLOT_OVERHEAD: u64 = 128;
 
+fn cost(block: &DecodedBlock) -> u64 {
+    block.raw_len() + SLOT_OVERHEAD
+}
+
 impl BlockCache {
     pub(crate) fn new(capacity: u64) -> Self {
         BlockCache {
             map: DashMap::new(),
-            clock: Mutex::new(VecDeque::new()),
-            bytes: AtomicU64::new(0),
+            clock: Mutex::new(Clock::default()),
             capacity,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            #[cfg(test)]
+            clear_hook: Mutex::new(None),
         }
     }
 
@@ -63,63 +98,215 @@ impl BlockCache {
     }
 
     pub(crate) fn insert(&self, block: Arc<DecodedBlock>) {
-        let cost = block.raw_len() + SLOT_OVERHEAD;
+        let cost = cost(&block);
         if cost > self.capacity {
             return;
         }
         let id = block.id;
-        let slot = Slot {
-            block,
-            referenced: AtomicBool::new(false),
+        let mut clock = self.clock.lock();
+        // A block already cached keeps its place in the queue.
+        let pos = match self.map.get(&id) {
+            Some(old) => {
+                clock.bytes = clock.bytes.saturating_sub(self::cost(&old.block));
+                old.pos
+            }
+            None => clock.enqueue(id),
         };
-        if let Some(old) = self.map.insert(id, slot) {
-            self.bytes
-                .fetch_sub(old.block.raw_len() + SLOT_OVERHEAD, Ordering::Relaxed);
-        } else {
-            self.clock.lock().push_back(id);
-        }
-        self.bytes.fetch_add(cost, Ordering::Relaxed);
-        self.evict();
+        self.map.insert(
+            id,
+            Slot {
+                block,
+                referenced: AtomicBool::new(false),
+                pos,
+            },
+        );
+        clock.bytes += cost;
+        self.evict(&mut clock);
     }
 
-    fn evict(&self) {
-        let mut clock = self.clock.lock();
-        let mut spins = 2 * clock.len();
-        while self.bytes.load(Ordering::Relaxed) > self.capacity && spins > 0 {
+    fn evict(&self, clock: &mut Clock) {
+        let mut spins = 2 * clock.queue.len();
+        while clock.bytes > self.capacity && spins > 0 {
             spins -= 1;
-            let Some(id) = clock.pop_front() else { break };
+            let Some((_, id)) = clock.queue.pop_first() else {
+                break;
+            };
             let second_chance = self
                 .map
                 .get(&id)
                 .map(|s| s.referenced.swap(false, Ordering::Relaxed));
             match second_chance {
-                Some(true) => clock.push_back(id),
-                Some(false) => self.remove_locked(id),
+                Some(true) => {
+                    let pos = clock.enqueue(id);
+                    if let Some(mut slot) = self.map.get_mut(&id) {
+                        slot.pos = pos;
+                    }
+                }
+                Some(false) => {
+                    if let Some((_, slot)) = self.map.remove(&id) {
+                        clock.bytes = clock.bytes.saturating_sub(cost(&slot.block));
+                    }
+                }
+                // Unreachable while the map and the queue agree; nothing to undo either way.
                 None => {}
             }
         }
     }
 
-    fn remove_locked(&self, id: u64) {
+    /// Drops a block whose stored form changed or went away.
+    pub(crate) fn invalidate(&self, id: u64) {
+        let mut clock = self.clock.lock();
         if let Some((_, slot)) = self.map.remove(&id) {
-            self.bytes
-                .fetch_sub(slot.block.raw_len() + SLOT_OVERHEAD, Ordering::Relaxed);
+            clock.queue.remove(&slot.pos);
+            clock.bytes = clock.bytes.saturating_sub(cost(&slot.block));
         }
     }
 
-    /// Drops a block whose stored form changed or went away.
-    pub(crate) fn invalidate(&self, id: u64) {
-        self.remove_locked(id);
-        // Its id stays in the clock queue until it comes round; eviction skips missing ids.
-    }
-
     pub(crate) fn clear(&self) {
+        let mut clock = self.clock.lock();
         self.map.clear();
-        self.clock.lock().clear();
-        self.bytes.store(0, Ordering::Relaxed);
+        #[cfg(test)]
+        if let Some(hook) = self.clear_hook.lock().take() {
+            hook();
+        }
+        clock.queue.clear();
+        clock.bytes = 0;
     }
 
     pub(crate) fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.clock.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cold::block;
+    use crate::proto::Entry;
+
+    fn block(id: u64, payload: usize) -> Arc<DecodedBlock> {
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let stored = block::encode(id, &[Entry::new(1, 1, vec![7u8; payload])], &mut z).unwrap();
+        Arc::new(block::decode(&stored).unwrap())
+    }
+
+    impl BlockCache {
+        fn queue_len(&self) -> usize {
+            self.clock.lock().queue.len()
+        }
+
+        /// The cache's invariants: every cached block is in the CLOCK queue exactly once, the queue
+        /// holds nothing else, and `bytes` is the sum of the cached blocks' costs.
+        fn check(&self) -> Result<(), String> {
+            let clock = self.clock.lock();
+            let queued: Vec<u64> = clock.queue.values().copied().collect();
+            let mapped: Vec<(u64, u64)> = self.map.iter().map(|s| (*s.key(), cost(&s.block))).collect();
+            if let Some(s) = self.map.iter().find(|s| clock.queue.get(&s.pos) != Some(s.key())) {
+                return Err(format!("cached block {} is not at its queue position", s.key()));
+            }
+            let queued_set: HashSet<u64> = queued.iter().copied().collect();
+            if queued.len() != mapped.len() || queued_set.len() != queued.len() {
+                return Err(format!(
+                    "queue holds {} ids ({} distinct) for {} cached blocks",
+                    queued.len(),
+                    queued_set.len(),
+                    mapped.len()
+                ));
+            }
+            if let Some((id, _)) = mapped.iter().find(|(id, _)| !queued_set.contains(id)) {
+                return Err(format!("cached block {id} is not in the CLOCK queue"));
+            }
+            let sum: u64 = mapped.iter().map(|(_, c)| c).sum();
+            if clock.bytes != sum {
+                return Err(format!(
+                    "bytes = {} but the cached blocks cost {sum}",
+                    clock.bytes
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// Invalidated ids left the map but stayed in the CLOCK queue, which then grew without bound
+    /// while the cache stayed under capacity (eviction, the only thing that drained it, never ran).
+    #[test]
+    fn invalidate_removes_the_id_from_the_clock_queue() {
+        let cache = BlockCache::new(1 << 20);
+        for id in 0..1000 {
+            cache.insert(block(id, 100));
+            cache.invalidate(id);
+        }
+        assert_eq!(cache.bytes(), 0);
+        assert_eq!(cache.queue_len(), 0, "invalidated ids stay queued");
+        cache.check().unwrap();
+    }
+
+    /// An `insert` that lands in the middle of `clear` (a reset while a reader fetches cold blocks):
+    /// with the map, the queue and the byte count updated separately, the block stayed mapped but
+    /// left the queue with `bytes` = 0, and invalidating it wrapped `bytes` to about 2^64, which
+    /// disabled the cache for good (every insert then evicted everything).
+    #[test]
+    fn insert_racing_clear_keeps_accounting_and_queue_consistent() {
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        cache.insert(block(1, 100));
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let inserter = {
+            let cache = cache.clone();
+            std::thread::spawn(move || {
+                go_rx.recv().unwrap();
+                cache.insert(block(2, 100));
+                let _ = done_tx.send(());
+            })
+        };
+        *cache.clear_hook.lock() = Some(Box::new(move || {
+            go_tx.send(()).unwrap();
+            // Without a common lock the insert completes inside `clear`; with one it waits until
+            // `clear` returns (the timeout only bounds how long this hook waits to find out).
+            let _ = done_rx.recv_timeout(Duration::from_millis(300));
+        }));
+        cache.clear();
+        inserter.join().unwrap();
+        cache.check().unwrap();
+        cache.invalidate(2);
+        assert!(
+            cache.bytes() <= cache.capacity,
+            "bytes wrapped: {}",
+            cache.bytes()
+        );
+        cache.check().unwrap();
+        // The cache still caches.
+        cache.insert(block(3, 100));
+        assert!(cache.contains(3));
+        cache.check().unwrap();
+    }
+
+    /// A deterministic random mix of inserts (new and repeated ids), hits, invalidations and clears
+    /// under a small capacity keeps every invariant after every step.
+    #[test]
+    fn random_operations_keep_the_invariants() {
+        let blocks: Vec<Arc<DecodedBlock>> = (0..64).map(|id| block(id, 200 + 40 * id as usize)).collect();
+        let cache = BlockCache::new(8 << 10);
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for step in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = (x >> 8) % 64;
+            match x % 100 {
+                0..=49 => cache.insert(blocks[id as usize].clone()),
+                50..=79 => {
+                    let _ = cache.get(id);
+                }
+                80..=98 => cache.invalidate(id),
+                _ => cache.clear(),
+            }
+            cache.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
+            assert!(cache.bytes() <= cache.capacity, "step {step}: over capacity");
+        }
     }
 }

@@ -9,7 +9,10 @@ mod spare;
 mod sync;
 mod writer;
 
+#[cfg(test)]
+pub(crate) use record::HEADER_LEN;
 pub(crate) use record::Record;
+pub(crate) use record::{BATCH_FRAMING, ENTRY_FRAMING, MAX_BODY_LEN};
 pub(crate) use record::{Frame, checksum, parse_frame};
 pub(crate) use recover::{Recovered, list_segments, recover};
 pub(crate) use segment::Tail;

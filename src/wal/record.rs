@@ -10,6 +10,11 @@ pub(crate) const HEADER_LEN: usize = 16;
 const SYNCED_LEN: usize = 8;
 /// Largest body accepted, so a damaged length field cannot make recovery allocate without bound.
 pub(crate) const MAX_BODY_LEN: usize = 1 << 30;
+/// Body bytes an entry of an append or replace record takes besides its payload: u64 term, u32 length.
+pub(crate) const ENTRY_FRAMING: usize = 8 + 4;
+/// Body bytes of an append or replace record besides its entries, for the larger of the two
+/// (replace): the synced watermark, the kind, `from`, the first index (u64) and the count (u32).
+pub(crate) const BATCH_FRAMING: usize = SYNCED_LEN + 1 + 8 + 8 + 4;
 
 const KIND_APPEND: u8 = 1;
 const KIND_REPLACE: u8 = 2;
@@ -89,7 +94,8 @@ impl Record {
 
     /// Size of the framed record.
     pub(crate) fn encoded_len(&self) -> usize {
-        let entries_len = |es: &[Entry]| 12 + es.iter().map(|e| 12 + e.payload.len()).sum::<usize>();
+        let entries_len =
+            |es: &[Entry]| 12 + es.iter().map(|e| ENTRY_FRAMING + e.payload.len()).sum::<usize>();
         HEADER_LEN
             + SYNCED_LEN
             + 1
@@ -279,6 +285,24 @@ mod tests {
                 other => panic!("{r:?} parsed as {other:?}"),
             }
         }
+    }
+
+    /// The framing constants the write limits are derived from (`crate::limits`) match the encoder.
+    #[test]
+    fn batch_framing_constants_match_the_encoder() {
+        let es = vec![Entry::new(5, 2, "abc"), Entry::new(6, 2, vec![1u8; 1000])];
+        let payloads: usize = es.iter().map(|e| e.payload.len()).sum();
+        let replace = Record::Replace {
+            from: 5,
+            entries: es.clone(),
+        };
+        let mut buf = Vec::new();
+        replace.encode(7, 1, 0, &mut buf);
+        assert_eq!(
+            buf.len(),
+            HEADER_LEN + BATCH_FRAMING + es.len() * ENTRY_FRAMING + payloads
+        );
+        assert!(Record::Append(es).encoded_len() < replace.encoded_len());
     }
 
     #[test]
