@@ -214,7 +214,7 @@ impl Inner {
     /// takes. Nothing is written when validation fails.
     fn log_and_apply(&self, rec: Record) -> Result<()> {
         self.check_open()?;
-        let rec = own_payloads(rec);
+        let rec = rec.into_owned();
         let mut w = self.writer.lock();
         // Again under the lock: `close` marks the engine closed while holding it, so a write that
         // raced with `close` cannot reach a log that a reopened engine now owns.
@@ -252,31 +252,6 @@ impl Inner {
     }
 }
 
-/// Gives every payload its own exact-size buffer. A caller's `Bytes` may be a slice of a larger
-/// buffer (a network read, a `String` with spare capacity): kept as is in the ring, it would pin
-/// memory the budget cannot see. One memcpy per entry keeps the accounting true.
-fn own_payloads(rec: Record) -> Record {
-    let own = |es: Vec<Entry>| {
-        es.into_iter()
-            .map(|e| Entry {
-                payload: bytes::Bytes::copy_from_slice(&e.payload),
-                ..e
-            })
-            .collect()
-    };
-    match rec {
-        Record::Append(es) => Record::Append(own(es)),
-        Record::Replace { from, entries } => Record::Replace {
-            from,
-            entries: own(entries),
-        },
-        other => other,
-    }
-}
-
-/// Checks what a batch must satisfy whatever the log holds: sizes ([`crate::MAX_ENTRY_BYTES`],
-/// [`crate::MAX_BATCH_BYTES`]), reserved indices, contiguity. Called before anything is copied or
-/// written.
 fn check_batch(entries: &[Entry]) -> Result<()> {
     crate::limits::check_sizes(entries)?;
     for (i, e) in entries.iter().enumerate() {

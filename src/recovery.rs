@@ -20,20 +20,20 @@ pub(crate) fn replay(
     state: &mut LogState,
     mut read_cold: impl FnMut(&LogState, u64, u64) -> Result<Vec<Entry>>,
 ) -> Result<wal::Recovered> {
-    let mut recovered = wal::recover(wal_dir, config.recovery_mode, cp.applied_seq)?;
-    let records = std::mem::take(&mut recovered.records);
-    let total = records.len();
     // Records the checkpoint covers matter only above its high-water mark. They are applied as
     // plain index-map operations, because their predecessors may sit in retired segments: retirement
     // guarantees that whatever those wrote above the mark was removed by a later (still present)
     // record, so the map ends up holding exactly the log above the mark as of `applied_seq`.
     let mut above: BTreeMap<u64, Entry> = BTreeMap::new();
     let mut covered = true;
-    let mut replayed = 0u64;
-    for (seq, rec) in records {
+    let (mut total, mut replayed) = (0u64, 0u64);
+    let recovered = wal::recover(wal_dir, config.recovery_mode, cp.applied_seq, &mut |seq, rec| {
+        total += 1;
+        // Payloads read back share their record's frame; the ring must not pin whole frames.
+        let rec = rec.into_owned();
         if seq <= cp.applied_seq {
             apply_to_map(&mut above, rec, cp.cold_hi);
-            continue;
+            return Ok(());
         }
         if covered {
             covered = false;
@@ -48,7 +48,8 @@ pub(crate) fn replay(
         };
         state.apply(seq, rec, rehydrated);
         replayed += 1;
-    }
+        Ok(())
+    })?;
     if covered {
         state.install_above(above, cp.applied_seq)?;
     }

@@ -23,6 +23,15 @@ const KIND_PURGE: u8 = 4;
 const KIND_RESET: u8 = 5;
 const KIND_SEAL: u8 = 6;
 
+/// The indices a record writes and removes: all that segment retirement needs of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    /// Highest entry index the record writes (0 when it writes none).
+    pub max_index: u64,
+    /// The record removes every index from here on (truncate, replace, reset).
+    pub removes_from: Option<u64>,
+}
+
 /// One logged operation. Replaying the records in sequence order onto an empty log rebuilds it.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Record {
@@ -106,6 +115,41 @@ impl Record {
                 Record::Purge { .. } => 16,
                 Record::Reset | Record::Seal => 0,
             }
+    }
+
+    /// What segment retirement needs to know of this record.
+    pub(crate) fn footprint(&self) -> Footprint {
+        let removes_from = match self {
+            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
+            Record::Reset => Some(1),
+            _ => None,
+        };
+        Footprint {
+            max_index: self.max_index(),
+            removes_from,
+        }
+    }
+
+    /// Gives every payload its own exact-size buffer. A payload may be a slice of a larger buffer (a
+    /// caller's network read, a whole write-ahead frame read back by recovery): kept as is in the
+    /// ring, it would pin memory the budget cannot see. One memcpy per entry keeps the accounting true.
+    pub(crate) fn into_owned(self) -> Record {
+        let own = |es: Vec<Entry>| {
+            es.into_iter()
+                .map(|e| Entry {
+                    payload: Bytes::copy_from_slice(&e.payload),
+                    ..e
+                })
+                .collect()
+        };
+        match self {
+            Record::Append(es) => Record::Append(own(es)),
+            Record::Replace { from, entries } => Record::Replace {
+                from,
+                entries: own(entries),
+            },
+            other => other,
+        }
     }
 
     /// Highest entry index the record writes (0 when it writes none).

@@ -16,15 +16,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::record::Record;
-use super::segment::{SegmentScan, Tail, VERSION_1, scan_segment, segment_id_of};
+use super::segment::{RecordSink, SegmentScan, Tail, VERSION_1, read_header, scan_segment, segment_id_of};
 use crate::config::RecoveryMode;
 use crate::error::{Error, Result};
 
-/// What recovery found in the write-ahead directory.
+/// What recovery found in the write-ahead directory (the records themselves went to the sink).
 pub(crate) struct Recovered {
-    /// Every valid record in sequence order.
-    pub records: Vec<(u64, Record)>,
     /// Live segments, oldest first.
     pub(super) segments: Vec<SegmentScan>,
     /// Spare files ready for reuse.
@@ -72,9 +69,16 @@ pub(crate) fn list_segments(dir: &Path) -> Result<SegmentListing> {
 }
 
 /// Scans every segment and decides, per `mode`, where the valid log ends; `applied_seq` is the
-/// cold checkpoint's (the log must continue from it). Read-only: nothing is repaired here
-/// (`WalWriter::open` does that).
-pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Result<Recovered> {
+/// cold checkpoint's (the log must continue from it). Every record of the log goes to `sink` in
+/// sequence order as it is read, so recovery holds one record at a time; a segment is linked to the
+/// chain (from its header) before any of its records goes out. On `Err` the caller discards what
+/// the sink built. Read-only: nothing is repaired here (`WalWriter::open` does that).
+pub(crate) fn recover(
+    dir: &Path,
+    mode: RecoveryMode,
+    applied_seq: u64,
+    sink: RecordSink,
+) -> Result<Recovered> {
     let (segs, spares) = list_segments(dir)?;
     let max_id = segs.last().map_or(0, |s| s.0);
     let mut scans: Vec<SegmentScan> = Vec::new();
@@ -88,13 +92,13 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Resul
             dropped.push(path.clone());
             continue;
         }
-        let scan = match scan_segment(path) {
-            Ok(s) if s.id == *id => s,
-            Ok(s) => {
+        let header = match read_header(path) {
+            Ok(h) if h.id == *id => h,
+            Ok(h) => {
                 damage = Some(Error::corruption(
                     path,
                     0,
-                    format!("header names segment {} instead", s.id),
+                    format!("header names segment {} instead", h.id),
                 ));
                 dropped.push(path.clone());
                 continue;
@@ -106,31 +110,34 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Resul
             }
             Err(e) => return Err(e),
         };
-        if let Some(prev) = scans.last() {
-            if let Err(e) = check_link(prev, &scan, applied_seq) {
-                let empty = scan.records.is_empty() && scan.tail == Tail::Clean;
-                if i + 1 == n && prev.seal_seq.is_none() && empty && scan.first_seq > prev.next_seq() {
-                    // A rotation cut short: nothing was ever written to the new segment, and the
-                    // writer replaces its file (same id).
-                    continue;
-                }
-                damage = Some(e);
-                dropped.push(path.clone());
-                continue;
-            }
-        } else if scan.first_seq > applied_seq + 1 {
-            damage = Some(Error::corruption(
-                &scan.path,
+        let link = match scans.last() {
+            Some(prev) => check_link(prev, *id, path, header.first_seq, applied_seq),
+            None if header.first_seq > applied_seq + 1 => Err(Error::corruption(
+                path,
                 0,
                 format!(
                     "the oldest segment starts at sequence {} but the cold checkpoint covers only up \
                      to {applied_seq}: the segments holding the records between are missing",
-                    scan.first_seq
+                    header.first_seq
                 ),
-            ));
-            dropped.push(path.clone());
+            )),
+            None => Ok(()),
+        };
+        if let Err(e) = link {
+            // Not part of the chain: read it only to tell a rotation cut short (the newest segment,
+            // never written to, after an unsealed one) from damage.
+            let scan = scan_segment(path, &mut |_, _| Ok(()))?;
+            let prev_open = scans.last().is_some_and(|p| p.seal_seq.is_none());
+            let prev_next = scans.last().map_or(0, SegmentScan::next_seq);
+            let empty = scan.records.is_empty() && scan.tail == Tail::Clean;
+            if !(i + 1 == n && prev_open && empty && scan.first_seq > prev_next) {
+                damage = Some(e);
+                dropped.push(path.clone());
+            }
+            // Otherwise the writer replaces the unstarted segment (same id).
             continue;
         }
+        let scan = scan_segment(path, sink)?;
         scans.push(scan);
     }
     // The tail of the newest kept segment.
@@ -183,12 +190,7 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Resul
         }
         tracing::warn!(error = %err, dropped = dropped.len(), "tolerate_any_corruption: keeping the log before the damage");
     }
-    let records = scans
-        .iter()
-        .flat_map(|s| s.records.iter().map(|(seq, _, r)| (*seq, r.clone())))
-        .collect();
     Ok(Recovered {
-        records,
         segments: scans,
         spares,
         dropped,
@@ -196,16 +198,16 @@ pub(crate) fn recover(dir: &Path, mode: RecoveryMode, applied_seq: u64) -> Resul
     })
 }
 
-/// Checks that `cur` continues `prev`: `prev` sealed and `cur` numbered right after the seal, or
-/// after a gap the checkpoint covers (`applied_seq`).
-fn check_link(prev: &SegmentScan, cur: &SegmentScan, applied_seq: u64) -> Result<()> {
-    if cur.id != prev.id + 1 {
+/// Checks that segment `id` (at `path`, first record `first`) continues `prev`: `prev` sealed and
+/// `id` numbered right after the seal, or after a gap the checkpoint covers (`applied_seq`).
+fn check_link(prev: &SegmentScan, id: u64, path: &Path, first: u64, applied_seq: u64) -> Result<()> {
+    if id != prev.id + 1 {
         return Err(Error::corruption(
-            &cur.path,
+            path,
             0,
             format!(
-                "segment {} follows segment {}: the ones between are missing",
-                cur.id, prev.id
+                "segment {id} follows segment {}: the ones between are missing",
+                prev.id
             ),
         ));
     }
@@ -219,12 +221,11 @@ fn check_link(prev: &SegmentScan, cur: &SegmentScan, applied_seq: u64) -> Result
             "segment ends without a seal but is not the newest",
         ));
     };
-    let first = cur.first_seq;
     if first == seal + 1 || (first > seal + 1 && first <= applied_seq + 1) {
         return Ok(());
     }
     Err(Error::corruption(
-        &cur.path,
+        path,
         0,
         format!("segment starts at sequence {first} but the previous one was sealed at {seal}"),
     ))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::record::{Frame, HEADER_LEN, MAX_BODY_LEN, Record, parse_frame};
+use super::record::{Footprint, Frame, HEADER_LEN, MAX_BODY_LEN, Record, parse_frame};
 use crate::error::{Error, Result};
 
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
@@ -145,8 +145,9 @@ pub(crate) struct SegmentScan {
     pub version: u32,
     /// Sequence number its header says the first record has.
     pub first_seq: u64,
-    /// Records with their sequence numbers and offsets (the seal is not included).
-    pub records: Vec<(u64, u64, Record)>,
+    /// Sequence number, offset and footprint of each record (the seal is not included); the records
+    /// themselves went to the scan's sink.
+    pub records: Vec<(u64, u64, Footprint)>,
     /// Offset right after the last valid record (after the seal when sealed).
     pub end: u64,
     /// Sequence number of the seal, when sealed.
@@ -216,8 +217,13 @@ impl ChunkReader {
     }
 }
 
-/// Reads and validates every record of the segment at `path`.
-pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
+/// Reads a segment file's header; a file too short for one, or whose header does not decode, is
+/// damage.
+pub(crate) fn read_header(path: &Path) -> Result<Header> {
+    open_segment(path).map(|(h, _)| h)
+}
+
+fn open_segment(path: &Path) -> Result<(Header, ChunkReader)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut reader = ChunkReader {
@@ -227,8 +233,22 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
         len: file_len,
         path: path.to_path_buf(),
     };
-    let header = parse_header(reader.window(0, SEGMENT_HEADER_LEN as usize)?)
-        .map_err(|reason| Error::corruption(path, 0, reason))?;
+    let head = reader.window(0, SEGMENT_HEADER_LEN as usize)?;
+    if head.len() < SEGMENT_HEADER_LEN as usize {
+        return Err(Error::corruption(path, 0, "file shorter than a segment header"));
+    }
+    let header = parse_header(head).map_err(|reason| Error::corruption(path, 0, reason))?;
+    Ok((header, reader))
+}
+
+/// Where a scan's valid records go, in sequence order, as they are read.
+pub(crate) type RecordSink<'a> = &'a mut dyn FnMut(u64, Record) -> Result<()>;
+
+/// Reads and validates every record of the segment at `path`, handing each valid one to `sink`
+/// (so that no more than one record is held at a time).
+pub(crate) fn scan_segment(path: &Path, sink: RecordSink) -> Result<SegmentScan> {
+    let (header, mut reader) = open_segment(path)?;
+    let file_len = reader.len;
     let id = header.id;
     let mut off = SEGMENT_HEADER_LEN;
     let mut records = Vec::new();
@@ -270,7 +290,8 @@ pub(crate) fn scan_segment(path: &Path) -> Result<SegmentScan> {
                     seal_seq = Some(seq);
                     break Tail::Sealed;
                 }
-                records.push((seq, off - len as u64, record));
+                records.push((seq, off - len as u64, record.footprint()));
+                sink(seq, record)?;
             }
             Frame::Bad(reason) => {
                 if reader.seq_at(off)?.is_some_and(|c| c < expected) {

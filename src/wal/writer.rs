@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::Recovered;
-use super::record::{HEADER_LEN, Record};
+use super::record::{Footprint, HEADER_LEN, Record};
 use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path};
 use super::spare::SparePool;
 use super::sync::{SyncPoint, sync_dir};
@@ -44,13 +44,8 @@ impl SegmentInfo {
     }
 
     /// Accounts a record written into this segment or a later one.
-    fn note(&mut self, seq: u64, rec: &Record, own: bool) {
-        let removed_from = match rec {
-            Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
-            Record::Reset => Some(1),
-            _ => None,
-        };
-        if let Some(from) = removed_from {
+    fn note(&mut self, seq: u64, rec: Footprint, own: bool) {
+        if let Some(from) = rec.removes_from {
             let bound = from.saturating_sub(1);
             if bound < self.max_index {
                 self.lowered.push((seq, self.max_index));
@@ -59,7 +54,7 @@ impl SegmentInfo {
         }
         if own {
             self.last_seq = seq;
-            self.max_index = self.max_index.max(rec.max_index());
+            self.max_index = self.max_index.max(rec.max_index);
         }
     }
 
@@ -121,7 +116,7 @@ impl WalWriter {
             for (seq, _, r) in &sc.records {
                 let n = segments.len();
                 for (i, info) in segments.iter_mut().enumerate() {
-                    info.note(*seq, r, i + 1 == n);
+                    info.note(*seq, *r, i + 1 == n);
                 }
             }
             if let Some(info) = segments.back_mut() {
@@ -237,8 +232,9 @@ impl WalWriter {
         // Entries a truncation removes stop keeping older segments alive (once the checkpoint covers
         // the truncation); the record's own entries (a replace_range's) are counted after that.
         let n = self.segments.len();
+        let footprint = rec.footprint();
         for (i, info) in self.segments.iter_mut().enumerate() {
-            info.note(seq, rec, i + 1 == n);
+            info.note(seq, footprint, i + 1 == n);
         }
         if let Some(info) = self.segments.back_mut() {
             info.bytes = info.bytes.max(self.active.offset);
@@ -387,12 +383,26 @@ mod tests {
     use super::*;
     use crate::config::RecoveryMode;
     use crate::proto::Entry;
-    use crate::wal::recover;
-    use crate::wal::segment::scan_segment;
+    use crate::wal::Recovered;
+    use crate::wal::segment::{SegmentScan, scan_segment};
+
+    /// Recovery with a fresh store's checkpoint; also returns the sequence numbers of the records.
+    fn recover(dir: &Path, mode: RecoveryMode) -> crate::Result<(Recovered, Vec<u64>)> {
+        let mut seqs = Vec::new();
+        let rec = crate::wal::recover(dir, mode, 0, &mut |seq, _| {
+            seqs.push(seq);
+            Ok(())
+        })?;
+        Ok((rec, seqs))
+    }
+
+    fn scan(path: &Path) -> SegmentScan {
+        scan_segment(path, &mut |_, _| Ok(())).unwrap()
+    }
 
     /// Appends `n` records, fdatasyncing after each when `flush`.
     fn write_log_with(dir: &Path, n: u64, flush: bool) -> PathBuf {
-        let rec = recover(dir, RecoveryMode::TolerateTornTail, 0).unwrap();
+        let (rec, _) = recover(dir, RecoveryMode::TolerateTornTail).unwrap();
         let mut w = WalWriter::open(dir, &rec, 1 << 20, 2, 1).unwrap();
         for i in 1..=n {
             w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
@@ -412,21 +422,21 @@ mod tests {
     fn damage_to_records_never_synced_reads_as_a_power_cut_not_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_log_with(dir.path(), 10, false);
-        let scan = scan_segment(&path).unwrap();
+        let scan = scan(&path);
         let mut bytes = std::fs::read(&path).unwrap();
         // Record 5 lost, 6..10 written back: out-of-order writeback of unsynced pages.
         bytes[scan.records[4].1 as usize + 20] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let rec = recover(dir.path(), RecoveryMode::TolerateTornTail, 0).unwrap();
-        assert_eq!(rec.records.len(), 4);
-        assert!(recover(dir.path(), RecoveryMode::AbsoluteConsistency, 0).is_err());
+        let (_, seqs) = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(seqs.len(), 4);
+        assert!(recover(dir.path(), RecoveryMode::AbsoluteConsistency).is_err());
     }
 
     #[test]
     fn torn_tail_is_cut_but_damage_before_valid_records_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_log(dir.path(), 10);
-        let scan = scan_segment(&path).unwrap();
+        let scan = scan(&path);
         assert_eq!(scan.records.len(), 10);
         let last_off = scan.records[9].1 as usize;
         let mid_off = scan.records[4].1 as usize;
@@ -436,9 +446,9 @@ mod tests {
         let mut torn = pristine.clone();
         torn[last_off + 20] ^= 0xff;
         std::fs::write(&path, &torn).unwrap();
-        let rec = recover(dir.path(), RecoveryMode::TolerateTornTail, 0).unwrap();
-        assert_eq!(rec.records.len(), 9);
-        let err = recover(dir.path(), RecoveryMode::AbsoluteConsistency, 0)
+        let (_, seqs) = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(seqs.len(), 9);
+        let err = recover(dir.path(), RecoveryMode::AbsoluteConsistency)
             .err()
             .unwrap();
         assert!(err.is_corruption());
@@ -447,12 +457,12 @@ mod tests {
         let mut mid = pristine.clone();
         mid[mid_off + 20] ^= 0xff;
         std::fs::write(&path, &mid).unwrap();
-        match recover(dir.path(), RecoveryMode::TolerateTornTail, 0) {
+        match recover(dir.path(), RecoveryMode::TolerateTornTail) {
             Err(crate::Error::Corruption { offset, .. }) => assert_eq!(offset, mid_off as u64),
-            other => panic!("expected corruption, got {:?}", other.map(|r| r.records.len())),
+            other => panic!("expected corruption, got {:?}", other.map(|r| r.1.len())),
         }
-        let salvaged = recover(dir.path(), RecoveryMode::TolerateAnyCorruption, 0).unwrap();
-        assert_eq!(salvaged.records.len(), 4);
+        let (_, salvaged) = recover(dir.path(), RecoveryMode::TolerateAnyCorruption).unwrap();
+        assert_eq!(salvaged.len(), 4);
     }
 
     /// Reopening never appends to a segment an earlier run wrote: the newest one is sealed (the
@@ -462,8 +472,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), 3);
         write_log(dir.path(), 2);
-        let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency, 0).unwrap();
-        let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
+        let (rec, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         assert_eq!(seqs, vec![1, 2, 3, 5, 6]);
         let segs = rec.segments();
         assert_eq!(segs.len(), 2);
@@ -475,13 +484,12 @@ mod tests {
     fn writing_after_a_cut_torn_tail_is_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_log(dir.path(), 5);
-        let scan = scan_segment(&path).unwrap();
+        let scan = scan(&path);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[scan.records[4].1 as usize + 30] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         write_log(dir.path(), 1);
-        let rec = recover(dir.path(), RecoveryMode::AbsoluteConsistency, 0).unwrap();
-        let seqs: Vec<u64> = rec.records.iter().map(|r| r.0).collect();
+        let (_, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         // The seal took number 5 where the torn record was.
         assert_eq!(seqs, vec![1, 2, 3, 4, 6]);
     }
