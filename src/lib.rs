@@ -40,7 +40,7 @@ mod wal;
 
 pub use config::{Config, RecoveryMode};
 pub use engine::{TierLogStore, TierMetaStore, TieredEngine};
-pub use error::{Error, Result};
+pub use error::{Error, OffsetKind, Result};
 pub use proto::{Entry, HardState, LogId, VotedFor};
 pub use stats::Stats;
 pub use traits::{LogStore, MetaStore, StorageEngine};
