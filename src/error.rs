@@ -18,13 +18,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Stored bytes failed a checksum or structural check.
-    #[error("corruption in {} at offset {offset}: {reason}", path.display())]
+    /// Stored bytes failed a checksum or structural check. The message says what `offset` counts:
+    /// "corruption in FILE at byte offset N: ...", "... at log index N: ..." or, for damage that has
+    /// no one place, "corruption in FILE: ...".
+    #[error("corruption in {}{}: {reason}", path.display(), position(*offset_kind, *offset))]
     Corruption {
         /// File holding the bad bytes.
         path: PathBuf,
-        /// Byte offset of the bad record (for cold blocks: the block's first log index).
+        /// Where in the file: a byte offset or a log index, as `offset_kind` says (0 for
+        /// [`OffsetKind::WholeFile`]).
         offset: u64,
+        /// What `offset` counts.
+        offset_kind: OffsetKind,
         /// What check failed.
         reason: String,
     },
@@ -47,6 +52,29 @@ pub enum Error {
     Config(String),
 }
 
+/// What the `offset` of an [`Error::Corruption`] counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OffsetKind {
+    /// A byte offset in the file (write-ahead segments: where the bad record starts).
+    ByteOffset,
+    /// A log index: a cold block is named by the first index it holds (blocks are keyed by it in
+    /// redb, they have no stable byte offset), a gap in the log by the missing index.
+    LogIndex,
+    /// The damage has no one place: a metadata file with no valid slot, a redb file redb itself
+    /// refuses, a block count that does not match the block index. `offset` is 0.
+    WholeFile,
+}
+
+/// The " at ..." part of a corruption message.
+pub(crate) fn position(kind: OffsetKind, offset: u64) -> String {
+    match kind {
+        OffsetKind::ByteOffset => format!(" at byte offset {offset}"),
+        OffsetKind::LogIndex => format!(" at log index {offset}"),
+        OffsetKind::WholeFile => String::new(),
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -55,10 +83,35 @@ impl Error {
         }
     }
 
+    /// Corruption at a byte offset of `path`.
     pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Self::corruption_kind(path, offset, OffsetKind::ByteOffset, reason)
+    }
+
+    /// Corruption at log index `index` (cold blocks, gaps in the log).
+    pub(crate) fn corruption_at_index(
+        path: impl Into<PathBuf>,
+        index: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::corruption_kind(path, index, OffsetKind::LogIndex, reason)
+    }
+
+    /// Corruption of `path` as a whole (see [`OffsetKind::WholeFile`]).
+    pub(crate) fn corruption_of_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::corruption_kind(path, 0, OffsetKind::WholeFile, reason)
+    }
+
+    fn corruption_kind(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        offset_kind: OffsetKind,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corruption {
             path: path.into(),
             offset,
+            offset_kind,
             reason: reason.into(),
         }
     }
@@ -67,6 +120,25 @@ impl Error {
         Error::Database {
             path: path.into(),
             message: e.to_string(),
+        }
+    }
+
+    /// A redb error: [`Error::Corruption`] of the whole file when redb says the file is damaged
+    /// (truncated, not a redb file, a page that fails its checks), else [`Error::Database`].
+    pub(crate) fn redb(path: impl Into<PathBuf>, e: impl Into<redb::Error>) -> Self {
+        let e = e.into();
+        let damaged = match &e {
+            redb::Error::Corrupted(_) => true,
+            redb::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        };
+        if damaged {
+            Self::corruption_of_file(path, format!("redb: {e}"))
+        } else {
+            Self::db(path, e)
         }
     }
 

@@ -41,7 +41,7 @@ mod wal;
 
 pub use config::{Config, RecoveryMode};
 pub use engine::{TierLogStore, TierMetaStore, TieredEngine};
-pub use error::{Error, Result};
+pub use error::{Error, OffsetKind, Result};
 pub use limits::{BATCH_ENTRY_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes};
 pub use proto::{Entry, HardState, LogId, VotedFor};
 pub use stats::Stats;

@@ -68,7 +68,7 @@ fn fetch_cold(
         next = upto + 1;
     }
     if next != b + 1 {
-        return Err(Error::corruption(
+        return Err(Error::corruption_at_index(
             cold.path(),
             next,
             format!("cold tier has no block holding index {next}"),
@@ -88,8 +88,9 @@ pub(crate) fn read_cold_once(
     let plan = st.plan_read(a, b);
     match plan.cold {
         Some((ca, cb, metas)) => {
-            let mut out = fetch_cold(cold, cache, ca, cb, &metas)?
-                .ok_or_else(|| Error::corruption(cold.path(), ca, "cold block vanished during recovery"))?;
+            let mut out = fetch_cold(cold, cache, ca, cb, &metas)?.ok_or_else(|| {
+                Error::corruption_at_index(cold.path(), ca, "cold block vanished during recovery")
+            })?;
             out.extend(plan.hot);
             Ok(out)
         }
@@ -164,7 +165,7 @@ impl Inner {
     /// Entries `[m.first, upto]` of block `m`, for the compactor's trim of a block cut in the middle.
     pub(crate) fn read_blocks_for_rewrite(&self, m: &BlockMeta, upto: u64) -> Result<Vec<Entry>> {
         fetch_cold(&self.cold, &self.cache, m.first, upto, &[*m])?
-            .ok_or_else(|| Error::corruption(self.cold.path(), m.first, "block to trim is missing"))
+            .ok_or_else(|| Error::corruption_at_index(self.cold.path(), m.first, "block to trim is missing"))
     }
 
     fn publish_last_index(&self, st: &LogState) {

@@ -19,7 +19,14 @@ fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Cli::parse();
+    // A usage error exits with 1, not clap's 2: 2 is `verify`'s "damage found" (see `tierlog --help`).
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -126,9 +126,8 @@ pub(crate) fn read<V: SlotValue>(path: &Path) -> Result<Option<(u64, V)>> {
         return Ok(Some(newest));
     }
     if slots.filter(|s| s.iter().any(|&b| b != 0)).count() >= 2 {
-        return Err(Error::corruption(
+        return Err(Error::corruption_of_file(
             path,
-            0,
             format!("neither {} slot passes its checksum", V::WHAT),
         ));
     }

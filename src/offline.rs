@@ -1,5 +1,10 @@
 //! Read-only tools over a tierlog directory (what `tierlog inspect/verify/dump` print), plus the
 //! offline redb compaction. None of the read-only functions writes a byte to the directory.
+//!
+//! [`verify`] fails on every damage that makes `TieredEngine::open` (default recovery mode) fail,
+//! and on damaged cold blocks, which `open` accepts but reads refuse. [`inspect_with`] and
+//! [`dump_with`] take a recovery mode: with [`RecoveryMode::TolerateAnyCorruption`] they skip damage
+//! (naming it in their report) and show the good part of a damaged directory.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +37,7 @@ pub struct SegmentReport {
     pub used_bytes: u64,
     /// Allocated file size.
     pub file_bytes: u64,
-    /// How the segment ends: "sealed", "open" or "torn at OFFSET: REASON".
+    /// How the segment ends: "sealed", "open" or "torn at byte offset N: REASON".
     pub tail: String,
 }
 
@@ -76,6 +81,24 @@ pub struct Inspection {
     pub segments: Vec<SegmentReport>,
     /// Spare (recycled) segment files.
     pub spare_segments: u64,
+    /// The hard-state file has no valid slot (reported only in
+    /// [`RecoveryMode::TolerateAnyCorruption`]; other modes fail); `hard_state` is then `None`.
+    pub hard_state_damaged: bool,
+    /// As `hard_state_damaged`, for the application-metadata file.
+    pub app_meta_damaged: bool,
+    /// Damage that [`RecoveryMode::TolerateAnyCorruption`] skipped, one message each (the
+    /// corruption error that the default mode fails with); empty in the other modes.
+    pub damage: Vec<String>,
+}
+
+/// What [`dump_with`] passed to its sink and what it skipped.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DumpReport {
+    /// Entries passed to the sink.
+    pub entries: u64,
+    /// Damage that [`RecoveryMode::TolerateAnyCorruption`] skipped: the write-ahead log cut at a bad
+    /// record, and each unreadable cold block with the index range it held. Empty in other modes.
+    pub damage: Vec<String>,
 }
 
 /// What [`verify`] checked.
@@ -99,7 +122,11 @@ struct ReadOnlyLog {
     cache: BlockCache,
     cp: Checkpoint,
     state: LogState,
-    recovered: wal::Recovered,
+    /// The write-ahead segments, summarised (recovery hands each record to replay as it reads it,
+    /// so no segment's records are held).
+    segments: Vec<SegmentReport>,
+    /// Bad records the recovery mode cut off: (segment, offset, reason).
+    bad_tails: Vec<(PathBuf, u64, String)>,
 }
 
 fn check_dir(dir: &Path) -> Result<()> {
@@ -115,10 +142,17 @@ fn check_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Decompressed blocks the offline tools keep: they read the log front to back, so a block is
+/// rarely needed twice.
+const OFFLINE_BLOCK_CACHE_BYTES: u64 = 16 << 20;
+
+/// Entries read per step when walking the whole log, so it is never held in memory at once.
+const READ_CHUNK: u64 = 8192;
+
 fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
     check_dir(dir)?;
     let (cold, cp, index) = ColdStore::open_read_only(&dir.join(COLD_FILE))?;
-    let cache = BlockCache::new(64 << 20);
+    let cache = BlockCache::new(OFFLINE_BLOCK_CACHE_BYTES);
     let mut state = LogState::from_checkpoint(&cp, index);
     let config = Config {
         recovery_mode: mode,
@@ -127,32 +161,7 @@ fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
     let recovered = crate::recovery::replay(&dir.join(WAL_DIR), &config, &cp, &mut state, |st, a, b| {
         crate::log_store::read_cold_once(&cold, &cache, st, a, b)
     })?;
-    Ok(ReadOnlyLog {
-        cold,
-        cache,
-        cp,
-        state,
-        recovered,
-    })
-}
-
-/// Describes the tiers, ranges, sizes and hard state of the directory.
-pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
-    let dir = dir.as_ref();
-    let log = open_read_only(dir, RecoveryMode::TolerateTornTail)?;
-    let st = &log.state;
-    let lo = st.lo();
-    let live: Vec<_> = st
-        .cold
-        .blocks
-        .values()
-        .filter(|m| m.last > lo && m.first <= st.cold.hi)
-        .collect();
-    let raw: u64 = live.iter().map(|m| m.raw_len).sum();
-    let stored: u64 = live.iter().map(|m| m.stored_len).sum();
-    let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
-    let segments = log
-        .recovered
+    let segments = recovered
         .segments()
         .iter()
         .map(|s| SegmentReport {
@@ -165,17 +174,98 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
             tail: match &s.tail {
                 Tail::Sealed => "sealed".into(),
                 Tail::Clean => "open".into(),
-                Tail::Bad { offset, reason, .. } => format!("torn at {offset}: {reason}"),
+                Tail::Bad { offset, reason, .. } => format!("torn at byte offset {offset}: {reason}"),
             },
         })
         .collect();
+    let bad_tails = recovered
+        .segments()
+        .iter()
+        .filter_map(|s| match &s.tail {
+            Tail::Bad { offset, reason, .. } => Some((s.path.clone(), *offset, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    Ok(ReadOnlyLog {
+        cold,
+        cache,
+        cp,
+        state,
+        segments,
+        bad_tails,
+    })
+}
+
+/// Opens read-only in `mode`. In [`RecoveryMode::TolerateAnyCorruption`] the default mode is tried
+/// first, so that the damage the salvage cuts away is named in `damage`.
+fn open_in_mode(dir: &Path, mode: RecoveryMode, damage: &mut Vec<String>) -> Result<ReadOnlyLog> {
+    if mode != RecoveryMode::TolerateAnyCorruption {
+        return open_read_only(dir, mode);
+    }
+    match open_read_only(dir, RecoveryMode::TolerateTornTail) {
+        Err(e) if e.is_corruption() => {
+            let log = open_read_only(dir, mode)?;
+            damage.push(format!(
+                "{e} (the log is cut at the first bad write-ahead record; later records are dropped)"
+            ));
+            Ok(log)
+        }
+        other => other,
+    }
+}
+
+/// Reads a metadata file; in [`RecoveryMode::TolerateAnyCorruption`] a damaged one is noted and read
+/// as absent.
+fn read_meta<V: crate::meta::SlotValue>(
+    path: &Path,
+    mode: RecoveryMode,
+    damage: &mut Vec<String>,
+) -> Result<(Option<V>, bool)> {
+    match crate::meta::read::<V>(path) {
+        Ok(v) => Ok((v.map(|v| v.1), false)),
+        Err(e) if e.is_corruption() && mode == RecoveryMode::TolerateAnyCorruption => {
+            damage.push(e.to_string());
+            Ok((None, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Describes the tiers, ranges, sizes and hard state of the directory, recovered as the engine
+/// would in its default mode. See [`inspect_with`].
+pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
+    inspect_with(dir, RecoveryMode::TolerateTornTail)
+}
+
+/// [`inspect`] in a recovery mode: [`RecoveryMode::TolerateAnyCorruption`] describes the good part
+/// of a damaged directory (the log up to the first bad write-ahead record; metadata files with no
+/// valid slot read as absent) and lists what it skipped in [`Inspection::damage`].
+pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspection> {
+    let dir = dir.as_ref();
+    let mut damage = Vec::new();
+    let log = open_in_mode(dir, mode, &mut damage)?;
+    let (hard_state, hard_state_damaged) =
+        read_meta::<HardState>(&dir.join(HARD_STATE_FILE), mode, &mut damage)?;
+    let (app_meta, app_meta_damaged) = read_meta::<AppMeta>(&dir.join(APP_META_FILE), mode, &mut damage)?;
+    let st = &log.state;
+    let lo = st.lo();
+    let live: Vec<_> = st
+        .cold
+        .blocks
+        .values()
+        .filter(|m| m.last > lo && m.first <= st.cold.hi)
+        .collect();
+    let raw: u64 = live.iter().map(|m| m.raw_len).sum();
+    let stored: u64 = live.iter().map(|m| m.stored_len).sum();
+    let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
+    let segments = log.segments.clone();
     Ok(Inspection {
         dir: dir.to_path_buf(),
         index_range: (!st.is_empty()).then_some((st.first, st.last)),
         last_index: st.last_index(),
         purge_boundary: st.purged,
-        hard_state: crate::meta::read::<HardState>(&dir.join(HARD_STATE_FILE))?.map(|h| h.1),
-        app_meta_bytes: crate::meta::read::<AppMeta>(&dir.join(APP_META_FILE))?.map(|m| m.1.0.len()),
+        hard_state,
+        app_meta_bytes: app_meta.map(|m| m.0.len()),
         hot_entries: st.ring.len(),
         cold_high_water: log.cp.cold_hi,
         cold_applied_seq: log.cp.applied_seq,
@@ -195,26 +285,36 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Inspection> {
         redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
         segments,
         spare_segments: spares.len() as u64,
+        hard_state_damaged,
+        app_meta_damaged,
+        damage,
     })
 }
 
 /// Checks every write-ahead record and every cold block against its checksum, that the block index
-/// matches the blocks, and that the log's index range reads back contiguous. Corruption is an
-/// [`Error::Corruption`] naming the file and offset (for cold blocks: the block's first index).
+/// matches the blocks, that the log's index range reads back contiguous, and that the hard-state
+/// and application-metadata files each have a valid slot. Damage is an [`Error::Corruption`]
+/// naming the file and where in it ([`crate::OffsetKind`]: a byte offset in a segment, the first log
+/// index of a cold block, or the whole file, e.g. a redb file redb refuses to open). Every damage
+/// that makes `TieredEngine::open` fail in the default recovery mode fails `verify` too.
+///
+/// Memory stays bounded on any log size: blocks are checked one at a time, the log is read back in
+/// chunks, and recovery holds one write-ahead record at a time besides the hot tier it rebuilds
+/// (as `open` does).
 pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let log = open_read_only(dir, RecoveryMode::TolerateTornTail)?;
+    crate::meta::read::<HardState>(&dir.join(HARD_STATE_FILE))?;
+    crate::meta::read::<AppMeta>(&dir.join(APP_META_FILE))?;
     let mut report = VerifyReport {
         redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
         ..VerifyReport::default()
     };
-    for s in log.recovered.segments() {
-        report.wal_records += s.records.len() as u64;
-        if let Tail::Bad { offset, reason, .. } = &s.tail {
-            report
-                .torn_tails
-                .push(format!("{} at {offset}: {reason}", s.path.display()));
-        }
+    report.wal_records = log.segments.iter().map(|s| s.records).sum();
+    for (path, offset, reason) in &log.bad_tails {
+        report
+            .torn_tails
+            .push(format!("{} at byte offset {offset}: {reason}", path.display()));
     }
     let index = log.state.cold.blocks.clone();
     let mut first_error: Option<Error> = None;
@@ -224,7 +324,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         if first_error.is_some() {
             return;
         }
-        let err = |reason: String| Some(Error::corruption(log.cold.path(), key, reason));
+        let err = |reason: String| Some(Error::corruption_at_index(log.cold.path(), key, reason));
         match (decoded, index.get(&key)) {
             (Err(reason), _) => first_error = err(reason),
             (Ok(_), None) => first_error = err("block has no index entry".into()),
@@ -246,9 +346,8 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         return Err(e);
     }
     if seen != index.len() as u64 {
-        return Err(Error::corruption(
+        return Err(Error::corruption_of_file(
             log.cold.path(),
-            0,
             format!("{} index entries but {seen} blocks", index.len()),
         ));
     }
@@ -257,11 +356,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     if !st.is_empty() {
         let mut next = st.first;
         while next <= st.last {
-            let to = st.last.min(next + 65_535);
+            let to = st.last.min(next + (READ_CHUNK - 1));
             let chunk = crate::log_store::read_cold_once(&log.cold, &log.cache, st, next, to)?;
             for e in &chunk {
                 if e.index != next {
-                    return Err(Error::corruption(
+                    return Err(Error::corruption_at_index(
                         log.cold.path(),
                         next,
                         format!("index {next} missing (found {})", e.index),
@@ -270,7 +369,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
                 next += 1;
             }
             if chunk.is_empty() {
-                return Err(Error::corruption(
+                return Err(Error::corruption_at_index(
                     log.cold.path(),
                     next,
                     format!("index {next} missing"),
@@ -282,13 +381,104 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     Ok(report)
 }
 
-/// The entries of `[from, to]` that exist, read without modifying the directory.
+/// The entries of `[from, to]` that exist, read without modifying the directory. For a long range,
+/// [`dump_with`] streams instead of collecting.
 pub fn dump(dir: impl AsRef<Path>, from: u64, to: u64) -> Result<Vec<Entry>> {
-    let log = open_read_only(dir.as_ref(), RecoveryMode::TolerateTornTail)?;
-    if from > to {
-        return Ok(Vec::new());
+    let mut out = Vec::new();
+    dump_with(dir, from, to, RecoveryMode::TolerateTornTail, &mut |e: &Entry| {
+        out.push(e.clone());
+        true
+    })?;
+    Ok(out)
+}
+
+/// Calls `sink` with every existing entry of `[from, to]` in index order, until it returns false;
+/// the directory is opened once and read in chunks, so any range costs bounded memory.
+///
+/// In [`RecoveryMode::TolerateAnyCorruption`] (salvage) damage is skipped and listed in
+/// [`DumpReport::damage`]: the log ends at the first bad write-ahead record, and the entries of an
+/// unreadable cold block are left out (the entries around them are passed on). In the other modes
+/// damage is an [`Error::Corruption`], returned after the entries before it went to the sink.
+pub fn dump_with(
+    dir: impl AsRef<Path>,
+    from: u64,
+    to: u64,
+    mode: RecoveryMode,
+    sink: &mut dyn FnMut(&Entry) -> bool,
+) -> Result<DumpReport> {
+    let mut report = DumpReport::default();
+    let log = open_in_mode(dir.as_ref(), mode, &mut report.damage)?;
+    let st = &log.state;
+    if st.is_empty() {
+        return Ok(report);
     }
-    crate::log_store::read_cold_once(&log.cold, &log.cache, &log.state, from, to)
+    let (from, to) = (from.max(st.first), to.min(st.last));
+    let salvage = mode == RecoveryMode::TolerateAnyCorruption;
+    let mut pos = from;
+    while pos <= to {
+        let hi = to.min(pos.saturating_add(READ_CHUNK - 1));
+        let (entries, next) = read_range(&log, pos, hi, to, salvage, &mut report.damage)?;
+        for e in entries {
+            report.entries += 1;
+            if !sink(&e) {
+                return Ok(report);
+            }
+        }
+        pos = next;
+    }
+    Ok(report)
+}
+
+/// The entries of `[a, b]` and the index to read next (`b + 1`, or past a skipped block). With
+/// `salvage`, an unreadable cold block is noted in `damage` (its range clipped to `limit`) and its
+/// entries are left out instead of failing the read.
+fn read_range(
+    log: &ReadOnlyLog,
+    a: u64,
+    b: u64,
+    limit: u64,
+    salvage: bool,
+    damage: &mut Vec<String>,
+) -> Result<(Vec<Entry>, u64)> {
+    let mut out = Vec::new();
+    let mut pos = a;
+    while pos <= b {
+        let err = match crate::log_store::read_cold_once(&log.cold, &log.cache, &log.state, pos, b) {
+            Ok(entries) => {
+                out.extend(entries);
+                break;
+            }
+            Err(e) => e,
+        };
+        let bad = match &err {
+            Error::Corruption {
+                path,
+                offset,
+                offset_kind: crate::error::OffsetKind::LogIndex,
+                ..
+            } if salvage && path == log.cold.path() && *offset <= b => *offset,
+            _ => return Err(err),
+        };
+        // The block named by the error (blocks are keyed by their first index), else just that index.
+        let (first, last) = log
+            .state
+            .cold
+            .blocks
+            .get(&bad)
+            .map_or((bad, bad), |m| (m.first, m.last));
+        let (skip_from, skip_to) = (first.max(pos), last.min(limit));
+        if skip_to < skip_from {
+            return Err(err);
+        }
+        if skip_from > pos {
+            // Blocks are read in order, so the part before the bad one reads (or names an earlier bad
+            // block the same way).
+            out.extend(read_range(log, pos, skip_from - 1, limit, salvage, damage)?.0);
+        }
+        damage.push(format!("entries {skip_from}..={skip_to} skipped: {err}"));
+        pos = skip_to + 1;
+    }
+    Ok((out, pos.max(b + 1)))
 }
 
 /// Compacts the redb file of a directory no engine has open; returns its size before and after.

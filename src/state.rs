@@ -215,11 +215,11 @@ impl LogState {
             return Ok(());
         };
         let gap = |at: u64| {
-            Err(Error::Corruption {
-                path: "wal".into(),
-                offset: at,
-                reason: format!("write-ahead records leave index {at} missing above the cold checkpoint"),
-            })
+            Err(Error::corruption_at_index(
+                "wal",
+                at,
+                format!("write-ahead records leave index {at} missing above the cold checkpoint"),
+            ))
         };
         if !self.is_empty() && k != self.last + 1 {
             return gap(self.last + 1);

@@ -389,3 +389,207 @@ fn clean_close_reopens_in_absolute_consistency_mode() {
         stderr(&out)
     );
 }
+
+#[path = "relcommon/mod.rs"]
+mod common;
+
+/// `common::offline_store` (1..=3000, about 2000 of them cold, the rest in several write-ahead
+/// segments; hard state and application metadata in both slots) in `root/pristine`.
+fn offline_store(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("pristine");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(common::offline_store(&dir, 0xC11));
+    dir
+}
+
+fn copy_of(root: &Path, pristine: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let d = root.join(name);
+    common::copy_dir(pristine, &d);
+    let s = d.display().to_string();
+    (d, s)
+}
+
+/// Runs `args`, checks the exit code and that stdout is one JSON document; returns it.
+fn json_of(args: &[&str], code: i32) -> serde_json::Value {
+    let out = tierlog(args);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: stdout is not JSON ({e}): {:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        )
+    })
+}
+
+/// The documented exit codes of `verify` (0 clean, 2 damage found, 1 could not check), each with a
+/// well-formed `--json` report: also for damage that surfaces while opening (a truncated redb file,
+/// a hard-state file with no valid slot) and for a directory that cannot be checked at all.
+#[test]
+fn verify_json_is_well_formed_with_its_exit_code_for_every_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pristine = offline_store(root);
+    let p = pristine.display().to_string();
+
+    let v = json_of(&["verify", &p, "--json"], 0);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["report"]["entries"], 3000, "{v}");
+
+    let (d, s) = copy_of(root, &pristine, "truncated-cold");
+    let cold = d.join("cold.redb");
+    let len = std::fs::metadata(&cold).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&cold).unwrap();
+    f.set_len(len / 2).unwrap();
+    drop(f);
+    let v = json_of(&["verify", &s, "--json"], 2);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["corruption"].as_str().unwrap().contains("cold.redb"), "{v}");
+    assert_eq!(v["path"].as_str().unwrap(), cold.display().to_string(), "{v}");
+
+    let (d, s) = copy_of(root, &pristine, "hardstate");
+    std::fs::write(d.join("hardstate"), [0x5A; 128]).unwrap();
+    let v = json_of(&["verify", &s, "--json"], 2);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["corruption"].as_str().unwrap().contains("hardstate"), "{v}");
+
+    let (d, s) = copy_of(root, &pristine, "block");
+    let first = common::damage_block(&d, 1000);
+    let v = json_of(&["verify", &s, "--json"], 2);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["log_index"], first, "{v}");
+    assert!(v["byte_offset"].is_null(), "{v}");
+
+    let other = root.join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("x"), "y").unwrap();
+    let v = json_of(&["verify", other.to_str().unwrap(), "--json"], 1);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not a tierlog directory"),
+        "{v}"
+    );
+
+    let missing = root.join("absent").display().to_string();
+    let v = json_of(&["verify", &missing, "--json"], 1);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no such directory"), "{v}");
+}
+
+/// A usage error must not exit with 2, which is `verify`'s "damage found" (clap's default is 2).
+#[test]
+fn usage_errors_exit_with_1_not_the_damage_code() {
+    for args in [
+        &["verify"][..],
+        &["verify", "/tmp", "--no-such-flag"],
+        &["dump", "/tmp", "--recovery-mode", "bogus"],
+    ] {
+        let out = tierlog(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// The index column of `dump` output.
+fn dumped_indexes(out: &Output) -> Vec<u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// An operator salvages a damaged store: the default mode refuses, `--recovery-mode
+/// tolerate-any-corruption` prints the good part, names what it skipped on stderr and exits 2.
+#[test]
+fn dump_and_inspect_salvage_a_damaged_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let pristine = offline_store(root);
+    const SALVAGE: [&str; 2] = ["--recovery-mode", "tolerate-any-corruption"];
+
+    // A damaged cold block: every other entry is still readable.
+    let (d, s) = copy_of(root, &pristine, "block");
+    let first = common::damage_block(&d, 1000);
+    let out = tierlog(&["dump", &s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("log index {first}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = tierlog(&[&["dump", &s][..], &SALVAGE].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let got = dumped_indexes(&out);
+    let missing: Vec<u64> = (1..=3000).filter(|i| !got.contains(i)).collect();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "dump is in index order");
+    assert_eq!(missing.first(), Some(&first), "{}", stderr(&out));
+    let last = *missing.last().unwrap();
+    assert_eq!(
+        missing.len() as u64,
+        last - first + 1,
+        "one block's range is missing"
+    );
+    assert!(last < 2000, "only that block is skipped: {missing:?}");
+    assert!(
+        stderr(&out).contains(&format!("{first}..={last}")),
+        "the skipped range is named: {}",
+        stderr(&out)
+    );
+
+    // A damaged record in an older write-ahead segment: the log up to it is readable.
+    let (d, s) = copy_of(root, &pristine, "wal");
+    let out = tierlog(&["inspect", &s, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seg = i["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["records"].as_u64().unwrap() > 0)
+        .unwrap()
+        .clone();
+    assert!(i["segments"].as_array().unwrap().len() > 1, "{i}");
+    let path = seg["path"].as_str().unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    let off = seg["used_bytes"].as_u64().unwrap() as usize / 2;
+    bytes[off] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+    let _ = d;
+    let out = tierlog(&["inspect", &s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("byte offset"), "{}", stderr(&out));
+    let out = tierlog(&[&["inspect", &s, "--json"][..], &SALVAGE].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (lo, hi) = (
+        i["index_range"][0].as_u64().unwrap(),
+        i["index_range"][1].as_u64().unwrap(),
+    );
+    assert_eq!(lo, 1, "{i}");
+    let cold_hi = i["cold_high_water"].as_u64().unwrap();
+    assert!(
+        cold_hi > 1000 && (cold_hi..3000).contains(&hi),
+        "cut inside the write-ahead part: {i}"
+    );
+    assert!(i["damage"][0].as_str().unwrap().contains(path), "{i}");
+    let out = tierlog(&[&["dump", &s][..], &SALVAGE].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(dumped_indexes(&out), (1..=hi).collect::<Vec<_>>());
+    assert!(stderr(&out).contains(path), "{}", stderr(&out));
+
+    // A hard-state file with no valid slot: inspect refuses, and in the salvage mode says so and
+    // shows the rest.
+    let (d, s) = copy_of(root, &pristine, "hardstate");
+    std::fs::write(d.join("hardstate"), [0x5A; 128]).unwrap();
+    let out = tierlog(&["inspect", &s]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = tierlog(&[&["inspect", &s][..], &SALVAGE].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("hard state       damaged"), "{text}");
+    assert!(text.contains("index range      1..=3000"), "{text}");
+}

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Model, Rng, batch, copy_dir, tiny_config};
 use redb::{Database, ReadableTable, TableDefinition};
-use tierlog::{Config, Error, LogStore, RecoveryMode, StorageEngine, TieredEngine};
+use tierlog::{Config, Error, LogStore, OffsetKind, RecoveryMode, StorageEngine, TieredEngine};
 
 const SEED: u64 = 0xBAD;
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -230,14 +230,21 @@ async fn damage_is_detected_with_file_and_offset_and_never_read_as_valid() {
         // 1. verify names the file and an offset inside it, or the damage is harmless.
         let verified = tierlog::offline::verify(&dir);
         let flagged = match &verified {
-            Err(Error::Corruption { path, offset, .. }) => {
+            Err(Error::Corruption {
+                path,
+                offset,
+                offset_kind,
+                ..
+            }) => {
                 match &target {
                     Target::Wal { path: p, .. } => {
+                        assert_eq!(*offset_kind, OffsetKind::ByteOffset, "{what}");
                         assert_eq!(path, p, "{what}: verify blamed another file");
                         let len = std::fs::metadata(p).unwrap().len();
                         assert!(*offset <= len, "{what}: offset {offset} past the file ({len})");
                     }
                     Target::Block { first } => {
+                        assert_eq!(*offset_kind, OffsetKind::LogIndex, "{what}");
                         assert!(path.ends_with("cold.redb"), "{what}: verify blamed {path:?}");
                         assert_eq!(offset, first, "{what}: verify named another block");
                     }

@@ -121,8 +121,17 @@ impl d_engine::StorageEngine for DEngineStorage {
 pub fn to_d_engine_error(e: Error) -> DError {
     let storage = match e {
         Error::Io { path, source } => StorageError::PathError { path, source },
-        Error::Corruption { path, offset, reason } => StorageError::DataCorruption {
-            location: format!("{} at offset {offset}: {reason}", path.display()),
+        Error::Corruption {
+            path,
+            offset,
+            offset_kind,
+            reason,
+        } => StorageError::DataCorruption {
+            location: format!(
+                "{}{}: {reason}",
+                path.display(),
+                crate::error::position(offset_kind, offset)
+            ),
         },
         Error::Database { .. } => StorageError::DbError(e.to_string()),
         other => StorageError::LogStorage(other.to_string()),

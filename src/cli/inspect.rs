@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use tierlog::Entry;
+use tierlog::{Entry, RecoveryMode};
 
 use super::{CliResult, DumpArgs};
 
@@ -24,22 +24,39 @@ pub fn check_dir(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
-/// `tierlog inspect DIR`.
-pub fn inspect(dir: &Path, json: bool) -> CliResult<i32> {
-    check_dir(dir)?;
-    print!("{}", offline::inspect(dir, json)?);
-    Ok(0)
-}
+/// Exit code of `inspect` and `dump` when the recovery mode skipped damage, and of `verify` when it
+/// found damage.
+pub const EXIT_DAMAGE: i32 = 2;
 
-/// `tierlog verify DIR`: exit code 0 when clean, 2 when corruption was found.
-pub fn verify(dir: &Path, json: bool) -> CliResult<i32> {
+/// `tierlog inspect DIR`: exit code 0, or 2 when the recovery mode skipped damage (listed in the
+/// report).
+pub fn inspect(dir: &Path, json: bool, mode: RecoveryMode) -> CliResult<i32> {
     check_dir(dir)?;
-    let (text, clean) = offline::verify(dir, json)?;
+    let (text, damaged) = offline::inspect(dir, json, mode)?;
     print!("{text}");
-    Ok(if clean { 0 } else { 2 })
+    Ok(if damaged { EXIT_DAMAGE } else { 0 })
 }
 
-/// `tierlog dump DIR --from A --to B`.
+/// `tierlog verify DIR`: exit code 0 when clean, 2 when damage was found, 1 when the directory could
+/// not be checked. With `json`, stdout is one JSON document in all three cases.
+pub fn verify(dir: &Path, json: bool) -> CliResult<i32> {
+    match check_dir(dir).and_then(|()| offline::verify(dir, json)) {
+        Ok((text, clean)) => {
+            print!("{text}");
+            Ok(if clean { 0 } else { EXIT_DAMAGE })
+        }
+        Err(e) if json => {
+            let doc = serde_json::json!({"ok": false, "error": e.to_string()});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `tierlog dump DIR --from A --to B`: exit code 0, or 2 when the recovery mode skipped damage
+/// (named on stderr).
 pub fn dump(args: &DumpArgs) -> CliResult<i32> {
     check_dir(&args.dir)?;
     if let (Some(a), Some(b)) = (args.from, args.to)
@@ -48,12 +65,21 @@ pub fn dump(args: &DumpArgs) -> CliResult<i32> {
         return Err(format!("--from {a} is above --to {b}").into());
     }
     let mut out = std::io::stdout().lock();
-    offline::dump(&args.dir, args.from, args.to, &mut |e: &Entry| {
-        use std::io::Write as _;
-        // A closed pipe (e.g. `| head`) ends the dump quietly.
-        writeln!(out, "{}", format_entry(e, args.hex)).is_ok()
-    })?;
-    Ok(0)
+    let report = tierlog::offline::dump_with(
+        &args.dir,
+        args.from.unwrap_or(0),
+        args.to.unwrap_or(u64::MAX),
+        args.recovery_mode.into(),
+        &mut |e: &Entry| {
+            use std::io::Write as _;
+            // A closed pipe (e.g. `| head`) ends the dump quietly.
+            writeln!(out, "{}", format_entry(e, args.hex)).is_ok()
+        },
+    )?;
+    for d in &report.damage {
+        eprintln!("skipped: {d}");
+    }
+    Ok(if report.damage.is_empty() { 0 } else { EXIT_DAMAGE })
 }
 
 /// `tierlog compact DIR`.
@@ -83,23 +109,21 @@ mod offline {
     use std::fmt::Write;
     use std::path::Path;
 
-    use tierlog::Entry;
     use tierlog::offline::{self, Inspection, VerifyReport};
+    use tierlog::{Error, OffsetKind, RecoveryMode};
 
     use crate::cli::CliResult;
     use crate::cli::sys::human_bytes;
 
-    /// Entries read per `offline::dump` call, so a huge range is not held in memory at once.
-    const DUMP_CHUNK: u64 = 65_536;
-
-    /// Report text of `inspect`.
-    pub fn inspect(dir: &Path, json: bool) -> CliResult<String> {
-        let i = offline::inspect(dir)?;
-        Ok(if json {
+    /// Report text of `inspect`, and whether damage was skipped.
+    pub fn inspect(dir: &Path, json: bool, mode: RecoveryMode) -> CliResult<(String, bool)> {
+        let i = offline::inspect_with(dir, mode)?;
+        let text = if json {
             serde_json::to_string_pretty(&i)? + "\n"
         } else {
             render_inspection(&i)
-        })
+        };
+        Ok((text, !i.damage.is_empty()))
     }
 
     fn range(r: Option<(u64, u64)>) -> String {
@@ -126,21 +150,23 @@ mod offline {
         let _ = writeln!(
             s,
             "hard state       {}",
-            i.hard_state.map_or("none".into(), |h| format!(
-                "term {}, voted for {}",
-                h.current_term,
-                h.voted_for.map_or("nobody".into(), |v| format!(
-                    "{} in term {}{}",
-                    v.voted_for_id,
-                    v.voted_for_term,
-                    if v.committed { " (committed)" } else { "" }
+            i.hard_state
+                .map_or(damaged_or_none(i.hard_state_damaged), |h| format!(
+                    "term {}, voted for {}",
+                    h.current_term,
+                    h.voted_for.map_or("nobody".into(), |v| format!(
+                        "{} in term {}{}",
+                        v.voted_for_id,
+                        v.voted_for_term,
+                        if v.committed { " (committed)" } else { "" }
+                    ))
                 ))
-            ))
         );
         let _ = writeln!(
             s,
             "app metadata     {}",
-            i.app_meta_bytes.map_or("none".into(), |n| format!("{n} bytes"))
+            i.app_meta_bytes
+                .map_or(damaged_or_none(i.app_meta_damaged), |n| format!("{n} bytes"))
         );
         let _ = writeln!(
             s,
@@ -184,7 +210,18 @@ mod offline {
                 seg.tail
             );
         }
+        for d in &i.damage {
+            let _ = writeln!(s, "damage skipped   {d}");
+        }
         s
+    }
+
+    fn damaged_or_none(damaged: bool) -> String {
+        if damaged {
+            "damaged: no valid slot (see \"damage skipped\")".into()
+        } else {
+            "none".into()
+        }
     }
 
     /// Report text of `verify` and whether the directory is clean; corruption is a finding
@@ -196,14 +233,33 @@ mod offline {
                 true,
             )),
             Ok(r) => Ok((render_verify(&r), true)),
-            Err(e) if e.is_corruption() && json => Ok((
-                serde_json::to_string_pretty(&serde_json::json!({"ok": false, "corruption": e.to_string()}))?
-                    + "\n",
-                false,
-            )),
+            Err(e) if e.is_corruption() && json => {
+                Ok((serde_json::to_string_pretty(&corruption_json(&e))? + "\n", false))
+            }
             Err(e) if e.is_corruption() => Ok((format!("CORRUPT: {e}\n"), false)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// `{"ok": false, "corruption": message, "path": file}`, plus `"byte_offset"` or `"log_index"`
+    /// when the damage has one place.
+    fn corruption_json(e: &Error) -> serde_json::Value {
+        let mut doc = serde_json::json!({"ok": false, "corruption": e.to_string()});
+        if let Error::Corruption {
+            path,
+            offset,
+            offset_kind,
+            ..
+        } = e
+        {
+            doc["path"] = path.display().to_string().into();
+            match offset_kind {
+                OffsetKind::ByteOffset => doc["byte_offset"] = (*offset).into(),
+                OffsetKind::LogIndex => doc["log_index"] = (*offset).into(),
+                _ => {}
+            }
+        }
+        doc
     }
 
     const NOT_CLOSED_CLEANLY: &str = "note: the redb file was not closed cleanly (the engine crashed or is still running); \
@@ -224,31 +280,6 @@ mod offline {
             );
         }
         s
-    }
-
-    /// Calls `sink` for every entry of `[from, to]` (default: the whole log) until it returns false.
-    pub fn dump(
-        dir: &Path,
-        from: Option<u64>,
-        to: Option<u64>,
-        sink: &mut dyn FnMut(&Entry) -> bool,
-    ) -> CliResult<()> {
-        // Clamp to the entries that exist, so a wide range does not cost one read-only open per chunk.
-        let Some((lo, hi)) = offline::inspect(dir)?.index_range else {
-            return Ok(());
-        };
-        let (from, to) = (from.unwrap_or(lo).max(lo), to.unwrap_or(hi).min(hi));
-        let mut pos = from;
-        while pos <= to {
-            let hi = to.min(pos.saturating_add(DUMP_CHUNK - 1));
-            for e in offline::dump(dir, pos, hi)? {
-                if !sink(&e) {
-                    return Ok(());
-                }
-            }
-            pos = hi + 1;
-        }
-        Ok(())
     }
 
     /// Report text of `compact`.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod bench;
 pub mod inspect;
@@ -33,12 +33,16 @@ pub struct Cli {
 pub enum Command {
     /// Run a realistic Raft log workload and report what happened in both tiers.
     Bench(BenchArgs),
-    /// Show tiers, index ranges, blocks, compression, purge boundary and hard state of a directory.
-    Inspect(ReportArgs),
-    /// Check every write-ahead record and cold block checksum and that the index ranges are contiguous
-    /// (exit code 2 on corruption, naming the file and offset).
+    /// Show tiers, index ranges, blocks, compression, purge boundary and hard state of a directory
+    /// (exit code 0; 2 when --recovery-mode tolerate-any-corruption skipped damage; 1 on an error).
+    Inspect(InspectArgs),
+    /// Check every write-ahead record and cold block checksum, that the index ranges are contiguous
+    /// and that the metadata files are readable. Exit code 0: clean; 2: damage found (named with its
+    /// file and byte offset or log index); 1: the directory could not be checked. With --json the
+    /// report is JSON in every case.
     Verify(ReportArgs),
-    /// Print entries (index, term, payload size, payload as UTF-8 or hex).
+    /// Print entries (index, term, payload size, payload as UTF-8 or hex). Exit code 0; 2 when
+    /// --recovery-mode tolerate-any-corruption skipped damage (named on stderr); 1 on an error.
     Dump(DumpArgs),
     /// Compact the redb file of a closed directory, reporting bytes before and after.
     Compact(DirArgs),
@@ -102,11 +106,53 @@ pub struct ReportArgs {
     pub json: bool,
 }
 
+/// How `inspect` and `dump` treat damage (the engine's `recovery_mode`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryModeArg {
+    /// Any damage, even a torn write at the tail of the newest segment, is an error.
+    #[value(alias = "absolute_consistency")]
+    AbsoluteConsistency,
+    /// A torn write at the tail of the newest segment is cut off (what a crash leaves); any other
+    /// damage is an error. What the engine does by default.
+    #[value(alias = "tolerate_torn_tail")]
+    TolerateTornTail,
+    /// Salvage: read the log up to the first bad write-ahead record, leave out unreadable cold
+    /// blocks and metadata files, and name what was skipped.
+    #[value(alias = "tolerate_any_corruption")]
+    TolerateAnyCorruption,
+}
+
+impl From<RecoveryModeArg> for tierlog::RecoveryMode {
+    fn from(m: RecoveryModeArg) -> Self {
+        match m {
+            RecoveryModeArg::AbsoluteConsistency => tierlog::RecoveryMode::AbsoluteConsistency,
+            RecoveryModeArg::TolerateTornTail => tierlog::RecoveryMode::TolerateTornTail,
+            RecoveryModeArg::TolerateAnyCorruption => tierlog::RecoveryMode::TolerateAnyCorruption,
+        }
+    }
+}
+
+/// Options of `tierlog inspect`.
+#[derive(Args, Debug, Clone)]
+pub struct InspectArgs {
+    /// A tierlog directory.
+    pub dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// How to treat damage; tolerate-any-corruption shows the good part of a damaged directory.
+    #[arg(long, value_enum, default_value = "tolerate-torn-tail")]
+    pub recovery_mode: RecoveryModeArg,
+}
+
 /// Options of `tierlog dump`.
 #[derive(Args, Debug, Clone)]
 pub struct DumpArgs {
     /// A tierlog directory.
     pub dir: PathBuf,
+    /// How to treat damage; tolerate-any-corruption prints the entries that are still readable.
+    #[arg(long, value_enum, default_value = "tolerate-torn-tail")]
+    pub recovery_mode: RecoveryModeArg,
     /// First index to print (default: the first entry).
     #[arg(long)]
     pub from: Option<u64>,
@@ -122,7 +168,7 @@ pub struct DumpArgs {
 pub fn run(cli: Cli) -> CliResult<i32> {
     match cli.command {
         Command::Bench(args) => bench::main(args),
-        Command::Inspect(a) => inspect::inspect(&a.dir, a.json),
+        Command::Inspect(a) => inspect::inspect(&a.dir, a.json, a.recovery_mode.into()),
         Command::Verify(a) => inspect::verify(&a.dir, a.json),
         Command::Dump(a) => inspect::dump(&a),
         Command::Compact(a) => inspect::compact(&a.dir),

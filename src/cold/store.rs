@@ -81,6 +81,11 @@ impl Db {
 
 pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
 
+/// redb's page cache for the offline tools. redb's default is 1 GiB, and `verify` reads every block
+/// once, so with the default the cache grew toward the size of the whole file; the engine's own
+/// setting tops out at the same 16 MiB.
+const OFFLINE_CACHE_BYTES: usize = 16 << 20;
+
 fn closed() -> Error {
     Error::Closed("the engine was closed".into())
 }
@@ -91,17 +96,17 @@ impl ColdStore {
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(path)
-            .map_err(|e| Error::db(path, e))?;
+            .map_err(|e| Error::redb(path, e))?;
         // Make sure the tables exist so later read transactions never fail on a missing table.
-        let mut tx = db.begin_write().map_err(|e| Error::db(path, e))?;
+        let mut tx = db.begin_write().map_err(|e| Error::redb(path, e))?;
         tx.set_quick_repair(true);
         {
-            let err = |e| Error::db(path, e);
+            let err = |e| Error::redb(path, e);
             tx.open_table(BLOCKS).map_err(err)?;
             tx.open_table(INDEX).map_err(err)?;
             tx.open_table(CHECKPOINT).map_err(err)?;
         }
-        tx.commit().map_err(|e| Error::db(path, e))?;
+        tx.commit().map_err(|e| Error::redb(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         Ok((Self::wrap(Db::ReadWrite(db), path, None), cp, index))
     }
@@ -124,7 +129,10 @@ impl ColdStore {
         if !path.exists() {
             return Err(Error::Config(format!("{} does not exist", path.display())));
         }
-        match ReadOnlyDatabase::open(path) {
+        match Database::builder()
+            .set_cache_size(OFFLINE_CACHE_BYTES)
+            .open_read_only(path)
+        {
             Ok(db) => {
                 let (cp, index) = read_state(&db, path)?;
                 Ok((Self::wrap(Db::ReadOnly(db), path, None), cp, index))
@@ -134,7 +142,7 @@ impl ColdStore {
                 "{} is open in a running engine; stop it first (a live file cannot be read consistently)",
                 path.display()
             ))),
-            Err(e) => Err(Error::db(path, e)),
+            Err(e) => Err(Error::redb(path, e)),
         }
     }
 
@@ -151,8 +159,9 @@ impl ColdStore {
         std::fs::copy(path, &copy).map_err(io(path))?;
         // Reports errors against the original file: that is the one the operator named.
         let db = Database::builder()
+            .set_cache_size(OFFLINE_CACHE_BYTES)
             .create(&copy)
-            .map_err(|e| Error::db(path, e))?;
+            .map_err(|e| Error::redb(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         Ok((Self::wrap(Db::ReadWrite(db), path, Some(scratch)), cp, index))
     }
@@ -189,8 +198,8 @@ impl ColdStore {
         db.begin_read_tx().map_err(|e| self.err(e))
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
-        Error::db(&self.path, e)
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::redb(&self.path, e)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -216,8 +225,8 @@ impl ColdStore {
                 out.push(None);
                 continue;
             }
-            let decoded =
-                block::decode(stored).map_err(|reason| Error::corruption(&self.path, m.first, reason))?;
+            let decoded = block::decode(stored)
+                .map_err(|reason| Error::corruption_at_index(&self.path, m.first, reason))?;
             out.push(Some(Arc::new(decoded)));
         }
         Ok(out)
@@ -285,7 +294,7 @@ impl ColdStore {
 
 /// Reads checkpoint and block index (shared by `open` and the read-only offline tools).
 fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, BlockIndex)> {
-    let err = |e: redb::Error| Error::db(path, e);
+    let err = |e: redb::Error| Error::redb(path, e);
     let tx = db.begin_read().map_err(|e| err(e.into()))?;
     let cpt = tx.open_table(CHECKPOINT).map_err(|e| err(e.into()))?;
     let get =
@@ -307,7 +316,7 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, Bl
         let (id, last, raw_len, stored_len) = v.value();
         let first = k.value();
         if last < first {
-            return Err(Error::corruption(
+            return Err(Error::corruption_at_index(
                 path,
                 first,
                 "block index entry ends before it starts",

@@ -278,3 +278,71 @@ fn try_copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result
     }
     Ok(())
 }
+
+/// The configuration of [`offline_store`]: `tiny_config` with 64 KiB segments, but compaction only
+/// when asked (or when the ring outgrows 8 MiB).
+pub fn offline_store_config() -> Config {
+    Config {
+        memory_budget_bytes: 8 << 20,
+        compaction_trigger_bytes: 4 << 20,
+        ..tiny_config()
+    }
+}
+
+/// A store for the offline tools' tests: entries 1..=3000 (the term of each 25-entry batch is its
+/// number), those up to about 2000 in cold blocks (one compaction after 2000 was written), the rest
+/// in several write-ahead segments only, all flushed; a hard state (terms 7, 8) and an
+/// application-metadata blob saved twice each, so both slots of their files are written. Closed
+/// cleanly.
+pub async fn offline_store(dir: &std::path::Path, seed: u64) {
+    use tierlog::{LogStore, MetaStore, StorageEngine, TieredEngine};
+    let e = TieredEngine::open(dir, offline_store_config()).await.unwrap();
+    let log = e.log_store();
+    for (term, first) in (1..=3000).step_by(25).enumerate() {
+        log.persist_entries(batch(first, 25, term as u64 + 1, seed))
+            .await
+            .unwrap();
+        if first == 1976 {
+            e.compact_now().await.unwrap();
+        }
+    }
+    log.flush().unwrap();
+    let meta = e.meta_store();
+    for term in [7, 8] {
+        meta.save_hard_state(&HardState {
+            current_term: term,
+            voted_for: None,
+        })
+        .unwrap();
+        meta.save_app_meta(format!("blob of term {term}").as_bytes())
+            .unwrap();
+    }
+    e.close().await.unwrap();
+}
+
+/// Flips a byte in the middle of the cold block holding `index`; returns the block's first index.
+pub fn damage_block(dir: &std::path::Path, index: u64) -> u64 {
+    let db = redb::Database::open(dir.join("cold.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    let first = {
+        use redb::ReadableTable;
+        let mut t = tx
+            .open_table(redb::TableDefinition::<u64, &[u8]>::new("blocks"))
+            .unwrap();
+        let first = t
+            .range(..=index)
+            .unwrap()
+            .next_back()
+            .expect("a block at or below the index")
+            .unwrap()
+            .0
+            .value();
+        let mut v = t.get(first).unwrap().unwrap().value().to_vec();
+        let mid = v.len() / 2;
+        v[mid] ^= 0x10;
+        t.insert(first, v.as_slice()).unwrap();
+        first
+    };
+    tx.commit().unwrap();
+    first
+}
