@@ -101,9 +101,11 @@ impl Compactor {
         }
         let mut entries = Vec::new();
         if compact {
+            // At least one full block per round, so a capped round always makes progress.
+            let cap = MAX_ROUND_RAW_BYTES.max(cfg.block_target_bytes);
             let mut bytes = 0;
             let mut i = start;
-            while i <= end && (bytes < MAX_ROUND_RAW_BYTES || i <= required) {
+            while i <= end && (bytes < cap || i <= required) {
                 match st.ring.get(i) {
                     Some(e) => {
                         bytes += raw_cost(e);
@@ -338,6 +340,37 @@ mod tests {
         }
         let eng = TieredEngine::open(dir.path(), quiet_config()).await.unwrap();
         expect_log(&eng.log_store(), &want).await;
+    }
+
+    /// `block_target_bytes` may be up to 16 MiB, but a round took at most `MAX_ROUND_RAW_BYTES`
+    /// (8 MiB): a normal round then formed no full block, committed nothing but its checkpoint and
+    /// reported progress, so the run looped without ever moving an entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_larger_than_the_round_cap_still_move() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            block_target_bytes: 16 << 20,
+            compaction_trigger_bytes: 16 << 20,
+            hot_tail_entries: 0,
+            compaction_interval_ms: 5,
+            ..Config::default()
+        };
+        let eng = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let log = eng.log_store();
+        let big = |i: u64| Entry::new(i, 1, vec![i as u8; 64 << 10]);
+        // 17 MiB: one full 16 MiB block.
+        log.persist_entries((1..=272).map(big).collect()).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while eng.stats().compaction_high_water == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no block moved in 30 s ({} rounds committed)",
+                eng.stats().compactions
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(eng.stats().cold_blocks, 1);
     }
 
     /// A crash after the round's commit but before the mutation's cold effect is committed: the
