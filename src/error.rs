@@ -28,7 +28,8 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
-    /// The cold-tier database (redb) reported an error.
+    /// The cold-tier database (redb) reported an error. An operating-system error under redb (ENOSPC,
+    /// EIO) is reported as [`Error::Io`] on the redb file instead.
     #[error("cold-tier database {}: {message}", path.display())]
     Database {
         /// The redb file.

@@ -8,7 +8,8 @@
 //!
 //! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
 //! `wal::sync` (group commit and rotation fdatasync), `wal::segment_create`, `wal::segment_retire`,
-//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::read` (block read),
+//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::commit::after` (a
+//! commit reported failed although it reached the disk), `cold::read` (block read),
 //! `meta::save` (hard state). Purge, truncate, `replace_range` and reset records go through
 //! `wal::append` like appends.
 //!
@@ -447,5 +448,55 @@ async fn cold_block_read_failure_is_an_error_not_a_short_read() {
     drop(log);
     drop(e);
     drop(reopen_check(dir.path(), &m, "cold::read").await);
+    scenario.teardown();
+}
+
+/// redb can report a commit as failed after it reached the disk (its last fsync failed). The cold
+/// store now reopens redb after an I/O error instead of refusing every later call, so the engine
+/// carries on in the same process: it must notice that the file holds the round's checkpoint,
+/// or the next rounds would build on the old one while the file holds blocks its index does not
+/// know (and a reopen would load them).
+#[tokio::test]
+async fn a_cold_commit_that_failed_after_reaching_the_disk_counts_as_done() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let (e, mut m) = setup(dir.path(), quiet).await;
+    let log = e.log_store();
+    for k in 0..20u64 {
+        let first = m.last_index() + 1;
+        log.persist_entries(batch(first, 20, 3000 + k, SEED))
+            .await
+            .unwrap();
+        m.persist(first, 20, 3000 + k);
+    }
+    let last = m.last_index();
+    fail::cfg("cold::commit::after", "1*return(5)").unwrap();
+    let r = e.compact_now().await;
+    fail::remove("cold::commit::after");
+    r.unwrap_or_else(|err| panic!("the round's commit reached the disk, yet compact_now failed: {err}"));
+    assert_eq!(e.stats().compaction_high_water, last);
+    check(&e, &m, "after the commit that reported a failure");
+    // Rewrite part of what that round moved with entries of other sizes, compact, reopen.
+    log.truncate(last - 150).await.unwrap();
+    m.truncate(last - 150);
+    for k in 0..10u64 {
+        let first = m.last_index() + 1;
+        log.persist_entries(batch(first, 7, 3100 + k, SEED))
+            .await
+            .unwrap();
+        m.persist(first, 7, 3100 + k);
+    }
+    e.compact_now().await.unwrap();
+    check(&e, &m, "after the rewrite");
+    log.flush().unwrap();
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "cold::commit::after").await);
     scenario.teardown();
 }
