@@ -125,7 +125,8 @@ struct Shared {
 struct Worker {
     thread: JoinHandle<()>,
     read_ahead: JoinHandle<()>,
-    requests: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
+    /// `compact_now` requests: the last index when it was called, and where to send the result.
+    requests: mpsc::UnboundedSender<(u64, oneshot::Sender<Result<()>>)>,
 }
 
 impl Shared {
@@ -426,9 +427,12 @@ impl TieredEngine {
         }
     }
 
-    /// Runs compaction now, moving every hot entry to the cold tier (the ring keeps them until memory
-    /// is needed) and applying pending cold-tier deletions; returns when the result is durable.
+    /// Runs compaction now, moving every entry up to the last index at the time of the call to the
+    /// cold tier (the ring keeps them until memory is needed) and applying pending cold-tier
+    /// deletions; returns when the result is durable. Entries appended meanwhile are left to later
+    /// rounds, so this returns even while writers keep appending.
     pub async fn compact_now(&self) -> Result<()> {
+        let upto = self.shared.inner.last_index.load(Ordering::Acquire);
         let rx = {
             let worker = self.shared.worker.lock();
             let w = worker
@@ -436,7 +440,7 @@ impl TieredEngine {
                 .ok_or_else(|| Error::Closed("the engine was closed".into()))?;
             let (tx, rx) = oneshot::channel();
             w.requests
-                .send(tx)
+                .send((upto, tx))
                 .map_err(|_| Error::Closed("compactor has stopped".into()))?;
             rx
         };
@@ -457,7 +461,7 @@ impl StorageEngine for TieredEngine {
 }
 
 fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<()>>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, oneshot::Sender<Result<()>>)>();
     let mut compactor = Compactor::new(inner.config.compression_level)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -480,21 +484,19 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
                         _ = tokio::time::sleep(interval) => None,
                     };
                     if inner.closed.load(Ordering::Acquire) {
-                        if let Some(reply) = request {
+                        if let Some((_, reply)) = request {
                             let _ = reply.send(Err(Error::Closed("the engine was closed".into())));
                         }
                         break;
                     }
-                    let urgency = if request.is_some() {
-                        Urgency::Force
-                    } else {
-                        Urgency::Normal
+                    let urgency = match &request {
+                        Some((upto, _)) => Urgency::Force { upto: *upto },
+                        None => Urgency::Normal,
                     };
                     let res = compactor.run(&inner, urgency).map(|_| ());
                     // Also when no round ran: a round published while a writer held its lock left
                     // its eviction undone.
                     crate::compactor::evict_clean(&inner);
-                    inner.urgent.store(false, Ordering::Relaxed);
                     *inner.last_error.lock() = match &res {
                         Err(e) => {
                             tracing::error!(error = %e, "compaction round failed");
@@ -503,7 +505,7 @@ fn spawn_worker(inner: Arc<Inner>) -> Result<Worker> {
                         Ok(()) => None,
                     };
                     inner.room.notify_waiters();
-                    if let Some(reply) = request {
+                    if let Some((_, reply)) = request {
                         let _ = reply.send(res);
                     }
                 }

@@ -33,7 +33,8 @@ pub enum Error {
         /// What check failed.
         reason: String,
     },
-    /// The cold-tier database (redb) reported an error.
+    /// The cold-tier database (redb) reported an error. An operating-system error under redb (ENOSPC,
+    /// EIO) is reported as [`Error::Io`] on the redb file instead.
     #[error("cold-tier database {}: {message}", path.display())]
     Database {
         /// The redb file.
@@ -129,10 +130,7 @@ impl Error {
         let e = e.into();
         let damaged = match &e {
             redb::Error::Corrupted(_) => true,
-            redb::Error::Io(io) => matches!(
-                io.kind(),
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-            ),
+            redb::Error::Io(io) => is_damage(io),
             _ => false,
         };
         if damaged {
@@ -146,4 +144,13 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
     }
+}
+
+/// True when redb reports an I/O error that is the file's content, not the device: short or invalid
+/// data (a truncated or garbled file).
+pub(crate) fn is_damage(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+    )
 }

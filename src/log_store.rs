@@ -427,6 +427,66 @@ mod tests {
         }
     }
 
+    /// Issue 8 item 4: a writer parked in back-pressure must be woken after the first round that made
+    /// room, not only when the whole forced run ends (which, with another writer appending, could be
+    /// never). The run here needs three rounds (each moves at most `MAX_ROUND_RAW_BYTES`); the parked
+    /// write must be through before the last of them is published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parked_writer_is_woken_after_the_first_round_that_made_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            memory_budget_bytes: 32 << 20,
+            compaction_trigger_bytes: u64::MAX,
+            compaction_interval_ms: 3_600_000,
+            ..Config::default()
+        };
+        let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let log = engine.log_store();
+        let inner = log.inner.clone();
+        let big = |index: u64| Entry {
+            index,
+            term: 1,
+            payload: bytes::Bytes::from(vec![index as u8; 4000]),
+        };
+        let over_budget = |inner: &Inner| {
+            let st = inner.state.read();
+            st.ring.bytes() > inner.ring_budget(st.cold.blocks.len())
+        };
+        let mut next = 1;
+        while !over_budget(&inner) {
+            log.persist_entries(vec![big(next)]).await.unwrap();
+            next += 1;
+        }
+        let filled = next - 1;
+        let raw: u64 = (1..=filled).map(|i| crate::compactor::raw_cost(&big(i))).sum();
+        assert!(
+            raw > 2 * crate::compactor::MAX_ROUND_RAW_BYTES,
+            "the forced run must need three rounds"
+        );
+        assert_eq!(inner.counters.compactions.load(Ordering::Relaxed), 0);
+        // This write parks (nothing is cold yet) and asks for a forced run.
+        let parked = tokio::spawn({
+            let (log, inner) = (log.clone(), inner.clone());
+            async move {
+                log.persist_entries(vec![big(filled + 1)]).await.unwrap();
+                let hi = inner.state.read().cold.hi;
+                (hi, inner.counters.compactions.load(Ordering::Relaxed))
+            }
+        });
+        let (hi, rounds) = tokio::time::timeout(Duration::from_secs(60), parked)
+            .await
+            .expect("the parked writer never got through")
+            .unwrap();
+        assert!(inner.counters.backpressure_waits.load(Ordering::Relaxed) >= 1);
+        assert!(
+            hi < filled,
+            "the parked writer was woken only after the whole run (cold high-water {hi} of \
+             {filled}, {rounds} rounds)"
+        );
+        engine.compact_now().await.unwrap();
+        assert_eq!(log.get_entries(1..=filled + 1).unwrap().len() as u64, filled + 1);
+    }
+
     /// The livelock CI hit: a compaction round published while a writer held the writer lock, so the
     /// compactor skipped eviction; the ring stayed over budget holding only cold (clean) entries, no
     /// further round had anything to do, and the next writer waited for room forever while the

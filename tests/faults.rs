@@ -8,10 +8,11 @@
 //!
 //! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
 //! `wal::sync` (group commit and rotation fdatasync), `wal::segment_create`, `wal::segment_retire`,
-//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::read` (block read),
-//! `meta::save` (hard state), `engine::marker::torn`, `engine::marker::sync` and
-//! `engine::marker::rename` (the marker written while `open` creates a directory). Purge, truncate,
-//! `replace_range` and reset records go through `wal::append` like appends.
+//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::commit::after` (a
+//! commit reported failed although it reached the disk), `cold::read` (block read), `meta::save`
+//! (hard state), `engine::marker::torn`, `engine::marker::sync` and `engine::marker::rename` (the
+//! marker written while `open` creates a directory). Purge, truncate, `replace_range` and reset
+//! records go through `wal::append` like appends.
 //!
 //! Run: `cargo test --features failpoints --test faults`.
 
@@ -368,6 +369,16 @@ async fn segment_retirement_failure_is_reported_and_leaks_no_segment_file() {
     scenario.teardown();
 }
 
+/// A retirement renames the segment and then fsyncs the directory; when only the fsync fails, the
+/// segment is already gone under its old name, and the next round must not try to rename it again.
+/// Found by the fault chains (`tests/power_loss.rs`): every later round failed with ENOENT.
+#[tokio::test]
+async fn directory_sync_failure_while_retiring_is_reported_and_the_next_round_succeeds() {
+    let scenario = FailScenario::setup();
+    compaction_fault("wal::sync_dir", 5, false).await;
+    scenario.teardown();
+}
+
 #[tokio::test]
 async fn spare_segment_creation_failure_is_reported_and_harmless() {
     let scenario = FailScenario::setup();
@@ -451,7 +462,7 @@ async fn cold_block_read_failure_is_an_error_not_a_short_read() {
     scenario.teardown();
 }
 
-/// Issue 8, item 5: the `TIERLOG` marker was written in place and never fsynced, so a power cut
+/// The `TIERLOG` marker was once written in place and never fsynced, so a power cut
 /// during creation could leave it empty or partial, and every later open failed with "unknown format
 /// marker". Now it is written to `TIERLOG.tmp`, fsynced and renamed: whatever step fails (a write
 /// torn half way, the fsync, the rename), no `TIERLOG` exists afterwards, and the next open creates
@@ -497,5 +508,55 @@ async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds
         e.close().await.unwrap();
         drop(reopen_check(&dir, &m, point).await);
     }
+    scenario.teardown();
+}
+
+/// redb can report a commit as failed after it reached the disk (its last fsync failed). The cold
+/// store now reopens redb after an I/O error instead of refusing every later call, so the engine
+/// carries on in the same process: it must notice that the file holds the round's checkpoint,
+/// or the next rounds would build on the old one while the file holds blocks its index does not
+/// know (and a reopen would load them).
+#[tokio::test]
+async fn a_cold_commit_that_failed_after_reaching_the_disk_counts_as_done() {
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = Config {
+        memory_budget_bytes: 64 << 20,
+        compaction_trigger_bytes: 1 << 40,
+        hot_tail_entries: 1 << 20,
+        ..tiny_config()
+    };
+    let (e, mut m) = setup(dir.path(), quiet).await;
+    let log = e.log_store();
+    for k in 0..20u64 {
+        let first = m.last_index() + 1;
+        log.persist_entries(batch(first, 20, 3000 + k, SEED))
+            .await
+            .unwrap();
+        m.persist(first, 20, 3000 + k);
+    }
+    let last = m.last_index();
+    fail::cfg("cold::commit::after", "1*return(5)").unwrap();
+    let r = e.compact_now().await;
+    fail::remove("cold::commit::after");
+    r.unwrap_or_else(|err| panic!("the round's commit reached the disk, yet compact_now failed: {err}"));
+    assert_eq!(e.stats().compaction_high_water, last);
+    check(&e, &m, "after the commit that reported a failure");
+    // Rewrite part of what that round moved with entries of other sizes, compact, reopen.
+    log.truncate(last - 150).await.unwrap();
+    m.truncate(last - 150);
+    for k in 0..10u64 {
+        let first = m.last_index() + 1;
+        log.persist_entries(batch(first, 7, 3100 + k, SEED))
+            .await
+            .unwrap();
+        m.persist(first, 7, 3100 + k);
+    }
+    e.compact_now().await.unwrap();
+    check(&e, &m, "after the rewrite");
+    log.flush().unwrap();
+    drop(log);
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "cold::commit::after").await);
     scenario.teardown();
 }

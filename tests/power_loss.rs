@@ -236,9 +236,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     }
     // The power cut: copy the directory as it is, then revert what was not synced.
     let crashed = root.join(format!("cut{trial}"));
-    let synced = snap.lock().map(|s| s.clone()).unwrap_or_default();
-    fail::remove("wal::synced");
-    copy_dir(&dir, &crashed);
+    let synced = copy_at_rest(&dir, &crashed, &snap);
     drop(log);
     drop(meta);
     drop(e);
@@ -382,9 +380,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     }
     e.compact_now().await.unwrap();
     let crashed = root.path().join("cut");
-    let synced = snap.lock().map(|s| s.clone()).unwrap_or_default();
-    fail::remove("wal::synced");
-    copy_dir(&dir, &crashed);
+    let synced = copy_at_rest(&dir, &crashed, &snap);
     drop(log);
     drop(e);
     cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
@@ -418,6 +414,21 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
 
 fn synced_now(snap: &Snapshot) -> HashMap<String, Vec<u8>> {
     snap.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+/// Copies the live directory `dir` to `to` (the files as the page cache holds them) and stops
+/// recording; returns what the disk holds for sure (the synced snapshot) at the copy. A background
+/// round may fdatasync and then commit its checkpoint while the copy runs: the copy is taken again
+/// until no fdatasync happened during it, so the copied checkpoint is never ahead of the snapshot.
+fn copy_at_rest(dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<String, Vec<u8>> {
+    loop {
+        let before = synced_now(snap);
+        copy_dir(dir, to);
+        if synced_now(snap) == before {
+            fail::remove("wal::synced");
+            return before;
+        }
+    }
 }
 
 /// Encoded size of an append record of `entries` (record header, watermark, kind, batch header).
@@ -460,9 +471,7 @@ async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
     matches(&e, &m).unwrap();
 
     let crashed = root.path().join("cut");
-    let synced = synced_now(&snap);
-    fail::remove("wal::synced");
-    copy_dir(&dir, &crashed);
+    let synced = copy_at_rest(&dir, &crashed, &snap);
     drop(log);
     drop(e);
     cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
@@ -528,9 +537,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     // kill -9: the next process finds the files as the page cache holds them, and the disk holds
     // only what was synced.
     let crashed = root.path().join("crashed");
-    let on_disk = synced_now(&snap);
-    fail::remove("wal::synced");
-    copy_dir(&live, &crashed);
+    let on_disk = copy_at_rest(&live, &crashed, &snap);
     drop(log);
     drop(e);
 
@@ -539,9 +546,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     matches(&e, &m).unwrap();
     e.compact_now().await.unwrap();
     let cut = root.path().join("cut");
-    let synced = synced_now(&snap);
-    fail::remove("wal::synced");
-    copy_dir(&crashed, &cut);
+    let synced = copy_at_rest(&crashed, &cut, &snap);
     drop(e);
     cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(2));
 
@@ -622,10 +627,8 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
     log.persist_entries(vec![tierlog::Entry::new(5, 2, vec![b'z'; old5])])
         .await
         .unwrap();
-    let synced = synced_now(&snap);
-    fail::remove("wal::synced");
     let cut = root.path().join("cut");
-    copy_dir(&dir, &cut);
+    let synced = copy_at_rest(&dir, &cut, &snap);
     drop(log);
     drop(e);
     lose_the_trailer_of_the_first_unsynced_record(&cut.join("wal"), &synced);
@@ -702,11 +705,9 @@ impl Chain {
 
     /// Copies the live directory as `how` would leave it and continues on the copy.
     fn leave_dir(&mut self, power: Option<(Mode, &mut Rng)>) {
-        let synced = synced_now(&self.snap);
-        fail::remove("wal::synced");
+        let next = self.root.join(format!("gen{}", self.copies + 1));
+        let synced = copy_at_rest(&self.dir, &next, &self.snap);
         self.copies += 1;
-        let next = self.root.join(format!("gen{}", self.copies));
-        copy_dir(&self.dir, &next);
         drop(self.engine.take());
         std::fs::remove_dir_all(&self.dir).ok();
         self.dir = next;

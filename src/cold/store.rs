@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
@@ -49,9 +50,25 @@ pub(crate) struct CommitPlan {
 
 pub(crate) struct ColdStore {
     /// `None` once the engine is closed: redb's file lock goes with the database, so the directory
-    /// can be reopened even while stale handles to the old engine still exist.
+    /// can be reopened even while stale handles to the old engine still exist. Also `None` while a
+    /// reopen after an I/O failure has not succeeded yet (`reopen`). Every use of a transaction
+    /// happens under the read guard, so a reopen (write guard) never closes the database under one.
     db: RwLock<Option<Db>>,
     path: PathBuf,
+    /// redb's read cache, for a reopen.
+    cache_bytes: usize,
+    /// Set when redb reported an I/O error. redb then fails every later call, reads included, with
+    /// "Previous I/O error" until the database is closed and opened again, so the next use reopens
+    /// it first: a full disk must not leave the cold tier unreadable, nor compaction stopped, until
+    /// the engine is restarted.
+    needs_reopen: AtomicBool,
+    /// Set by `close`: a closed store is never reopened.
+    closed: AtomicBool,
+    /// Set by an I/O error, cleared by the next successful commit. A failing write makes redb refuse
+    /// every read in flight on the same database, so while the disk keeps failing (full) commits
+    /// run alone, under the write guard: only the first failure can break a concurrent read, and
+    /// that read is tried again on the reopened database (`read_blocks`).
+    degraded: AtomicBool,
     /// Where a repaired copy lives (offline tools over a crashed engine's file); declared after
     /// `db` so the database is closed before the directory is removed.
     scratch: Option<tempfile::TempDir>,
@@ -79,6 +96,9 @@ impl Db {
     }
 }
 
+/// Tries of a block read that redb refused after an I/O error (see `ColdStore::read_blocks`).
+const READ_ATTEMPTS: usize = 3;
+
 pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
 
 /// redb's page cache for the offline tools. redb's default is 1 GiB, and `verify` reads every block
@@ -93,29 +113,79 @@ fn closed() -> Error {
 impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| Error::redb(path, e))?;
-        // Make sure the tables exist so later read transactions never fail on a missing table.
-        let mut tx = db.begin_write().map_err(|e| Error::redb(path, e))?;
-        tx.set_quick_repair(true);
-        {
-            let err = |e| Error::redb(path, e);
-            tx.open_table(BLOCKS).map_err(err)?;
-            tx.open_table(INDEX).map_err(err)?;
-            tx.open_table(CHECKPOINT).map_err(err)?;
-        }
-        tx.commit().map_err(|e| Error::redb(path, e))?;
+        let db = open_db(path, cache_bytes)?;
         let (cp, index) = read_state(&db, path)?;
-        Ok((Self::wrap(Db::ReadWrite(db), path, None), cp, index))
+        let mut store = Self::wrap(Db::ReadWrite(db), path, None);
+        store.cache_bytes = cache_bytes;
+        Ok((store, cp, index))
     }
 
     fn wrap(db: Db, path: &Path, scratch: Option<tempfile::TempDir>) -> ColdStore {
         ColdStore {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
+            cache_bytes: 0,
+            needs_reopen: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            degraded: AtomicBool::new(false),
             scratch,
+        }
+    }
+
+    /// Runs `f` on the open database, reopening it first if an earlier call met an I/O error.
+    fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen();
+        }
+        let guard = self.db.read();
+        let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
+        f(db)
+    }
+
+    /// Why there is no database.
+    fn unavailable(&self) -> Error {
+        if self.closed.load(Ordering::Acquire) {
+            closed()
+        } else {
+            Error::db(
+                &self.path,
+                "the cold-tier database could not be reopened after an I/O error",
+            )
+        }
+    }
+
+    /// Closes the database redb has marked failed and opens it again (redb repairs it from the last
+    /// commit). On failure the store stays without a database and the next call tries again.
+    fn reopen(&self) {
+        let mut guard = self.db.write();
+        if self.closed.load(Ordering::Acquire) || !self.needs_reopen.load(Ordering::Acquire) {
+            return;
+        }
+        match guard.take() {
+            // Offline tools never write; a failed read-only database is left as it is.
+            Some(db @ Db::ReadOnly(_)) => {
+                *guard = Some(db);
+                self.needs_reopen.store(false, Ordering::Release);
+                return;
+            }
+            Some(Db::ReadWrite(db)) => {
+                // Reports the latched failure again; closing is what matters.
+                let _ = db.close();
+            }
+            None => {}
+        }
+        // Plain open: the tables exist, and a disk that is still full has no room for a commit.
+        let opened = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&self.path)
+            .map_err(|e| Error::redb(&self.path, e));
+        match opened {
+            Ok(db) => {
+                *guard = Some(Db::ReadWrite(db));
+                self.needs_reopen.store(false, Ordering::Release);
+                tracing::warn!(path = %self.path.display(), "cold-tier database reopened after an I/O error");
+            }
+            Err(e) => tracing::error!(error = %e, "reopening the cold-tier database failed"),
         }
     }
 
@@ -177,29 +247,43 @@ impl ColdStore {
         &self,
         mut f: impl FnMut(u64, std::result::Result<DecodedBlock, String>),
     ) -> Result<()> {
-        let tx = self.begin_read()?;
-        let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-        for row in table.iter().map_err(|e| self.err(e))? {
-            let (k, v) = row.map_err(|e| self.err(e))?;
-            f(k.value(), block::decode(v.value()));
-        }
-        Ok(())
+        self.with_db(|db| {
+            let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
+            let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            for row in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                f(k.value(), block::decode(v.value()));
+            }
+            Ok(())
+        })
     }
 
     /// Closes the database (the engine is closing; the compactor has stopped). Reads already in a
     /// transaction finish; later ones get [`Error::Closed`].
     pub(crate) fn close(&self) {
-        self.db.write().take();
+        let mut guard = self.db.write();
+        self.closed.store(true, Ordering::Release);
+        guard.take();
     }
 
-    fn begin_read(&self) -> Result<ReadTransaction> {
-        let db = self.db.read();
-        let db = db.as_ref().ok_or_else(closed)?;
-        db.begin_read_tx().map_err(|e| self.err(e))
-    }
-
+    /// A redb error as the crate's: an operating-system error stays an [`Error::Io`] (so a caller
+    /// sees ENOSPC or EIO by its kind), damage the file's content shows is an [`Error::Corruption`],
+    /// anything else an [`Error::Database`]. An I/O error, or
+    /// redb's refusal after an earlier one, makes the next call reopen the database.
     fn err(&self, e: impl Into<redb::Error>) -> Error {
-        Error::redb(&self.path, e)
+        match e.into() {
+            redb::Error::Io(source) if !crate::error::is_damage(&source) => {
+                self.degraded.store(true, Ordering::Release);
+                self.needs_reopen.store(true, Ordering::Release);
+                Error::io(&self.path, source)
+            }
+            e @ redb::Error::PreviousIo => {
+                self.degraded.store(true, Ordering::Release);
+                self.needs_reopen.store(true, Ordering::Release);
+                Error::db(&self.path, e)
+            }
+            e => Error::redb(&self.path, e),
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -210,8 +294,21 @@ impl ColdStore {
     /// replaced by another (different id) yields `None`: the caller's view of the index is older than
     /// the last commit and it must look again.
     pub(crate) fn read_blocks(&self, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
-        crate::fuzzing::io_fault("cold::read").map_err(|e| self.err(e))?;
-        let tx = self.begin_read()?;
+        crate::fuzzing::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
+        // A commit failing at the same moment (a full disk) makes redb refuse this read too: the
+        // database is reopened (by this call or another) and the read tried again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.with_db(|db| self.read_blocks_in(db, metas)) {
+                Err(Error::Io { .. } | Error::Database { .. }) if attempts < READ_ATTEMPTS => {}
+                r => return r,
+            }
+        }
+    }
+
+    fn read_blocks_in(&self, db: &Db, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
+        let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
         let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(metas.len());
         for m in metas {
@@ -234,11 +331,35 @@ impl ColdStore {
 
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
-        crate::fuzzing::io_fault("cold::commit").map_err(|e| self.err(e))?;
-        let guard = self.db.read();
-        let db = guard
-            .as_ref()
-            .ok_or_else(closed)?
+        crate::fuzzing::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
+        if self.degraded.load(Ordering::Acquire) {
+            if self.needs_reopen.load(Ordering::Acquire) {
+                self.reopen();
+            }
+            let guard = self.db.write();
+            let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
+            self.commit_in(db, plan, index)?;
+        } else {
+            self.with_db(|db| self.commit_in(db, plan, index))?;
+        }
+        self.degraded.store(false, Ordering::Release);
+        // Stands for a failure redb reports after the commit reached the disk (its last fsync).
+        crate::fuzzing::io_fault("cold::commit::after").map_err(|e| {
+            self.needs_reopen.store(true, Ordering::Release);
+            Error::io(&self.path, e)
+        })
+    }
+
+    /// The checkpoint as the file holds it (after a failed commit: did it land?).
+    pub(crate) fn durable_checkpoint(&self) -> Result<Checkpoint> {
+        self.with_db(|db| match db {
+            Db::ReadWrite(db) => read_checkpoint(db, &self.path),
+            Db::ReadOnly(db) => read_checkpoint(db, &self.path),
+        })
+    }
+
+    fn commit_in(&self, db: &Db, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
+        let db = db
             .writable()
             .ok_or_else(|| Error::Config("cold store opened read-only".into()))?;
         let mut tx = db.begin_write().map_err(|e| self.err(e))?;
@@ -292,23 +413,30 @@ impl ColdStore {
     }
 }
 
+/// Opens (or creates) the engine's redb file and makes sure its tables exist, so later read
+/// transactions never fail on a missing table.
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| Error::redb(path, e))?;
+    let mut tx = db.begin_write().map_err(|e| Error::redb(path, e))?;
+    tx.set_quick_repair(true);
+    {
+        let err = |e| Error::redb(path, e);
+        tx.open_table(BLOCKS).map_err(err)?;
+        tx.open_table(INDEX).map_err(err)?;
+        tx.open_table(CHECKPOINT).map_err(err)?;
+    }
+    tx.commit().map_err(|e| Error::redb(path, e))?;
+    Ok(db)
+}
+
 /// Reads checkpoint and block index (shared by `open` and the read-only offline tools).
 fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, BlockIndex)> {
+    let cp = read_checkpoint(db, path)?;
     let err = |e: redb::Error| Error::redb(path, e);
     let tx = db.begin_read().map_err(|e| err(e.into()))?;
-    let cpt = tx.open_table(CHECKPOINT).map_err(|e| err(e.into()))?;
-    let get =
-        |k: &str| -> Result<u64> { Ok(cpt.get(k).map_err(|e| err(e.into()))?.map_or(0, |g| g.value())) };
-    let purged = (get("has_purged")? == 1).then(|| LogId {
-        term: get("purged_term").unwrap_or(0),
-        index: get("purged_index").unwrap_or(0),
-    });
-    let cp = Checkpoint {
-        cold_hi: get("cold_hi")?,
-        applied_seq: get("applied_seq")?,
-        purged,
-        next_block_id: get("next_block_id")?.max(1),
-    };
     let idx = tx.open_table(INDEX).map_err(|e| err(e.into()))?;
     let mut index = BlockIndex::new();
     for row in idx.iter().map_err(|e| err(e.into()))? {
@@ -334,4 +462,23 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, Bl
         );
     }
     Ok((cp, index))
+}
+
+/// Reads the checkpoint alone.
+fn read_checkpoint(db: &impl ReadableDatabase, path: &Path) -> Result<Checkpoint> {
+    let err = |e: redb::Error| Error::redb(path, e);
+    let tx = db.begin_read().map_err(|e| err(e.into()))?;
+    let cpt = tx.open_table(CHECKPOINT).map_err(|e| err(e.into()))?;
+    let get =
+        |k: &str| -> Result<u64> { Ok(cpt.get(k).map_err(|e| err(e.into()))?.map_or(0, |g| g.value())) };
+    let purged = (get("has_purged")? == 1).then(|| LogId {
+        term: get("purged_term").unwrap_or(0),
+        index: get("purged_index").unwrap_or(0),
+    });
+    Ok(Checkpoint {
+        cold_hi: get("cold_hi")?,
+        applied_seq: get("applied_seq")?,
+        purged,
+        next_block_id: get("next_block_id")?.max(1),
+    })
 }

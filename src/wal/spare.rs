@@ -24,7 +24,12 @@ impl SparePool {
     /// (or removal) is made durable before the call returns: retirements reach the disk oldest first,
     /// so the live segments on disk always have consecutive ids. The header is then rewritten to
     /// "spare" for tools that look at headers; recovery goes by the name.
-    pub(crate) fn retire(&self, seg: SegmentInfo) -> Result<()> {
+    ///
+    /// On error the segment may be gone already (renamed or removed, the directory fsync failed):
+    /// the caller keeps tracking it only if its file is still in place. A later fsync of the
+    /// directory makes the retirement durable; until then a power cut can only bring back a segment
+    /// the checkpoint covers, and oldest first.
+    pub(crate) fn retire(&self, seg: &SegmentInfo) -> Result<()> {
         crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
         let keep = self.files.lock().len() < self.max;
         if !keep {
@@ -33,8 +38,8 @@ impl SparePool {
         }
         let to = spare_path(&self.dir, seg.id);
         std::fs::rename(&seg.path, &to).map_err(|e| Error::io(&seg.path, e))?;
-        sync_dir(&self.dir)?;
         self.files.lock().push(to.clone());
+        sync_dir(&self.dir)?;
         OpenOptions::new()
             .write(true)
             .open(&to)
