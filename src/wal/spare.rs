@@ -38,13 +38,17 @@ impl SparePool {
         }
         let to = spare_path(&self.dir, seg.id);
         std::fs::rename(&seg.path, &to).map_err(|e| Error::io(&seg.path, e))?;
-        self.files.lock().push(to.clone());
-        sync_dir(&self.dir)?;
+        // A spare by its name from here on, whether or not the directory fsync succeeds.
+        let synced = sync_dir(&self.dir);
         OpenOptions::new()
             .write(true)
             .open(&to)
             .and_then(|f| f.write_all_at(&encode_header(SPARE_ID, 0), 0))
-            .map_err(|e| Error::io(&to, e))
+            .map_err(|e| Error::io(&to, e))?;
+        // Only now may the writer take it: a header rewrite landing after the writer had made the
+        // file its next segment would blank that segment's header.
+        self.files.lock().push(to);
+        synced
     }
 
     /// Makes sure one spare exists, creating a zero-filled file if none does, so the next rotation
