@@ -9,22 +9,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 
-use crate::cold::block::{self, BlockMeta};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::budget::MAX_ROUND_RAW_BYTES;
+use crate::cold::block::{self, BlockMeta, raw_cost};
 use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
-use crate::engine::Inner;
+use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::proto::{Entry, LogId};
 use crate::state::ColdView;
-
-/// Upper bound of raw bytes moved per round, so one transaction (and the window in which
-/// mutations are recorded for re-application) stays short.
-pub(crate) const MAX_ROUND_RAW_BYTES: u64 = 8 << 20;
-
-/// Bytes an entry takes in a block's raw form (offset slot, term, payload).
-pub(crate) fn raw_cost(e: &Entry) -> u64 {
-    12 + e.payload.len() as u64
-}
 
 struct Snapshot {
     seq: u64,
@@ -43,7 +38,7 @@ struct Snapshot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Urgency {
     /// Timer or trigger: move only full blocks beyond the protected tail. A writer waiting for memory
-    /// (`Inner::urgent`) turns the run into a forced one up to the last index at its start.
+    /// (`Backpressure::ask_for_room`) turns the run into a forced one up to the last index at its start.
     Normal,
     /// A caller asked (`compact_now`): move everything up to `upto`, the last index when it asked,
     /// protected tail and partial last block included.
@@ -72,10 +67,10 @@ impl Compactor {
 
     /// Runs rounds until nothing is left to do below the run's bound (see [`Bound`]); returns
     /// whether any round committed.
-    pub(crate) fn run(&mut self, inner: &Inner, urgency: Urgency) -> Result<bool> {
+    pub(crate) fn run(&mut self, core: &Core, urgency: Urgency) -> Result<bool> {
         // Taken, not peeked: a writer that still waits after this run sets it again.
-        let urgent = inner.urgent.swap(false, Ordering::AcqRel);
-        let now = inner.last_index.load(Ordering::Acquire);
+        let urgent = core.backpressure.take_urgent();
+        let now = core.last_index();
         let bound = match urgency {
             Urgency::Force { upto } if urgent => Bound {
                 force: true,
@@ -90,16 +85,16 @@ impl Compactor {
         let mut any = false;
         // Each round either moves data (up to the fixed bound) or changes the checkpoint, so this
         // ends; stopping at shutdown keeps `Drop` prompt even with much left to move.
-        while !inner.closed.load(Ordering::Acquire) && self.round(inner, bound)? {
+        while !core.is_closed() && self.round(core, bound)? {
             any = true;
         }
         Ok(any)
     }
 
-    fn snapshot(&self, inner: &Inner, bound: Bound) -> Option<Snapshot> {
-        let cfg = &inner.config;
-        let committed = *inner.checkpoint.lock();
-        let mut st = inner.state.write();
+    fn snapshot(&self, core: &Core, bound: Bound) -> Option<Snapshot> {
+        let cfg = &core.config;
+        let committed = *core.checkpoint.lock();
+        let mut st = core.state.write();
         let lo = st.lo();
         let cut = st.cold.dirty_from.map_or(st.cold.hi, |d| d - 1).min(st.cold.hi);
         let blocks = st.cold.blocks.clone();
@@ -171,19 +166,19 @@ impl Compactor {
     }
 
     /// One round; returns false when there was nothing to do.
-    fn round(&mut self, inner: &Inner, bound: Bound) -> Result<bool> {
-        match self.snapshot(inner, bound) {
-            Some(snap) => self.complete(inner, snap).map(|_| true),
+    fn round(&mut self, core: &Core, bound: Bound) -> Result<bool> {
+        match self.snapshot(core, bound) {
+            Some(snap) => self.complete(core, snap).map(|_| true),
             None => Ok(false),
         }
     }
 
     /// Steps 2-4 of a round: build and commit with no lock held, publish, retire segments.
-    fn complete(&mut self, inner: &Inner, snap: Snapshot) -> Result<()> {
+    fn complete(&mut self, core: &Core, snap: Snapshot) -> Result<()> {
         let span = tracing::info_span!("compaction", seq = snap.seq, entries = snap.entries.len());
         let _g = span.enter();
-        let result = self.build_and_commit(inner, &snap);
-        let mut st = inner.state.write();
+        let result = self.build_and_commit(core, &snap);
+        let mut st = core.state.write();
         let effects = st.in_flight.take().unwrap_or_default();
         let (index, new_hi, removed) = result?;
         st.cold = ColdView {
@@ -195,59 +190,41 @@ impl Compactor {
             st.cold_effect(e);
         }
         drop(st);
-        evict_clean(inner);
+        core.evict_clean();
         // Writers waiting for memory re-check after every round, not only when the run ends.
-        inner.room.notify_waiters();
+        core.backpressure.announce_room();
         for id in removed {
-            inner.cache.invalidate(id);
+            core.cold.cache().invalidate(id);
         }
-        inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        let cp = *inner.checkpoint.lock();
-        let mut garbage = inner
-            .writer
-            .lock()
-            .take_garbage(cp.applied_seq, cp.cold_hi)
-            .into_iter();
-        while let Some(seg) = garbage.next() {
-            if let Err(e) = inner.spares.retire(&seg) {
-                // Keep tracking what was not retired, so a later round (or the next open) tries again.
-                let kept = seg.path.exists().then_some(seg);
-                inner
-                    .writer
-                    .lock()
-                    .give_back(kept.into_iter().chain(garbage).collect());
-                return Err(e);
-            }
-        }
-        if inner.writer.lock().active_fill() > 0.5 {
-            inner.spares.ensure_one(inner.config.segment_bytes)?;
-        }
+        core.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        let cp = *core.checkpoint.lock();
+        core.wal.retire_covered(cp.applied_seq, cp.cold_hi)?;
         tracing::debug!(new_hi, "compaction round committed");
         Ok(())
     }
 
     /// Compresses, commits and returns the new block index, the new cold high-water and the ids of
     /// blocks removed (for the cache).
-    fn build_and_commit(&mut self, inner: &Inner, snap: &Snapshot) -> Result<(BlockIndex, u64, Vec<u64>)> {
-        let mut next_id = inner.checkpoint.lock().next_block_id;
+    fn build_and_commit(&mut self, core: &Core, snap: &Snapshot) -> Result<(BlockIndex, u64, Vec<u64>)> {
+        let mut next_id = core.checkpoint.lock().next_block_id;
         let mut plan = CommitPlan {
             cut_above: Some(snap.cut),
             purge_upto: snap.lo,
             ..CommitPlan::default()
         };
         if let Some(m) = snap.trim {
-            let kept = inner.read_blocks_for_rewrite(&m, snap.cut)?;
-            let stored =
-                block::encode(m.id, &kept, &mut self.zstd).map_err(|e| Error::db(inner.cold.path(), e))?;
+            let kept = core.cold.block_prefix(&m, snap.cut)?;
+            let stored = block::encode(m.id, &kept, &mut self.zstd)
+                .map_err(|e| Error::db(core.cold.store().path(), e))?;
             let meta = BlockMeta {
                 last: snap.cut,
-                raw_len: 4 + kept.iter().map(raw_cost).sum::<u64>(),
+                raw_len: block::BLOCK_FRAMING as u64 + kept.iter().map(raw_cost).sum::<u64>(),
                 stored_len: stored.len() as u64,
                 ..m
             };
             plan.trim = Some((meta, stored));
         }
-        let target = inner.config.block_target_bytes;
+        let target = core.config.block_target_bytes;
         let mut chunk_start = 0;
         let mut raw = 0;
         for (i, e) in snap.entries.iter().enumerate() {
@@ -257,12 +234,12 @@ impl Compactor {
             if raw >= target || (is_last && (snap.flush_partial || needed)) {
                 let chunk = &snap.entries[chunk_start..=i];
                 let stored = block::encode(next_id, chunk, &mut self.zstd)
-                    .map_err(|e| Error::db(inner.cold.path(), e))?;
+                    .map_err(|e| Error::db(core.cold.store().path(), e))?;
                 let meta = BlockMeta {
                     id: next_id,
                     first: chunk[0].index,
                     last: e.index,
-                    raw_len: raw + 4,
+                    raw_len: raw + block::BLOCK_FRAMING as u64,
                     stored_len: stored.len() as u64,
                 };
                 next_id += 1;
@@ -281,22 +258,22 @@ impl Compactor {
         };
         // The checkpoint must never be ahead of the durable log: after a power cut, records it claims
         // to cover would otherwise be missing, and their sequence numbers could be handed out again.
-        inner.sync.sync(&inner.dir)?;
-        let before = *inner.checkpoint.lock();
-        if let Err(e) = inner.cold.commit(&plan, &snap.blocks) {
+        core.wal.sync()?;
+        let before = *core.checkpoint.lock();
+        if let Err(e) = core.cold.store().commit(&plan, &snap.blocks) {
             // redb can report a failure of a commit that reached the disk (its last fsync failed).
             // Carrying on from the old checkpoint would then leave blocks in the file that the index
             // in memory does not know, so a commit whose checkpoint the file now holds counts as done.
             // (A commit that changes no checkpoint field moves nothing: it only deletes blocks no read
             // reaches or trims one to a prefix, which the next round does again either way.)
-            let landed =
-                plan.checkpoint != before && inner.cold.durable_checkpoint().ok() == Some(plan.checkpoint);
+            let landed = plan.checkpoint != before
+                && core.cold.store().durable_checkpoint().ok() == Some(plan.checkpoint);
             if !landed {
                 return Err(e);
             }
             tracing::warn!(error = %e, "the cold-tier commit reported a failure but reached the disk");
         }
-        *inner.checkpoint.lock() = plan.checkpoint;
+        *core.checkpoint.lock() = plan.checkpoint;
 
         let mut index: BlockIndex = (*snap.blocks).clone();
         let mut removed = Vec::new();
@@ -317,14 +294,78 @@ impl Compactor {
     }
 }
 
-/// Drops cold (clean) ring entries while the ring is over its budget. A writer holding its lock may
-/// be rehydrating against the current ring, so eviction is skipped rather than waited for; the writer
-/// evicts after applying, and a writer waiting for room evicts before it waits.
-pub(crate) fn evict_clean(inner: &Inner) {
-    if let Some(_w) = inner.writer.try_lock() {
-        let mut st = inner.state.write();
-        let budget = inner.ring_budget(st.cold.blocks.len());
-        st.evict(budget);
+/// The compactor's thread: a run when a writer or a purge wakes it, on its timer, or when
+/// `compact_now` asks (then forced up to the last index at the time of the call).
+pub(crate) struct CompactorThread {
+    thread: JoinHandle<()>,
+    /// `compact_now` requests: the last index when it was called, and where to send the result.
+    requests: mpsc::UnboundedSender<(u64, oneshot::Sender<Result<()>>)>,
+}
+
+impl CompactorThread {
+    pub(crate) fn spawn(core: Arc<Core>) -> Result<Self> {
+        let (requests, mut rx) = mpsc::unbounded_channel::<(u64, oneshot::Sender<Result<()>>)>();
+        let mut compactor = Compactor::new(core.config.compression_level)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::io(&core.dir, e))?;
+        let dir = core.dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("tierlog-compactor".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let interval = std::time::Duration::from_millis(core.config.compaction_interval_ms);
+                    loop {
+                        let request = tokio::select! {
+                            r = rx.recv() => match r {
+                                Some(reply) => Some(reply),
+                                None => break,
+                            },
+                            _ = core.backpressure.woken() => None,
+                            _ = tokio::time::sleep(interval) => None,
+                        };
+                        if core.is_closed() {
+                            if let Some((_, reply)) = request {
+                                let _ = reply.send(Err(Error::Closed("the engine was closed".into())));
+                            }
+                            break;
+                        }
+                        let urgency = match &request {
+                            Some((upto, _)) => Urgency::Force { upto: *upto },
+                            None => Urgency::Normal,
+                        };
+                        let res = compactor.run(&core, urgency).map(|_| ());
+                        // Also when no round ran: a round published while a writer held its lock
+                        // left its eviction undone.
+                        core.evict_clean();
+                        core.backpressure.run_finished(&res);
+                        if let Some((_, reply)) = request {
+                            let _ = reply.send(res);
+                        }
+                    }
+                })
+            })
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(CompactorThread { thread, requests })
+    }
+
+    /// Asks for a forced run up to index `upto`; the receiver gets the run's result.
+    pub(crate) fn request(&self, upto: u64) -> Result<oneshot::Receiver<Result<()>>> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send((upto, tx))
+            .map_err(|_| Error::Closed("the compactor has stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Stops the thread after its current round and waits for it; `core` must already be marked
+    /// closed. Returns false if the thread panicked.
+    pub(crate) fn stop(self, core: &Core) -> bool {
+        drop(self.requests);
+        core.backpressure.wake_compactor();
+        // Joining a plain thread is fine inside any tokio runtime: it never waits on the caller's.
+        self.thread.join().is_ok()
     }
 }
 
@@ -369,9 +410,9 @@ mod tests {
             let eng = TieredEngine::open(dir.path(), quiet_config()).await.unwrap();
             let log = eng.log_store();
             log.persist_entries(want.clone()).await.unwrap();
-            let inner = log.inner.clone();
+            let core = log.core.clone();
             let mut c = Compactor::new(1).unwrap();
-            let snap = c.snapshot(&inner, EVERYTHING).unwrap();
+            let snap = c.snapshot(&core, EVERYTHING).unwrap();
             assert_eq!(snap.entries.len(), 1000);
             // Lands after the snapshot, before the publish.
             log.truncate(500).await.unwrap();
@@ -379,18 +420,18 @@ mod tests {
                 .await
                 .unwrap();
             log.persist_entries(vec![e(100, 3)]).await.unwrap();
-            c.complete(&inner, snap).unwrap();
+            c.complete(&core, snap).unwrap();
             want.truncate(499);
             want.extend((500..=600).map(|i| e(i, 2)));
             want[99] = e(100, 3);
             expect_log(&log, &want).await;
             // Evict everything clean so reads must come from the published blocks.
-            inner.state.write().evict(0);
+            core.state.write().evict(0);
             expect_log(&log, &want).await;
             // The next round repairs the cold tier; then everything can come from blocks.
-            c.run(&inner, Urgency::Force { upto: u64::MAX }).unwrap();
-            inner.state.write().evict(0);
-            assert_eq!(inner.state.read().ring.len(), 0);
+            c.run(&core, Urgency::Force { upto: u64::MAX }).unwrap();
+            core.state.write().evict(0);
+            assert_eq!(core.state.read().ring.len(), 0);
             expect_log(&log, &want).await;
         }
         let eng = TieredEngine::open(dir.path(), quiet_config()).await.unwrap();
@@ -443,7 +484,7 @@ mod tests {
         let target = cfg.block_target_bytes;
         let eng = TieredEngine::open(dir.path(), cfg).await.unwrap();
         let log = eng.log_store();
-        let inner = log.inner.clone();
+        let core = log.core.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn({
             let (log, stop) = (log.clone(), stop.clone());
@@ -462,8 +503,8 @@ mod tests {
         while log.last_index() < 3_000 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let partial_blocks = |inner: &Inner| {
-            let st = inner.state.read();
+        let partial_blocks = |core: &Core| {
+            let st = core.state.read();
             st.cold.blocks.values().filter(|m| m.raw_len < target).count()
         };
         for call in 1..=2 {
@@ -479,7 +520,7 @@ mod tests {
                 panic!(
                     "compact_now #{call} did not return within 15 s while a writer kept appending: \
                      {rounds} rounds committed meanwhile, {} partial blocks",
-                    partial_blocks(&inner)
+                    partial_blocks(&core)
                 )
             })
             .unwrap();
@@ -489,9 +530,9 @@ mod tests {
             );
             assert!(rounds <= 2, "compact_now #{call} took {rounds} rounds");
             assert!(
-                partial_blocks(&inner) <= call,
+                partial_blocks(&core) <= call,
                 "{} blocks under the target size after {call} compact_now calls",
-                partial_blocks(&inner)
+                partial_blocks(&core)
             );
         }
         stop.store(true, Ordering::Relaxed);
@@ -513,13 +554,13 @@ mod tests {
             log.persist_entries((1..=800).map(|i| e(i, 1)).collect())
                 .await
                 .unwrap();
-            let inner = log.inner.clone();
+            let core = log.core.clone();
             let mut c = Compactor::new(1).unwrap();
-            let snap = c.snapshot(&inner, EVERYTHING).unwrap();
+            let snap = c.snapshot(&core, EVERYTHING).unwrap();
             log.truncate(301).await.unwrap();
-            c.complete(&inner, snap).unwrap();
+            c.complete(&core, snap).unwrap();
             assert!(
-                inner.checkpoint.lock().cold_hi >= 800,
+                core.checkpoint.lock().cold_hi >= 800,
                 "the round committed the old range"
             );
             expect_log(&log, &want).await;

@@ -39,16 +39,44 @@ pub enum Error {
     Database {
         /// The redb file.
         path: PathBuf,
-        /// redb's description of the failure.
+        /// What failed.
         message: String,
+        /// redb's own error, when redb reported it.
+        #[source]
+        source: Option<Box<redb::Error>>,
+    },
+    /// The directory is already open, in this process or another (its `LOCK` file is locked).
+    #[error("{} is already open in another engine or process", path.display())]
+    AlreadyOpen {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The directory is not a tierlog directory (or not a directory at all): nothing was changed.
+    #[error("{} is not a tierlog directory: {reason}", path.display())]
+    NotATierlogDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An fdatasync of the write-ahead log failed earlier: the kernel may have dropped the pages it
+    /// could not write, so nothing written since the last good sync can be trusted, and the log takes
+    /// no more writes or flushes. Reads still work; reopening the directory recovers what is on disk.
+    #[error("write-ahead log {} is poisoned by an earlier fsync failure: {source}", path.display())]
+    Poisoned {
+        /// The file whose fsync failed.
+        path: PathBuf,
+        /// The error that fsync returned.
+        #[source]
+        source: std::io::Error,
     },
     /// The caller passed something the log cannot accept; nothing was written.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// The engine was closed, or stopped accepting writes after an earlier I/O failure.
+    /// The engine was closed (by `close()` or by dropping its last clone).
     #[error("engine is closed: {0}")]
     Closed(String),
-    /// A configuration value or file is wrong, or the directory is not a tierlog directory.
+    /// A configuration value or file is wrong.
     #[error("configuration error: {0}")]
     Config(String),
 }
@@ -117,15 +145,18 @@ impl Error {
         }
     }
 
-    pub(crate) fn db(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
+    /// A cold-tier failure that redb did not report (`message` says what failed).
+    pub(crate) fn db(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Database {
             path: path.into(),
-            message: e.to_string(),
+            message: message.to_string(),
+            source: None,
         }
     }
 
     /// A redb error: [`Error::Corruption`] of the whole file when redb says the file is damaged
-    /// (truncated, not a redb file, a page that fails its checks), else [`Error::Database`].
+    /// (truncated, not a redb file, a page that fails its checks), else [`Error::Database`] with
+    /// redb's error as its source.
     pub(crate) fn redb(path: impl Into<PathBuf>, e: impl Into<redb::Error>) -> Self {
         let e = e.into();
         let damaged = match &e {
@@ -136,7 +167,11 @@ impl Error {
         if damaged {
             Self::corruption_of_file(path, format!("redb: {e}"))
         } else {
-            Self::db(path, e)
+            Error::Database {
+                path: path.into(),
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            }
         }
     }
 

@@ -80,7 +80,7 @@ impl Ring {
 
     /// Block-format bytes of the entries in `[from, to]` (sizes compaction rounds).
     pub(crate) fn raw_bytes_in(&self, from: u64, to: u64) -> u64 {
-        self.sum_in(from, to, crate::compactor::raw_cost)
+        self.sum_in(from, to, crate::cold::block::raw_cost)
     }
 
     fn sum_in(&self, from: u64, to: u64, cost: fn(&Entry) -> u64) -> u64 {

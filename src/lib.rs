@@ -20,14 +20,19 @@
 
 #[cfg(any(feature = "d-engine", feature = "openraft"))]
 pub mod adapters;
+mod backpressure;
+mod budget;
 mod cold;
 mod compactor;
 mod config;
+mod core;
 mod engine;
 mod error;
+mod failpoints;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hot;
+mod layout;
 mod limits;
 mod log_store;
 mod meta;
@@ -40,9 +45,10 @@ mod traits;
 mod wal;
 
 pub use config::{Config, RecoveryMode};
-pub use engine::{TierLogStore, TierMetaStore, TieredEngine};
+pub use engine::TieredEngine;
 pub use error::{Error, OffsetKind, Result};
 pub use limits::{BATCH_ENTRY_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes};
+pub use log_store::{TierLogStore, TierMetaStore};
 pub use proto::{Entry, HardState, LogId, VotedFor};
 pub use stats::Stats;
 pub use traits::{LogStore, MetaStore, StorageEngine};

@@ -1,4 +1,5 @@
-//! The read and write paths behind the `LogStore` and `MetaStore` traits.
+//! The engine's handles: [`TierLogStore`] and [`TierMetaStore`], with the read and write paths
+//! behind the `LogStore` and `MetaStore` traits.
 //!
 //! Writes: validate against the current state, append one write-ahead record, apply it to the
 //! in-memory state; all under the writer lock, which readers never take. Reads: plan under a short
@@ -10,14 +11,10 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 
-use crate::cold::block::{BlockMeta, DecodedBlock};
-use crate::cold::cache::BlockCache;
-use crate::cold::store::ColdStore;
-use crate::engine::{Inner, TierLogStore, TierMetaStore};
+use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::meta::AppMeta;
 use crate::proto::{Entry, HardState, LogId};
-use crate::state::LogState;
 use crate::traits::{LogStore, MetaStore};
 use crate::wal::Record;
 
@@ -25,232 +22,130 @@ use crate::wal::Record;
 /// this many misses in a row means something other than a race.
 const MAX_READ_ATTEMPTS: usize = 1000;
 
-/// Fetches cold blocks (cache first) and slices `[a, b]` out of them. `Ok(None)`: a block was
-/// replaced or deleted since the plan was made.
-fn fetch_cold(
-    cold: &ColdStore,
-    cache: &BlockCache,
-    a: u64,
-    b: u64,
-    metas: &[BlockMeta],
-) -> Result<Option<Vec<Entry>>> {
-    let mut blocks: Vec<Option<Arc<DecodedBlock>>> = metas.iter().map(|m| cache.get(m.id)).collect();
-    let missing: Vec<BlockMeta> = metas
-        .iter()
-        .zip(&blocks)
-        .filter(|(_, b)| b.is_none())
-        .map(|(m, _)| *m)
-        .collect();
-    if !missing.is_empty() {
-        let _span = tracing::debug_span!("cold_read", blocks = missing.len()).entered();
-        let mut fetched = cold.read_blocks(&missing)?.into_iter();
-        for slot in blocks.iter_mut().filter(|b| b.is_none()) {
-            match fetched.next().flatten() {
-                Some(block) => {
-                    cache.insert(block.clone());
-                    *slot = Some(block);
-                }
-                None => return Ok(None),
-            }
-        }
-    }
-    let mut out = Vec::with_capacity((b - a + 1) as usize);
-    let mut next = a;
-    for (m, block) in metas.iter().zip(blocks) {
-        let Some(block) = block else { return Ok(None) };
-        let upto = b.min(m.last);
-        if block.last() < upto || block.first > next {
-            return Ok(None);
-        }
-        for e in block.range(next, upto) {
-            out.push(e);
-        }
-        next = upto + 1;
-    }
-    if next != b + 1 {
-        return Err(Error::corruption_at_index(
-            cold.path(),
-            next,
-            format!("cold tier has no block holding index {next}"),
-        ));
-    }
-    Ok(Some(out))
+/// The engine's [`LogStore`] handle. It does not keep the engine open: once every
+/// [`TieredEngine`](crate::TieredEngine) clone is dropped (or one is closed), its calls return
+/// [`Error::Closed`].
+pub struct TierLogStore {
+    pub(crate) core: Arc<Core>,
 }
 
-/// Used during recovery, when nothing can race with the read.
-pub(crate) fn read_cold_once(
-    cold: &ColdStore,
-    cache: &BlockCache,
-    st: &LogState,
-    a: u64,
-    b: u64,
-) -> Result<Vec<Entry>> {
-    let plan = st.plan_read(a, b);
-    match plan.cold {
-        Some((ca, cb, metas)) => {
-            let mut out = fetch_cold(cold, cache, ca, cb, &metas)?.ok_or_else(|| {
-                Error::corruption_at_index(cold.path(), ca, "cold block vanished during recovery")
-            })?;
-            out.extend(plan.hot);
-            Ok(out)
-        }
-        None => Ok(plan.hot),
-    }
+/// The engine's [`MetaStore`] handle; like [`TierLogStore`], it does not keep the engine open.
+pub struct TierMetaStore {
+    pub(crate) core: Arc<Core>,
 }
 
-impl Inner {
-    /// `get_entries` core: the entries of `[a, b]` as of one moment.
-    pub(crate) fn read_range(&self, a: u64, b: u64) -> Result<Vec<Entry>> {
-        self.check_open()?;
-        for _ in 0..MAX_READ_ATTEMPTS {
-            let plan = self.state.read().plan_read(a, b);
-            let mut out = match &plan.cold {
-                Some((ca, cb, metas)) => match fetch_cold(&self.cold, &self.cache, *ca, *cb, metas)? {
-                    Some(v) => v,
-                    None => {
-                        std::thread::yield_now();
-                        continue;
-                    }
-                },
-                None => Vec::new(),
-            };
-            if let Some(next) = plan.ahead {
-                self.prefetch(next);
-            }
-            let c = &self.counters;
-            c.cold_reads.fetch_add(out.len() as u64, Ordering::Relaxed);
-            c.hot_reads.fetch_add(plan.hot.len() as u64, Ordering::Relaxed);
-            // A hot-only read hands out the ring's clones as they are: moving 10k entries into an
-            // empty vector would copy half a megabyte for nothing.
-            if out.is_empty() {
-                return Ok(plan.hot);
-            }
-            out.extend(plan.hot);
-            return Ok(out);
-        }
-        Err(Error::db(
-            self.cold.path(),
-            "cold blocks kept changing under a read; giving up",
-        ))
-    }
-
-    /// Asks the read-ahead thread to load `m` into the cache, unless it is there or the thread is busy
-    /// (read-ahead is a hint: dropping it costs only latency).
-    fn prefetch(&self, m: BlockMeta) {
-        if self.cache.contains(m.id) {
-            return;
-        }
-        if let Some(tx) = self.read_ahead.lock().as_ref() {
-            let _ = tx.try_send(m);
-        }
-    }
-
-    /// Read-ahead thread body: loads hinted blocks into the cache until the engine stops.
-    pub(crate) fn read_ahead_loop(&self, rx: std::sync::mpsc::Receiver<BlockMeta>) {
-        while let Ok(m) = rx.recv() {
-            if self.cache.contains(m.id) {
-                continue;
-            }
-            match self.cold.read_blocks(&[m]) {
-                Ok(mut v) => {
-                    if let Some(Some(b)) = v.pop() {
-                        self.cache.insert(b);
-                    }
+/// `get_entries` core: the entries of `[a, b]` as of one moment.
+fn read_range(core: &Core, a: u64, b: u64) -> Result<Vec<Entry>> {
+    core.check_open()?;
+    for _ in 0..MAX_READ_ATTEMPTS {
+        let plan = core.state.read().plan_read(a, b);
+        let mut out = match &plan.cold {
+            Some((ca, cb, metas)) => match core.cold.fetch(*ca, *cb, metas)? {
+                Some(v) => v,
+                None => {
+                    std::thread::yield_now();
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "read-ahead failed"),
-            }
-        }
-    }
-
-    /// Entries `[m.first, upto]` of block `m`, for the compactor's trim of a block cut in the middle.
-    pub(crate) fn read_blocks_for_rewrite(&self, m: &BlockMeta, upto: u64) -> Result<Vec<Entry>> {
-        fetch_cold(&self.cold, &self.cache, m.first, upto, &[*m])?
-            .ok_or_else(|| Error::corruption_at_index(self.cold.path(), m.first, "block to trim is missing"))
-    }
-
-    fn publish_last_index(&self, st: &LogState) {
-        self.last_index.store(st.last_index(), Ordering::Release);
-    }
-
-    /// Waits while the ring is over budget and the compactor can still free memory.
-    async fn wait_for_room(&self) -> Result<()> {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = self.state.read();
-                if st.ring.bytes() <= self.ring_budget(st.cold.blocks.len()) {
-                    return Ok(());
-                }
-            }
-            {
-                // Over budget: first drop what is already cold. The compactor skips eviction when it
-                // publishes a round while a writer holds the writer lock, and with nothing left to
-                // compact it runs no further round, so without this a writer could wait for room that
-                // only an eviction makes (a livelock seen in CI). The writer lock keeps any other
-                // writer from rehydrating against the ring meanwhile.
-                let _no_writer = self.writer.lock();
-                let mut st = self.state.write();
-                let budget = self.ring_budget(st.cold.blocks.len());
-                st.evict(budget);
-                if st.ring.bytes() <= budget {
-                    return Ok(());
-                }
-                // The compactor's last round failed: waiting could last forever, so the budget is
-                // exceeded (the failure is logged) rather than the log stalled.
-                if self.last_error.lock().is_some() {
-                    return Ok(());
-                }
-            }
-            self.check_open()?;
-            self.counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
-            self.urgent.store(true, Ordering::Relaxed);
-            self.wake.notify_one();
-            notified.await;
-        }
-    }
-
-    /// Validates `rec` against the current log, logs it and applies it: the one path every mutation
-    /// takes. Nothing is written when validation fails.
-    fn log_and_apply(&self, rec: Record) -> Result<()> {
-        self.check_open()?;
-        let rec = rec.into_owned();
-        let mut w = self.writer.lock();
-        // Again under the lock: `close` marks the engine closed while holding it, so a write that
-        // raced with `close` cannot reach a log that a reopened engine now owns.
-        self.check_open()?;
-        // Under the writer lock the log cannot change, and the compactor does not evict while the
-        // lock is held, so the rehydration range stays exact until `apply`.
-        let rehydrate = {
-            let st = self.state.read();
-            match &rec {
-                Record::Append(batch) => st.check_append(batch)?,
-                Record::Replace { from, entries } => st.check_replace(*from, entries).map(|_| None)?,
-                _ => None,
-            }
-        };
-        let rehydrated = match rehydrate {
-            Some((a, b)) => self.read_range(a, b)?,
+            },
             None => Vec::new(),
         };
-        let seq = w.append(&rec)?;
-        let mut st = self.state.write();
-        st.apply(seq, rec, rehydrated);
-        let budget = self.ring_budget(st.cold.blocks.len());
-        st.evict(budget);
-        self.publish_last_index(&st);
-        let uncompacted = st.ring.estimate_bytes_from(st.cold.hi + 1);
-        drop(st);
-        drop(w);
-        if uncompacted >= self.config.compaction_trigger_bytes {
-            self.wake.notify_one();
+        if let Some(next) = plan.ahead {
+            core.cold.prefetch(next);
         }
-        if self.config.sync_on_persist {
-            self.sync.sync(&self.dir)?;
+        let c = &core.counters;
+        c.cold_reads.fetch_add(out.len() as u64, Ordering::Relaxed);
+        c.hot_reads.fetch_add(plan.hot.len() as u64, Ordering::Relaxed);
+        // A hot-only read hands out the ring's clones as they are: moving 10k entries into an
+        // empty vector would copy half a megabyte for nothing.
+        if out.is_empty() {
+            return Ok(plan.hot);
         }
-        Ok(())
+        out.extend(plan.hot);
+        return Ok(out);
     }
+    Err(Error::db(
+        core.cold.store().path(),
+        "cold blocks kept changing under a read; giving up",
+    ))
+}
+
+/// Waits while the ring is over budget and the compactor can still free memory.
+async fn wait_for_room(core: &Core) -> Result<()> {
+    loop {
+        let announced = core.backpressure.room_announced();
+        tokio::pin!(announced);
+        announced.as_mut().enable();
+        {
+            let st = core.state.read();
+            if st.ring.bytes() <= core.ring_budget(&st) {
+                return Ok(());
+            }
+        }
+        {
+            // Over budget: first drop what is already cold. The compactor skips eviction when it
+            // publishes a round while a writer holds the writer lock, and with nothing left to
+            // compact it runs no further round, so without this a writer could wait for room that
+            // only an eviction makes (a livelock seen in CI). The writer lock keeps any other
+            // writer from rehydrating against the ring meanwhile.
+            let _no_writer = core.wal.writer();
+            let mut st = core.state.write();
+            let budget = core.ring_budget(&st);
+            st.evict(budget);
+            if st.ring.bytes() <= budget {
+                return Ok(());
+            }
+            // The compactor's last run failed: waiting could last forever, so the budget is
+            // exceeded (the failure is logged) rather than the log stalled.
+            if core.backpressure.compactor_failing() {
+                return Ok(());
+            }
+        }
+        core.check_open()?;
+        core.counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
+        core.backpressure.ask_for_room();
+        announced.await;
+    }
+}
+
+/// Validates `rec` against the current log, logs it and applies it: the one path every mutation
+/// takes. Nothing is written when validation fails.
+fn log_and_apply(core: &Core, rec: Record) -> Result<()> {
+    core.check_open()?;
+    let rec = rec.into_owned();
+    let mut w = core.wal.writer();
+    // Again under the lock: `close` marks the engine closed while holding it, so a write that
+    // raced with `close` cannot reach a log that a reopened engine now owns.
+    core.check_open()?;
+    // Under the writer lock the log cannot change, and the compactor does not evict while the
+    // lock is held, so the rehydration range stays exact until `apply`.
+    let rehydrate = {
+        let st = core.state.read();
+        match &rec {
+            Record::Append(batch) => st.check_append(batch)?,
+            Record::Replace { from, entries } => st.check_replace(*from, entries).map(|_| None)?,
+            _ => None,
+        }
+    };
+    let rehydrated = match rehydrate {
+        Some((a, b)) => read_range(core, a, b)?,
+        None => Vec::new(),
+    };
+    let seq = w.append(&rec)?;
+    let mut st = core.state.write();
+    st.apply(seq, rec, rehydrated);
+    let budget = core.ring_budget(&st);
+    st.evict(budget);
+    core.publish_last_index(&st);
+    let uncompacted = st.ring.estimate_bytes_from(st.cold.hi + 1);
+    drop(st);
+    drop(w);
+    if uncompacted >= core.config.compaction_trigger_bytes {
+        core.backpressure.wake_compactor();
+    }
+    if core.config.sync_on_persist {
+        core.wal.sync()?;
+    }
+    Ok(())
 }
 
 fn check_batch(entries: &[Entry]) -> Result<()> {
@@ -280,13 +175,13 @@ impl LogStore for TierLogStore {
             return Ok(());
         }
         check_batch(&entries)?;
-        self.inner.wait_for_room().await?;
+        wait_for_room(&self.core).await?;
         let _span = tracing::debug_span!("persist", first = entries[0].index, n = entries.len()).entered();
-        self.inner.log_and_apply(Record::Append(entries))
+        log_and_apply(&self.core, Record::Append(entries))
     }
 
     async fn entry(&self, index: u64) -> Result<Option<Entry>> {
-        Ok(self.inner.read_range(index, index)?.pop())
+        Ok(read_range(&self.core, index, index)?.pop())
     }
 
     fn get_entries(&self, range: RangeInclusive<u64>) -> Result<Vec<Entry>> {
@@ -294,7 +189,7 @@ impl LogStore for TierLogStore {
         if a > b {
             return Ok(Vec::new());
         }
-        self.inner.read_range(a, b)
+        read_range(&self.core, a, b)
     }
 
     async fn purge(&self, cutoff: LogId) -> Result<()> {
@@ -308,39 +203,39 @@ impl LogStore for TierLogStore {
         }
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {
-            let st = self.inner.state.read();
+            let st = self.core.state.read();
             if cutoff.index <= st.lo() {
                 return Ok(());
             }
         }
-        self.inner.log_and_apply(Record::Purge { cutoff })?;
+        log_and_apply(&self.core, Record::Purge { cutoff })?;
         // Cold blocks and segments go in the background.
-        self.inner.wake.notify_one();
+        self.core.backpressure.wake_compactor();
         Ok(())
     }
 
     async fn truncate(&self, from: u64) -> Result<()> {
         let _span = tracing::debug_span!("truncate", from).entered();
         {
-            let st = self.inner.state.read();
+            let st = self.core.state.read();
             if st.is_empty() || from > st.last {
                 return Ok(());
             }
         }
-        self.inner.log_and_apply(Record::Truncate { from: from.max(1) })
+        log_and_apply(&self.core, Record::Truncate { from: from.max(1) })
     }
 
     async fn replace_range(&self, from: u64, entries: Vec<Entry>) -> Result<()> {
         check_batch(&entries)?;
-        self.inner.wait_for_room().await?;
+        wait_for_room(&self.core).await?;
         let _span = tracing::debug_span!("replace_range", from, n = entries.len()).entered();
-        self.inner.log_and_apply(Record::Replace { from, entries })
+        log_and_apply(&self.core, Record::Replace { from, entries })
     }
 
     fn flush(&self) -> Result<()> {
         let _span = tracing::debug_span!("flush").entered();
-        self.inner.check_open()?;
-        self.inner.sync.sync(&self.inner.dir)
+        self.core.check_open()?;
+        self.core.wal.sync()
     }
 
     async fn flush_async(&self) -> Result<()> {
@@ -349,36 +244,36 @@ impl LogStore for TierLogStore {
 
     async fn reset(&self) -> Result<()> {
         let _span = tracing::debug_span!("reset").entered();
-        self.inner.log_and_apply(Record::Reset)?;
-        self.inner.cache.clear();
-        self.inner.wake.notify_one();
+        log_and_apply(&self.core, Record::Reset)?;
+        self.core.cold.cache().clear();
+        self.core.backpressure.wake_compactor();
         Ok(())
     }
 
     fn last_index(&self) -> u64 {
-        self.inner.last_index.load(Ordering::Acquire)
+        self.core.last_index()
     }
 
     fn is_write_durable(&self) -> bool {
-        self.inner.config.sync_on_persist
+        self.core.config.sync_on_persist
     }
 
     fn load_purge_boundary(&self) -> Result<Option<LogId>> {
-        self.inner.check_open()?;
-        Ok(self.inner.state.read().purged)
+        self.core.check_open()?;
+        Ok(self.core.state.read().purged)
     }
 }
 
 #[async_trait]
 impl MetaStore for TierMetaStore {
     fn save_hard_state(&self, state: &HardState) -> Result<()> {
-        self.inner.check_open()?;
-        self.inner.hard_state.save(state)
+        self.core.check_open()?;
+        self.core.hard_state.save(state)
     }
 
     fn load_hard_state(&self) -> Result<Option<HardState>> {
-        self.inner.check_open()?;
-        Ok(self.inner.hard_state.load())
+        self.core.check_open()?;
+        Ok(self.core.hard_state.load())
     }
 }
 
@@ -392,7 +287,7 @@ impl TierMetaStore {
     /// keeps that does not fit [`HardState`] (the openraft adapter keeps its vote and purged log id
     /// here). A blob over [`Self::APP_META_MAX_BYTES`] is rejected with nothing written.
     pub fn save_app_meta(&self, blob: &[u8]) -> Result<()> {
-        self.inner.check_open()?;
+        self.core.check_open()?;
         if blob.len() > AppMeta::MAX_LEN {
             return Err(Error::InvalidInput(format!(
                 "application metadata of {} bytes exceeds the {}-byte limit",
@@ -400,15 +295,15 @@ impl TierMetaStore {
                 AppMeta::MAX_LEN
             )));
         }
-        self.inner
+        self.core
             .app_meta
             .save(&AppMeta(bytes::Bytes::copy_from_slice(blob)))
     }
 
     /// The blob last saved with [`TierMetaStore::save_app_meta`], or `None` if there never was one.
     pub fn load_app_meta(&self) -> Result<Option<bytes::Bytes>> {
-        self.inner.check_open()?;
-        Ok(self.inner.app_meta.load().map(|m| m.0))
+        self.core.check_open()?;
+        Ok(self.core.app_meta.load().map(|m| m.0))
     }
 }
 
@@ -442,42 +337,42 @@ mod tests {
         };
         let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
         let log = engine.log_store();
-        let inner = log.inner.clone();
+        let core = log.core.clone();
         let big = |index: u64| Entry {
             index,
             term: 1,
             payload: bytes::Bytes::from(vec![index as u8; 4000]),
         };
-        let over_budget = |inner: &Inner| {
-            let st = inner.state.read();
-            st.ring.bytes() > inner.ring_budget(st.cold.blocks.len())
+        let over_budget = |core: &Core| {
+            let st = core.state.read();
+            st.ring.bytes() > core.ring_budget(&st)
         };
         let mut next = 1;
-        while !over_budget(&inner) {
+        while !over_budget(&core) {
             log.persist_entries(vec![big(next)]).await.unwrap();
             next += 1;
         }
         let filled = next - 1;
-        let raw: u64 = (1..=filled).map(|i| crate::compactor::raw_cost(&big(i))).sum();
+        let raw: u64 = (1..=filled).map(|i| crate::cold::block::raw_cost(&big(i))).sum();
         assert!(
-            raw > 2 * crate::compactor::MAX_ROUND_RAW_BYTES,
+            raw > 2 * crate::budget::MAX_ROUND_RAW_BYTES,
             "the forced run must need three rounds"
         );
-        assert_eq!(inner.counters.compactions.load(Ordering::Relaxed), 0);
+        assert_eq!(core.counters.compactions.load(Ordering::Relaxed), 0);
         // This write parks (nothing is cold yet) and asks for a forced run.
         let parked = tokio::spawn({
-            let (log, inner) = (log.clone(), inner.clone());
+            let (log, core) = (log.clone(), core.clone());
             async move {
                 log.persist_entries(vec![big(filled + 1)]).await.unwrap();
-                let hi = inner.state.read().cold.hi;
-                (hi, inner.counters.compactions.load(Ordering::Relaxed))
+                let hi = core.state.read().cold.hi;
+                (hi, core.counters.compactions.load(Ordering::Relaxed))
             }
         });
         let (hi, rounds) = tokio::time::timeout(Duration::from_secs(60), parked)
             .await
             .expect("the parked writer never got through")
             .unwrap();
-        assert!(inner.counters.backpressure_waits.load(Ordering::Relaxed) >= 1);
+        assert!(core.counters.backpressure_waits.load(Ordering::Relaxed) >= 1);
         assert!(
             hi < filled,
             "the parked writer was woken only after the whole run (cold high-water {hi} of \
@@ -504,14 +399,14 @@ mod tests {
         };
         let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
         let log = engine.log_store();
-        let inner = log.inner.clone();
-        let over_budget = |inner: &Inner| {
-            let st = inner.state.read();
-            st.ring.bytes() > inner.ring_budget(st.cold.blocks.len())
+        let core = log.core.clone();
+        let over_budget = |core: &Core| {
+            let st = core.state.read();
+            st.ring.bytes() > core.ring_budget(&st)
         };
         // Fill the ring past its budget (a write is admitted while the ring is still under it).
         let mut next = 1;
-        while !over_budget(&inner) {
+        while !over_budget(&core) {
             log.persist_entries(vec![entry(next)]).await.unwrap();
             next += 1;
         }
@@ -519,22 +414,19 @@ mod tests {
 
         // Compact everything while "a writer" holds the writer lock: the round publishes the new
         // cold high-water, cannot evict, and then waits for the lock to retire segments.
-        let writer = inner.writer.lock();
+        let writer = core.wal.writer();
         let compacting = tokio::spawn({
             let engine = engine.clone();
             async move { engine.compact_now().await }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while inner.state.read().cold.hi < last {
+        while core.state.read().cold.hi < last {
             assert!(std::time::Instant::now() < deadline, "the round never published");
             std::thread::sleep(Duration::from_millis(5));
         }
         drop(writer);
         compacting.await.unwrap().unwrap();
-        assert!(
-            !over_budget(&inner),
-            "the compactor left cold entries over budget"
-        );
+        assert!(!over_budget(&core), "the compactor left cold entries over budget");
 
         let write = log.persist_entries(vec![entry(next)]);
         tokio::time::timeout(Duration::from_secs(30), write)
@@ -542,6 +434,6 @@ mod tests {
             .expect("the writer waited for room that only an eviction makes")
             .unwrap();
         assert_eq!(log.last_index(), next);
-        assert!(!over_budget(&inner));
+        assert!(!over_budget(&core));
     }
 }

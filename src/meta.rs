@@ -186,7 +186,7 @@ impl<V: SlotValue> SlotFile<V> {
             .file
             .as_ref()
             .ok_or_else(|| Error::Closed("the engine was closed".into()))?;
-        crate::fuzzing::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
+        crate::failpoints::io_fault("meta::save").map_err(|e| Error::io(&self.path, e))?;
         file.write_all_at(&encode(seq, value), slot * V::SLOT)
             .and_then(|_| file.sync_data())
             .map_err(|e| Error::io(&self.path, e))?;

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::cold::cache::BlockCache;
+use crate::cold::reader::ColdReader;
 use crate::cold::store::{Checkpoint, ColdStore};
 use crate::config::{Config, RecoveryMode};
-use crate::engine::{
-    APP_META_FILE, COLD_FILE, HARD_STATE_FILE, LOCK_FILE, MARKER_FILE, MARKER_TEXT, WAL_DIR,
-};
 use crate::error::{Error, Result};
+use crate::layout::{APP_META_FILE, COLD_FILE, HARD_STATE_FILE, WAL_DIR, check_dir};
 use crate::meta::AppMeta;
 use crate::proto::{Entry, HardState, LogId};
+use crate::recovery::read_at_rest;
 use crate::state::LogState;
 use crate::wal::{self, Tail};
 
@@ -118,8 +118,7 @@ pub struct VerifyReport {
 
 /// A directory opened read-only: the state the engine would have after recovery.
 struct ReadOnlyLog {
-    cold: ColdStore,
-    cache: BlockCache,
+    cold: ColdReader,
     cp: Checkpoint,
     state: LogState,
     /// The write-ahead segments, summarised (recovery hands each record to replay as it reads it,
@@ -127,19 +126,6 @@ struct ReadOnlyLog {
     segments: Vec<SegmentReport>,
     /// Bad records the recovery mode cut off: (segment, offset, reason).
     bad_tails: Vec<(PathBuf, u64, String)>,
-}
-
-fn check_dir(dir: &Path) -> Result<()> {
-    if !dir.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory", dir.display())));
-    }
-    match std::fs::read_to_string(dir.join(MARKER_FILE)) {
-        Ok(t) if t == MARKER_TEXT => Ok(()),
-        _ => Err(Error::Config(format!(
-            "{} is not a tierlog directory (no {MARKER_FILE} marker)",
-            dir.display()
-        ))),
-    }
 }
 
 /// Decompressed blocks the offline tools keep: they read the log front to back, so a block is
@@ -151,16 +137,13 @@ const READ_CHUNK: u64 = 8192;
 
 fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
     check_dir(dir)?;
-    let (cold, cp, index) = ColdStore::open_read_only(&dir.join(COLD_FILE))?;
-    let cache = BlockCache::new(OFFLINE_BLOCK_CACHE_BYTES);
-    let mut state = LogState::from_checkpoint(&cp, index);
+    let (store, cp, index) = ColdStore::open_read_only(&dir.join(COLD_FILE))?;
+    let cold = ColdReader::new(store, BlockCache::new(OFFLINE_BLOCK_CACHE_BYTES));
     let config = Config {
         recovery_mode: mode,
         ..Config::default()
     };
-    let recovered = crate::recovery::replay(&dir.join(WAL_DIR), &config, &cp, &mut state, |st, a, b| {
-        crate::log_store::read_cold_once(&cold, &cache, st, a, b)
-    })?;
+    let (state, recovered) = crate::recovery::rebuild(&dir.join(WAL_DIR), &config, &cold, &cp, index)?;
     let segments = recovered
         .segments()
         .iter()
@@ -188,7 +171,6 @@ fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
         .collect();
     Ok(ReadOnlyLog {
         cold,
-        cache,
         cp,
         state,
         segments,
@@ -281,8 +263,8 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
         } else {
             raw as f64 / stored as f64
         },
-        redb_file_bytes: log.cold.file_bytes(),
-        redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
+        redb_file_bytes: log.cold.store().file_bytes(),
+        redb_not_closed_cleanly: log.cold.store().read_from_repaired_copy(),
         segments,
         spare_segments: spares.len() as u64,
         hard_state_damaged,
@@ -307,7 +289,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     crate::meta::read::<HardState>(&dir.join(HARD_STATE_FILE))?;
     crate::meta::read::<AppMeta>(&dir.join(APP_META_FILE))?;
     let mut report = VerifyReport {
-        redb_not_closed_cleanly: log.cold.read_from_repaired_copy(),
+        redb_not_closed_cleanly: log.cold.store().read_from_repaired_copy(),
         ..VerifyReport::default()
     };
     report.wal_records = log.segments.iter().map(|s| s.records).sum();
@@ -319,12 +301,12 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     let index = log.state.cold.blocks.clone();
     let mut first_error: Option<Error> = None;
     let mut seen = 0u64;
-    log.cold.for_each_block(|key, decoded| {
+    log.cold.store().for_each_block(|key, decoded| {
         seen += 1;
         if first_error.is_some() {
             return;
         }
-        let err = |reason: String| Some(Error::corruption_at_index(log.cold.path(), key, reason));
+        let err = |reason: String| Some(Error::corruption_at_index(log.cold.store().path(), key, reason));
         match (decoded, index.get(&key)) {
             (Err(reason), _) => first_error = err(reason),
             (Ok(_), None) => first_error = err("block has no index entry".into()),
@@ -347,7 +329,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     }
     if seen != index.len() as u64 {
         return Err(Error::corruption_of_file(
-            log.cold.path(),
+            log.cold.store().path(),
             format!("{} index entries but {seen} blocks", index.len()),
         ));
     }
@@ -357,11 +339,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         let mut next = st.first;
         while next <= st.last {
             let to = st.last.min(next + (READ_CHUNK - 1));
-            let chunk = crate::log_store::read_cold_once(&log.cold, &log.cache, st, next, to)?;
+            let chunk = read_at_rest(&log.cold, st, next, to)?;
             for e in &chunk {
                 if e.index != next {
                     return Err(Error::corruption_at_index(
-                        log.cold.path(),
+                        log.cold.store().path(),
                         next,
                         format!("index {next} missing (found {})", e.index),
                     ));
@@ -370,7 +352,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
             }
             if chunk.is_empty() {
                 return Err(Error::corruption_at_index(
-                    log.cold.path(),
+                    log.cold.store().path(),
                     next,
                     format!("index {next} missing"),
                 ));
@@ -443,7 +425,7 @@ fn read_range(
     let mut out = Vec::new();
     let mut pos = a;
     while pos <= b {
-        let err = match crate::log_store::read_cold_once(&log.cold, &log.cache, &log.state, pos, b) {
+        let err = match read_at_rest(&log.cold, &log.state, pos, b) {
             Ok(entries) => {
                 out.extend(entries);
                 break;
@@ -456,7 +438,7 @@ fn read_range(
                 offset,
                 offset_kind: crate::error::OffsetKind::LogIndex,
                 ..
-            } if salvage && path == log.cold.path() && *offset <= b => *offset,
+            } if salvage && path == log.cold.store().path() && *offset <= b => *offset,
             _ => return Err(err),
         };
         // The block named by the error (blocks are keyed by their first index), else just that index.
@@ -485,10 +467,7 @@ fn read_range(
 pub fn compact(dir: impl AsRef<Path>) -> Result<(u64, u64)> {
     let dir = dir.as_ref();
     check_dir(dir)?;
-    let lock_path = dir.join(LOCK_FILE);
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-    lock.try_lock()
-        .map_err(|_| Error::Config(format!("{} is open in an engine; close it first", dir.display())))?;
+    let _lock = crate::layout::lock(dir)?;
     let path = dir.join(COLD_FILE);
     let size = || {
         std::fs::metadata(&path)
@@ -496,8 +475,8 @@ pub fn compact(dir: impl AsRef<Path>) -> Result<(u64, u64)> {
             .map_err(|e| Error::io(&path, e))
     };
     let before = size()?;
-    let mut db = redb::Database::open(&path).map_err(|e| Error::db(&path, e))?;
-    while db.compact().map_err(|e| Error::db(&path, e))? {}
+    let mut db = redb::Database::open(&path).map_err(|e| Error::redb(&path, e))?;
+    while db.compact().map_err(|e| Error::redb(&path, e))? {}
     drop(db);
     Ok((before, size()?))
 }

@@ -1,19 +1,54 @@
-//! Opening a directory: the cold checkpoint from redb, then only the write-ahead records the
-//! checkpoint does not already hold (so recovery costs O(hot tier), not O(log)).
+//! Rebuilding the log of a directory: the cold checkpoint from redb, then only the write-ahead
+//! records the checkpoint does not already hold (so recovery costs O(hot tier), not O(log)). The
+//! engine and the offline tools both open a directory through [`rebuild`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::cold::store::Checkpoint;
+use crate::cold::reader::ColdReader;
+use crate::cold::store::{BlockIndex, Checkpoint};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::proto::Entry;
 use crate::state::LogState;
 use crate::wal::{self, Record};
 
+/// The log of the directory whose write-ahead log is in `wal_dir` and whose cold tier is `cold`
+/// (checkpoint `cp`, block index `index`), as recovery mode `config.recovery_mode` reads it; and
+/// what recovery found in the write-ahead directory (for the writer to take over).
+pub(crate) fn rebuild(
+    wal_dir: &Path,
+    config: &Config,
+    cold: &ColdReader,
+    cp: &Checkpoint,
+    index: BlockIndex,
+) -> Result<(LogState, wal::Recovered)> {
+    let mut state = LogState::from_checkpoint(cp, index);
+    let recovered = replay(wal_dir, config, cp, &mut state, |st, a, b| {
+        read_at_rest(cold, st, a, b)
+    })?;
+    Ok((state, recovered))
+}
+
+/// Entries `[a, b]` of `st` when nothing can change the cold tier meanwhile (recovery, the offline
+/// tools).
+pub(crate) fn read_at_rest(cold: &ColdReader, st: &LogState, a: u64, b: u64) -> Result<Vec<Entry>> {
+    let plan = st.plan_read(a, b);
+    match plan.cold {
+        Some((ca, cb, metas)) => {
+            let mut out = cold.fetch(ca, cb, &metas)?.ok_or_else(|| {
+                Error::corruption_at_index(cold.store().path(), ca, "cold block vanished during recovery")
+            })?;
+            out.extend(plan.hot);
+            Ok(out)
+        }
+        None => Ok(plan.hot),
+    }
+}
+
 /// Rebuilds the in-memory state. `read_cold` serves the rare replayed overwrite that reaches below the
 /// ring (it needs the cold entries that follow the overwritten range).
-pub(crate) fn replay(
+fn replay(
     wal_dir: &Path,
     config: &Config,
     cp: &Checkpoint,

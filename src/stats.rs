@@ -48,3 +48,12 @@ pub struct Stats {
     /// The configured memory budget.
     pub memory_budget_bytes: u64,
 }
+
+/// Running totals kept by the read path, the write path and the compactor.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hot_reads: std::sync::atomic::AtomicU64,
+    pub cold_reads: std::sync::atomic::AtomicU64,
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub backpressure_waits: std::sync::atomic::AtomicU64,
+}

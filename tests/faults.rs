@@ -3,7 +3,8 @@
 //! - the operation that hit the fault returns a clear `Error` (the OS error kept where the engine
 //!   reports an `Error::Io`),
 //! - nothing of a failed mutation is visible, and the engine either keeps working once the fault is
-//!   gone or refuses writes with `Error::Closed` (never a silent half state),
+//!   gone or refuses writes with `Error::Poisoned` after a failed fdatasync (never a silent half
+//!   state),
 //! - a reopen of the directory holds every entry acknowledged before the fault, byte for byte.
 //!
 //! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
@@ -86,7 +87,8 @@ fn expect_os_error(r: tierlog::Result<()>, code: i32, what: &str) {
     }
 }
 
-/// After a fault: either the engine works again, or it refuses writes with `Error::Closed`.
+/// After a fault: either the engine works again, or (after a failed fdatasync) it refuses writes
+/// with `Error::Poisoned`, which keeps the OS error.
 /// Returns whether it works.
 async fn usable_or_closed(e: &TieredEngine, m: &mut Model, term: u64, what: &str) -> bool {
     let log = e.log_store();
@@ -97,7 +99,11 @@ async fn usable_or_closed(e: &TieredEngine, m: &mut Model, term: u64, what: &str
             check(e, m, &format!("{what}: after recovering from the fault"));
             true
         }
-        Err(Error::Closed(_)) => {
+        Err(Error::Poisoned { source, .. }) => {
+            assert!(
+                source.raw_os_error().is_some(),
+                "{what}: the OS error was lost: {source}"
+            );
             check(e, m, &format!("{what}: refusing writes"));
             false
         }
@@ -206,7 +212,7 @@ async fn fdatasync_failure_poisons_writes_but_keeps_acknowledged_entries() {
     // the engine must refuse further writes and flushes, clearly.
     let works = usable_or_closed(&e, &mut m, 401, "wal::sync").await;
     assert!(!works, "writes were accepted after a failed fdatasync");
-    assert!(matches!(log.flush(), Err(Error::Closed(_))));
+    assert!(matches!(log.flush(), Err(Error::Poisoned { .. })));
     check(&e, &m, "reads after the poisoned sync");
     drop(log);
     drop(e);

@@ -773,7 +773,7 @@ impl Chain {
                     if let Err(d) = matches(self.engine(), &m) {
                         panic!("{}: a failed operation ({err}) changed the log: {d}", self.what);
                     }
-                    if matches!(err, tierlog::Error::Closed(_)) {
+                    if matches!(err, tierlog::Error::Poisoned { .. }) {
                         return Err(err);
                     }
                 }

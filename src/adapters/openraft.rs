@@ -295,7 +295,7 @@ fn read_meta<C: RaftTypeConfig>(engine: &TieredEngine) -> crate::Result<RaftMeta
         });
     };
     // The blob passed its checksum, so a parse failure is a blob some other program stored.
-    let path = engine.dir().join(crate::engine::APP_META_FILE);
+    let path = engine.dir().join(crate::layout::APP_META_FILE);
     let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes)
         .map_err(|e| Error::corruption_of_file(&path, format!("not the openraft adapter's metadata: {e}")))?;
     if blob.format != META_FORMAT {

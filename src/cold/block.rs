@@ -73,6 +73,11 @@ impl DecodedBlock {
 /// The raw length of a block holding `entries`: an error when they are none, or more than the
 /// reader's [`MAX_RAW_LEN`] (which also keeps every u32 field of the block in range). Reads lengths
 /// only.
+/// Bytes an entry takes in a block's raw form (its offset slot, term and payload).
+pub(crate) fn raw_cost(e: &Entry) -> u64 {
+    (ENTRY_FRAMING + e.payload.len()) as u64
+}
+
 pub(crate) fn raw_len(entries: &[Entry]) -> std::io::Result<usize> {
     let too_big = || {
         std::io::Error::new(

@@ -1,6 +1,7 @@
-//! The cold tier: zstd blocks in redb (`store`), their codec (`block`) and the decompressed-block
-//! cache (`cache`).
+//! The cold tier: zstd blocks in redb (`store`), their codec (`block`), the decompressed-block
+//! cache (`cache`) and the read path over both (`reader`).
 
 pub(crate) mod block;
 pub(crate) mod cache;
+pub(crate) mod reader;
 pub(crate) mod store;

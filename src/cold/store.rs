@@ -197,7 +197,7 @@ impl ColdStore {
     /// was (the engine repairs it on its next open). [`ColdStore::read_from_repaired_copy`] says so.
     pub(crate) fn open_read_only(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
         if !path.exists() {
-            return Err(Error::Config(format!("{} does not exist", path.display())));
+            return Err(Error::io(path, std::io::ErrorKind::NotFound.into()));
         }
         match Database::builder()
             .set_cache_size(OFFLINE_CACHE_BYTES)
@@ -208,10 +208,10 @@ impl ColdStore {
                 Ok((Self::wrap(Db::ReadOnly(db), path, None), cp, index))
             }
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::Config(format!(
-                "{} is open in a running engine; stop it first (a live file cannot be read consistently)",
-                path.display()
-            ))),
+            // A live file cannot be read consistently under its writer.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::AlreadyOpen {
+                path: path.to_path_buf(),
+            }),
             Err(e) => Err(Error::redb(path, e)),
         }
     }
@@ -280,7 +280,7 @@ impl ColdStore {
             e @ redb::Error::PreviousIo => {
                 self.degraded.store(true, Ordering::Release);
                 self.needs_reopen.store(true, Ordering::Release);
-                Error::db(&self.path, e)
+                Error::redb(&self.path, e)
             }
             e => Error::redb(&self.path, e),
         }
@@ -294,7 +294,7 @@ impl ColdStore {
     /// replaced by another (different id) yields `None`: the caller's view of the index is older than
     /// the last commit and it must look again.
     pub(crate) fn read_blocks(&self, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
-        crate::fuzzing::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
+        crate::failpoints::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
         // A commit failing at the same moment (a full disk) makes redb refuse this read too: the
         // database is reopened (by this call or another) and the read tried again.
         let mut attempts = 0;
@@ -331,7 +331,7 @@ impl ColdStore {
 
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
-        crate::fuzzing::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
+        crate::failpoints::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
         if self.degraded.load(Ordering::Acquire) {
             if self.needs_reopen.load(Ordering::Acquire) {
                 self.reopen();
@@ -344,7 +344,7 @@ impl ColdStore {
         }
         self.degraded.store(false, Ordering::Release);
         // Stands for a failure redb reports after the commit reached the disk (its last fsync).
-        crate::fuzzing::io_fault("cold::commit::after").map_err(|e| {
+        crate::failpoints::io_fault("cold::commit::after").map_err(|e| {
             self.needs_reopen.store(true, Ordering::Release);
             Error::io(&self.path, e)
         })
@@ -361,7 +361,7 @@ impl ColdStore {
     fn commit_in(&self, db: &Db, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
         let db = db
             .writable()
-            .ok_or_else(|| Error::Config("cold store opened read-only".into()))?;
+            .ok_or_else(|| Error::db(&self.path, "the cold store was opened read-only"))?;
         let mut tx = db.begin_write().map_err(|e| self.err(e))?;
         tx.set_quick_repair(true);
         tx.set_durability(Durability::Immediate)

@@ -1,6 +1,7 @@
-//! The write-ahead log: numbered segment files of checksummed records (`record`, `segment`), the
-//! recovery scan (`recover`), the single writer (`writer`), group-committed fdatasync (`sync`) and
-//! recycling of retired segments (`spare`).
+//! The write-ahead log, behind one type, [`Wal`]: numbered segment files of checksummed records
+//! (`record`, `segment`), the recovery scan (`recover`), the single writer (`writer`),
+//! group-committed fdatasync (`sync`) and recycling of retired segments (`spare`). Every name of a
+//! file in the write-ahead directory is made in `segment`.
 
 mod record;
 mod recover;
@@ -9,14 +10,105 @@ mod spare;
 mod sync;
 mod writer;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
 #[cfg(test)]
 pub(crate) use record::HEADER_LEN;
-pub(crate) use record::Record;
-pub(crate) use record::{BATCH_FRAMING, ENTRY_FRAMING, MAX_BODY_LEN};
+pub(crate) use record::{BATCH_FRAMING, ENTRY_FRAMING, MAX_BODY_LEN, Record};
 pub(crate) use record::{Frame, checksum, parse_frame};
 pub(crate) use recover::{Recovered, list_segments, recover};
-pub(crate) use segment::Tail;
-pub(crate) use segment::decode_header;
-pub(crate) use spare::SparePool;
-pub(crate) use sync::{SyncPoint, sync_dir};
-pub(crate) use writer::WalWriter;
+pub(crate) use segment::{Tail, decode_header};
+pub(crate) use sync::sync_dir;
+
+use crate::error::Result;
+use spare::SparePool;
+use sync::SyncPoint;
+use writer::WalWriter;
+
+/// The write-ahead log of one directory.
+pub(crate) struct Wal {
+    writer: Mutex<WalWriter>,
+    sync: Arc<SyncPoint>,
+    spares: Arc<SparePool>,
+    segment_bytes: u64,
+}
+
+/// The writer lock: whoever holds it is the only one appending, so a caller can validate a
+/// mutation against the log, append it and apply it as one step.
+pub(crate) struct WalWriterGuard<'a>(MutexGuard<'a, WalWriter>);
+
+impl WalWriterGuard<'_> {
+    /// Writes `rec` to the OS (not synced) and returns its sequence number; on error nothing of it
+    /// counts as written.
+    pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
+        self.0.append(rec)
+    }
+}
+
+impl Wal {
+    /// Takes over what recovery found in `dir` (see `WalWriter::open`): the recovered log is durable
+    /// when this returns, and appends go to a fresh segment numbered from `min_next_seq` at least.
+    pub(crate) fn open(
+        dir: &Path,
+        recovered: &Recovered,
+        segment_bytes: u64,
+        max_spares: usize,
+        min_next_seq: u64,
+    ) -> Result<Wal> {
+        let writer = WalWriter::open(dir, recovered, segment_bytes, max_spares, min_next_seq)?;
+        Ok(Wal {
+            sync: writer.sync_point(),
+            spares: writer.spare_pool(),
+            writer: Mutex::new(writer),
+            segment_bytes,
+        })
+    }
+
+    /// Takes the writer lock (see [`WalWriterGuard`]).
+    pub(crate) fn writer(&self) -> WalWriterGuard<'_> {
+        WalWriterGuard(self.writer.lock())
+    }
+
+    /// The writer lock if nobody holds it.
+    pub(crate) fn try_writer(&self) -> Option<WalWriterGuard<'_>> {
+        self.writer.try_lock().map(WalWriterGuard)
+    }
+
+    /// Returns once every record appended before the call is on stable storage (one fdatasync
+    /// shared by concurrent callers). A failed fdatasync poisons the log: this and every later
+    /// append or sync fail (`Error::Poisoned`).
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.sync.sync()
+    }
+
+    /// Retires, oldest first, the closed segments the cold checkpoint covers: every record in them
+    /// has `seq <= applied_seq`, and every entry they wrote is `<= cold_hi` or was removed by a
+    /// truncation the checkpoint covers. Retired files become spares (or are deleted). Then, when a
+    /// rotation is near, makes sure a zero-filled spare is ready. Runs outside the writer lock but
+    /// for the bookkeeping; a failed retirement leaves the segment tracked for the next call.
+    pub(crate) fn retire_covered(&self, applied_seq: u64, cold_hi: u64) -> Result<()> {
+        let mut garbage = self.writer.lock().take_garbage(applied_seq, cold_hi).into_iter();
+        while let Some(seg) = garbage.next() {
+            if let Err(e) = self.spares.retire(&seg.path, seg.id) {
+                // Once renamed or removed the segment is gone, even if the directory fsync failed.
+                let kept = seg.path.exists().then_some(seg);
+                self.writer
+                    .lock()
+                    .give_back(kept.into_iter().chain(garbage).collect());
+                return Err(e);
+            }
+        }
+        if self.writer.lock().active_fill() > 0.5 {
+            self.spares.ensure_one(self.segment_bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Segment files (live and spare) and their bytes.
+    pub(crate) fn disk_usage(&self) -> (u64, u64) {
+        self.writer.lock().disk_usage()
+    }
+}

@@ -50,6 +50,16 @@ pub(crate) fn building_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("new-{id:016x}.wal"))
 }
 
+/// Name under which a zero-filled spare is built before it joins the pool.
+pub(crate) fn building_spare_path(dir: &Path) -> PathBuf {
+    dir.join("new-spare.wal")
+}
+
+/// Where `tolerate_any_corruption` sets a segment aside: a name recovery never reads.
+pub(crate) fn set_aside_path(segment: &Path) -> PathBuf {
+    segment.with_extension("wal.corrupt")
+}
+
 /// A decoded segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {

@@ -3,17 +3,16 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use super::segment::{SPARE_ID, encode_header, spare_path};
+use super::segment::{SPARE_ID, building_spare_path, encode_header, spare_path};
 use super::sync::sync_dir;
-use super::writer::SegmentInfo;
 use crate::error::{Error, Result};
 
 /// Retired segment files waiting for reuse.
-pub(crate) struct SparePool {
+pub(super) struct SparePool {
     pub(super) dir: PathBuf,
     pub(super) files: Mutex<Vec<PathBuf>>,
     pub(super) max: usize,
@@ -29,15 +28,15 @@ impl SparePool {
     /// the caller keeps tracking it only if its file is still in place. A later fsync of the
     /// directory makes the retirement durable; until then a power cut can only bring back a segment
     /// the checkpoint covers, and oldest first.
-    pub(crate) fn retire(&self, seg: &SegmentInfo) -> Result<()> {
-        crate::fuzzing::io_fault("wal::segment_retire").map_err(|e| Error::io(&seg.path, e))?;
+    pub(super) fn retire(&self, seg: &Path, id: u64) -> Result<()> {
+        crate::failpoints::io_fault("wal::segment_retire").map_err(|e| Error::io(seg, e))?;
         let keep = self.files.lock().len() < self.max;
         if !keep {
-            std::fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            std::fs::remove_file(seg).map_err(|e| Error::io(seg, e))?;
             return sync_dir(&self.dir);
         }
-        let to = spare_path(&self.dir, seg.id);
-        std::fs::rename(&seg.path, &to).map_err(|e| Error::io(&seg.path, e))?;
+        let to = spare_path(&self.dir, id);
+        std::fs::rename(seg, &to).map_err(|e| Error::io(seg, e))?;
         // A spare by its name from here on, whether or not the directory fsync succeeds.
         let synced = sync_dir(&self.dir);
         OpenOptions::new()
@@ -53,12 +52,12 @@ impl SparePool {
 
     /// Makes sure one spare exists, creating a zero-filled file if none does, so the next rotation
     /// writes into allocated space. Runs on the background thread.
-    pub(crate) fn ensure_one(&self, segment_bytes: u64) -> Result<()> {
+    pub(super) fn ensure_one(&self, segment_bytes: u64) -> Result<()> {
         if self.max == 0 || !self.files.lock().is_empty() {
             return Ok(());
         }
-        let tmp = self.dir.join("new-spare.wal");
-        crate::fuzzing::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
+        let tmp = building_spare_path(&self.dir);
+        crate::failpoints::io_fault("wal::spare_create").map_err(|e| Error::io(&tmp, e))?;
         let f = OpenOptions::new()
             .write(true)
             .create(true)

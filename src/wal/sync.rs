@@ -1,7 +1,7 @@
 //! Group commit and directory sync.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -9,7 +9,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, Result};
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    crate::fuzzing::io_fault("wal::sync_dir")
+    crate::failpoints::io_fault("wal::sync_dir")
         .and_then(|_| File::open(dir))
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
@@ -26,17 +26,48 @@ pub(crate) struct SyncPoint {
 
 #[derive(Default)]
 struct SyncState {
-    file: Option<Arc<File>>,
+    /// The active segment and its path.
+    file: Option<(Arc<File>, PathBuf)>,
     written: u64,
     synced: u64,
     syncing: bool,
-    failed: Option<String>,
+    failed: Option<Failure>,
+}
+
+/// The fdatasync failure that poisoned the log, kept so every later call can report it.
+struct Failure {
+    path: PathBuf,
+    os_code: Option<i32>,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl Failure {
+    fn new(path: &Path, e: &std::io::Error) -> Self {
+        Failure {
+            path: path.to_path_buf(),
+            os_code: e.raw_os_error(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    fn error(&self) -> Error {
+        let source = match self.os_code {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(self.kind, self.message.clone()),
+        };
+        Error::Poisoned {
+            path: self.path.clone(),
+            source,
+        }
+    }
 }
 
 impl SyncPoint {
-    pub(super) fn reset(&self, file: Arc<File>, synced_upto: u64) {
+    pub(super) fn reset(&self, file: Arc<File>, path: PathBuf, synced_upto: u64) {
         let mut s = self.state.lock();
-        s.file = Some(file);
+        s.file = Some((file, path));
         s.written = s.written.max(synced_upto);
         s.synced = s.synced.max(synced_upto);
     }
@@ -50,35 +81,38 @@ impl SyncPoint {
         self.state.lock().synced
     }
 
-    pub(crate) fn check_healthy(&self) -> Result<()> {
+    /// `Err(Error::Poisoned)` once an fdatasync has failed.
+    pub(super) fn check_healthy(&self) -> Result<()> {
         match &self.state.lock().failed {
-            Some(msg) => Err(Error::Closed(format!("write-ahead log failed earlier: {msg}"))),
+            Some(f) => Err(f.error()),
             None => Ok(()),
         }
     }
 
+    /// fdatasyncs `file` (not the active segment: a segment being sealed) and counts everything up to
+    /// `upto` as durable.
     pub(super) fn sync_file(&self, file: &File, upto: u64, path: &Path) -> Result<()> {
-        match crate::fuzzing::io_fault("wal::sync").and_then(|_| file.sync_data()) {
+        match crate::failpoints::io_fault("wal::sync").and_then(|_| file.sync_data()) {
             Ok(()) => {
-                crate::fuzzing::synced();
+                crate::failpoints::synced();
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
                 Ok(())
             }
             Err(e) => {
-                self.state.lock().failed = Some(e.to_string());
+                self.state.lock().failed = Some(Failure::new(path, &e));
                 Err(Error::io(path, e))
             }
         }
     }
 
     /// Returns once every record written before the call is on stable storage.
-    pub(crate) fn sync(&self, dir: &Path) -> Result<()> {
+    pub(super) fn sync(&self) -> Result<()> {
         let mut s = self.state.lock();
         let target = s.written;
         loop {
-            if let Some(msg) = &s.failed {
-                return Err(Error::Closed(format!("write-ahead log failed earlier: {msg}")));
+            if let Some(f) = &s.failed {
+                return Err(f.error());
             }
             if s.synced >= target {
                 return Ok(());
@@ -92,21 +126,22 @@ impl SyncPoint {
             let file = s.file.clone();
             drop(s);
             let res = match &file {
-                Some(f) => crate::fuzzing::io_fault("wal::sync")
+                Some((f, _)) => crate::failpoints::io_fault("wal::sync")
                     .and_then(|_| f.sync_data())
-                    .inspect(|_| crate::fuzzing::synced()),
+                    .inspect(|_| crate::failpoints::synced()),
                 None => Ok(()),
             };
             s = self.state.lock();
             s.syncing = false;
-            match res {
-                Ok(()) => s.synced = s.synced.max(upto),
-                Err(e) => s.failed = Some(e.to_string()),
-            }
             self.cv.notify_all();
-            if s.failed.is_some() && s.synced < target {
-                let msg = s.failed.clone().unwrap_or_default();
-                return Err(Error::io(dir, std::io::Error::other(msg)));
+            match (res, &file) {
+                (Ok(()), _) => s.synced = s.synced.max(upto),
+                (Err(e), Some((_, path))) => {
+                    s.failed = Some(Failure::new(path, &e));
+                    // The caller whose fsync failed gets the OS error itself.
+                    return Err(Error::io(path, e));
+                }
+                (Err(_), None) => {}
             }
         }
     }

@@ -11,14 +11,14 @@ use parking_lot::Mutex;
 
 use super::Recovered;
 use super::record::{Footprint, HEADER_LEN, Record};
-use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path};
+use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path, set_aside_path};
 use super::spare::SparePool;
 use super::sync::{SyncPoint, sync_dir};
 use crate::error::{Error, Result};
 
 /// A closed or active segment the writer keeps track of for garbage collection.
 #[derive(Debug, Clone)]
-pub(crate) struct SegmentInfo {
+pub(super) struct SegmentInfo {
     pub id: u64,
     pub path: PathBuf,
     /// Highest sequence number written into it.
@@ -126,7 +126,7 @@ impl WalWriter {
         // Segments recovery dropped (tolerate_any_corruption) are kept for a post-mortem under a
         // name recovery does not read, so their ids can be reused.
         for path in &rec.dropped {
-            let aside = path.with_extension("wal.corrupt");
+            let aside = set_aside_path(path);
             std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
         }
         let newest = rec.segments.last();
@@ -160,7 +160,7 @@ impl WalWriter {
             file.write_all_at(&buf, sc.end)
                 .and_then(|_| file.sync_data())
                 .map_err(|e| Error::io(&sc.path, e))?;
-            crate::fuzzing::synced();
+            crate::failpoints::synced();
             if let Some(info) = segments.back_mut() {
                 info.last_seq = seal_seq;
             }
@@ -172,7 +172,7 @@ impl WalWriter {
             active.capacity,
         ));
         let sync = Arc::new(SyncPoint::default());
-        sync.reset(active.file.clone(), next_seq - 1);
+        sync.reset(active.file.clone(), segment_path(dir, id), next_seq - 1);
         Ok(WalWriter {
             dir: dir.to_path_buf(),
             active,
@@ -186,11 +186,11 @@ impl WalWriter {
         })
     }
 
-    pub(crate) fn sync_point(&self) -> Arc<SyncPoint> {
+    pub(super) fn sync_point(&self) -> Arc<SyncPoint> {
         self.sync.clone()
     }
 
-    pub(crate) fn spare_pool(&self) -> Arc<SparePool> {
+    pub(super) fn spare_pool(&self) -> Arc<SparePool> {
         self.pool.clone()
     }
 
@@ -215,13 +215,13 @@ impl WalWriter {
         rec.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         let path = segment_path(&self.dir, self.active.id);
-        crate::fuzzing::torn_write(
+        crate::failpoints::torn_write(
             "wal::append::torn",
             &self.active.file,
             &self.buf,
             self.active.offset,
         )
-        .and_then(|_| crate::fuzzing::io_fault("wal::append"))
+        .and_then(|_| crate::failpoints::io_fault("wal::append"))
         .map_err(|e| Error::io(&path, e))?;
         self.active
             .file
@@ -266,7 +266,8 @@ impl WalWriter {
         if let Some(info) = self.segments.back_mut() {
             info.last_seq = seal_seq;
         }
-        self.sync.reset(next.file.clone(), seal_seq);
+        self.sync
+            .reset(next.file.clone(), segment_path(&self.dir, id), seal_seq);
         self.segments.push_back(SegmentInfo::new(
             id,
             segment_path(&self.dir, id),
@@ -280,7 +281,7 @@ impl WalWriter {
     /// Removes from the list (oldest first) the closed segments whose every record is in the cold
     /// checkpoint (`seq <= applied_seq`) and whose entries are all at or below `cold_hi` or removed by
     /// a truncation the checkpoint covers; the caller retires them outside the writer lock.
-    pub(crate) fn take_garbage(&mut self, applied_seq: u64, cold_hi: u64) -> Vec<SegmentInfo> {
+    pub(super) fn take_garbage(&mut self, applied_seq: u64, cold_hi: u64) -> Vec<SegmentInfo> {
         for s in &mut self.segments {
             s.lowered.retain(|(seq, _)| *seq > applied_seq);
         }
@@ -297,19 +298,19 @@ impl WalWriter {
     }
 
     /// Puts segments `take_garbage` returned, but that could not be retired, back at the front.
-    pub(crate) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
+    pub(super) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
         for s in segs.into_iter().rev() {
             self.segments.push_front(s);
         }
     }
 
     /// Share of the active segment already written: a spare is prepared only when a rotation is near.
-    pub(crate) fn active_fill(&self) -> f64 {
+    pub(super) fn active_fill(&self) -> f64 {
         self.active.offset as f64 / self.active.capacity.max(1) as f64
     }
 
     /// Segment files and their bytes.
-    pub(crate) fn disk_usage(&self) -> (u64, u64) {
+    pub(super) fn disk_usage(&self) -> (u64, u64) {
         let spares = self.pool.files.lock();
         let spare_bytes: u64 = spares
             .iter()
@@ -330,7 +331,7 @@ impl WalWriter {
 /// same id (an unstarted segment) is replaced by the rename.
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
-    crate::fuzzing::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
+    crate::failpoints::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
     let (from, file, capacity) = match pool.files.lock().pop() {
         Some(spare) => {
             let opened = OpenOptions::new()
@@ -367,7 +368,7 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
         pool.files.lock().push(from.clone());
         return Err(Error::io(&from, e));
     }
-    crate::fuzzing::synced();
+    crate::failpoints::synced();
     std::fs::rename(&from, &path).map_err(|e| Error::io(&from, e))?;
     sync_dir(dir)?;
     Ok(Active {
@@ -408,7 +409,7 @@ mod tests {
             w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
                 .unwrap();
             if flush {
-                w.sync_point().sync(dir).unwrap();
+                w.sync_point().sync().unwrap();
             }
         }
         w.segments.back().unwrap().path.clone()

@@ -1,0 +1,134 @@
+//! The parts of one open engine, shared by its handles (the read and write paths in `log_store`)
+//! and its compactor. Each part keeps its own fields private and its own rules; this module only
+//! holds them together and says when the engine is open.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::backpressure::Backpressure;
+use crate::budget::Budget;
+use crate::cold::reader::ColdReader;
+use crate::cold::store::Checkpoint;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::meta::{AppMetaFile, HardStateFile};
+use crate::state::LogState;
+use crate::stats::Counters;
+use crate::wal::Wal;
+
+pub(crate) struct Core {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Config,
+    pub(crate) budget: Budget,
+    /// The log in memory: the ring and the view of the cold tier.
+    pub(crate) state: RwLock<LogState>,
+    /// Mirror of `state.last_index()` so `last_index()` takes no lock.
+    last_index: AtomicU64,
+    pub(crate) wal: Wal,
+    pub(crate) cold: ColdReader,
+    /// The cold checkpoint the last commit made durable.
+    pub(crate) checkpoint: Mutex<Checkpoint>,
+    pub(crate) hard_state: HardStateFile,
+    pub(crate) app_meta: AppMetaFile,
+    pub(crate) counters: Counters,
+    pub(crate) backpressure: Backpressure,
+    closed: AtomicBool,
+    /// The directory lock, released on close (not when the last handle drops) so the directory can
+    /// be reopened at once.
+    lock: Mutex<Option<File>>,
+}
+
+/// What an engine is made of once its directory is recovered.
+pub(crate) struct Parts {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub budget: Budget,
+    pub state: LogState,
+    pub wal: Wal,
+    pub cold: ColdReader,
+    pub checkpoint: Checkpoint,
+    pub hard_state: HardStateFile,
+    pub app_meta: AppMetaFile,
+    pub lock: File,
+}
+
+impl Core {
+    pub(crate) fn new(p: Parts) -> Core {
+        Core {
+            last_index: AtomicU64::new(p.state.last_index()),
+            state: RwLock::new(p.state),
+            dir: p.dir,
+            config: p.config,
+            budget: p.budget,
+            wal: p.wal,
+            cold: p.cold,
+            checkpoint: Mutex::new(p.checkpoint),
+            hard_state: p.hard_state,
+            app_meta: p.app_meta,
+            counters: Counters::default(),
+            backpressure: Backpressure::default(),
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(Some(p.lock)),
+        }
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed("the engine was closed".into()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the engine closed with no write in flight: writers check `closed` under the writer
+    /// lock, so once this returns none of them will touch the write-ahead log again.
+    pub(crate) fn mark_closed(&self) {
+        let _no_writer = self.wal.writer();
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Releases what another engine on the same directory would need or could be hurt by: redb's
+    /// file, the hard-state and application-metadata files and the directory lock. Called after the
+    /// background threads have stopped. Stale handles then get [`Error::Closed`] (reads included:
+    /// their view is gone).
+    pub(crate) fn release_files(&self) {
+        self.cold.store().close();
+        self.hard_state.close();
+        self.app_meta.close();
+        self.cold.cache().clear();
+        self.lock.lock().take();
+        self.backpressure.announce_room();
+    }
+
+    /// The log's last index (see `LogStore::last_index`), without a lock.
+    pub(crate) fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Acquire)
+    }
+
+    /// Publishes `st`'s last index; called under the state write lock after every change.
+    pub(crate) fn publish_last_index(&self, st: &LogState) {
+        self.last_index.store(st.last_index(), Ordering::Release);
+    }
+
+    /// Bytes the ring may hold now.
+    pub(crate) fn ring_budget(&self, st: &LogState) -> u64 {
+        self.budget.ring_bytes(st.cold.blocks.len())
+    }
+
+    /// Drops cold (clean) ring entries while the ring is over its budget. A writer holding its lock
+    /// may be rehydrating against the current ring, so eviction is skipped rather than waited for;
+    /// the writer evicts after applying, and a writer waiting for room evicts before it waits.
+    pub(crate) fn evict_clean(&self) {
+        if let Some(_no_writer) = self.wal.try_writer() {
+            let mut st = self.state.write();
+            let budget = self.ring_budget(&st);
+            st.evict(budget);
+        }
+    }
+}
