@@ -33,6 +33,7 @@ mod failpoints;
 pub mod fuzzing;
 mod hot;
 mod layout;
+mod le;
 mod limits;
 mod log_store;
 mod meta;

@@ -14,6 +14,7 @@ use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
+use crate::le::{u32_at, u64_at};
 use crate::proto::{HardState, VotedFor};
 
 /// What one slot holds after its magic and sequence number; the checksum follows it.
@@ -43,18 +44,24 @@ impl SlotValue for HardState {
     }
 
     fn parse(b: &[u8]) -> Option<(Self, usize)> {
-        let u64_at = |p: usize| Some(u64::from_le_bytes(b.get(p..p + 8)?.try_into().ok()?));
-        let flags = *b.get(8)?;
+        // Field offsets within the value, each after the previous field (`docs/format.md`).
+        const TERM_AT: usize = 0;
+        const FLAGS_AT: usize = TERM_AT + 8;
+        const VOTED_ID_AT: usize = FLAGS_AT + 1;
+        const VOTED_TERM_AT: usize = VOTED_ID_AT + 8;
+        const LEN: usize = VOTED_TERM_AT + 8;
+        let b = b.get(..LEN)?;
+        let flags = b[FLAGS_AT];
         let voted_for = VotedFor {
-            voted_for_id: u64_at(9)?,
-            voted_for_term: u64_at(17)?,
+            voted_for_id: u64_at(b, VOTED_ID_AT),
+            voted_for_term: u64_at(b, VOTED_TERM_AT),
             committed: flags & 2 == 2,
         };
         let hs = HardState {
-            current_term: u64_at(0)?,
+            current_term: u64_at(b, TERM_AT),
             voted_for: (flags & 1 == 1).then_some(voted_for),
         };
-        Some((hs, 25))
+        Some((hs, LEN))
     }
 }
 
@@ -78,12 +85,13 @@ impl SlotValue for AppMeta {
     }
 
     fn parse(b: &[u8]) -> Option<(Self, usize)> {
-        let len = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?) as usize;
+        const BLOB_AT: usize = 4;
+        let len = u32_at(b.get(..BLOB_AT)?, 0) as usize;
         if len > Self::MAX_LEN {
             return None;
         }
-        let blob = b.get(4..4 + len)?;
-        Some((AppMeta(Bytes::copy_from_slice(blob)), 4 + len))
+        let blob = b.get(BLOB_AT..BLOB_AT + len)?;
+        Some((AppMeta(Bytes::copy_from_slice(blob)), BLOB_AT + len))
     }
 }
 
@@ -98,14 +106,18 @@ fn encode<V: SlotValue>(seq: u64, value: &V) -> Vec<u8> {
     b
 }
 
+/// Slot field offsets: magic, sequence number, value, then the checksum of all before it.
+const SEQ_AT: usize = 4;
+const VALUE_AT: usize = SEQ_AT + 8;
+
 fn decode<V: SlotValue>(b: &[u8]) -> Option<(u64, V)> {
-    if b.get(0..4)? != V::MAGIC {
+    if b.get(..SEQ_AT)? != V::MAGIC {
         return None;
     }
-    let seq = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
-    let (value, len) = V::parse(b.get(12..)?)?;
-    let end = 12 + len;
-    let crc = u32::from_le_bytes(b.get(end..end + 4)?.try_into().ok()?);
+    let seq = u64_at(b.get(..VALUE_AT)?, SEQ_AT);
+    let (value, len) = V::parse(b.get(VALUE_AT..)?)?;
+    let end = VALUE_AT + len;
+    let crc = u32_at(b.get(end..end + 4)?, 0);
     (crc32c::crc32c(&b[..end]) == crc).then_some((seq, value))
 }
 

@@ -3,10 +3,17 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::le::{u32_at, u64_at};
 use crate::proto::Entry;
 
-pub(crate) const BLOCK_HEADER_LEN: usize = 32;
 const MAGIC: &[u8; 4] = b"TLB1";
+/// Header field offsets, each after the previous field (layout in `docs/format.md`).
+const ID_AT: usize = MAGIC.len();
+const FIRST_AT: usize = ID_AT + 8;
+const COUNT_AT: usize = FIRST_AT + 8;
+const RAW_LEN_AT: usize = COUNT_AT + 4;
+const CRC_AT: usize = RAW_LEN_AT + 4;
+pub(crate) const BLOCK_HEADER_LEN: usize = CRC_AT + 4;
 /// Largest decompressed block accepted, so a damaged length field cannot force a huge allocation.
 pub(crate) const MAX_RAW_LEN: usize = 1 << 30;
 /// Raw-block bytes an entry takes besides its payload: its offset-table slot (u32) and term (u64).
@@ -46,7 +53,7 @@ impl DecodedBlock {
 
     fn offset(&self, i: usize) -> usize {
         let p = 4 * i;
-        u32::from_le_bytes(self.raw[p..p + 4].try_into().unwrap_or_default()) as usize
+        u32_at(&self.raw, p) as usize
     }
 
     /// The entry at `index`, which must lie in `[first, last]`.
@@ -56,7 +63,7 @@ impl DecodedBlock {
         }
         let i = (index - self.first) as usize;
         let (a, b) = (self.offset(i), self.offset(i + 1));
-        let term = u64::from_le_bytes(self.raw[a..a + 8].try_into().unwrap_or_default());
+        let term = u64_at(&self.raw, a);
         Some(Entry {
             index,
             term,
@@ -141,19 +148,17 @@ pub(crate) fn encode(
 
 /// The header fields of a stored block, after checking magic and checksum.
 pub(crate) fn check(stored: &[u8]) -> Result<(u64, u64, u64, usize), String> {
-    if stored.len() < BLOCK_HEADER_LEN || &stored[0..4] != MAGIC {
+    if stored.len() < BLOCK_HEADER_LEN || &stored[..ID_AT] != MAGIC {
         return Err("not a tierlog block (bad magic or too short)".into());
     }
-    let u64_at = |p: usize| u64::from_le_bytes(stored[p..p + 8].try_into().unwrap_or_default());
-    let u32_at = |p: usize| u32::from_le_bytes(stored[p..p + 4].try_into().unwrap_or_default());
     let (id, first, count, raw_len, crc) = (
-        u64_at(4),
-        u64_at(12),
-        u32_at(20) as u64,
-        u32_at(24) as usize,
-        u32_at(28),
+        u64_at(stored, ID_AT),
+        u64_at(stored, FIRST_AT),
+        u32_at(stored, COUNT_AT) as u64,
+        u32_at(stored, RAW_LEN_AT) as usize,
+        u32_at(stored, CRC_AT),
     );
-    if crc32c::crc32c_append(crc32c::crc32c(&stored[..28]), &stored[BLOCK_HEADER_LEN..]) != crc {
+    if crc32c::crc32c_append(crc32c::crc32c(&stored[..CRC_AT]), &stored[BLOCK_HEADER_LEN..]) != crc {
         return Err("block checksum mismatch".into());
     }
     if count == 0 || raw_len > MAX_RAW_LEN || raw_len < 4 * (count as usize + 1) + 8 * count as usize {
@@ -189,7 +194,7 @@ pub(crate) fn decode(stored: &[u8]) -> Result<DecodedBlock, String> {
     let table = 4 * (count as usize + 1);
     let mut prev = table;
     for i in 0..=count as usize {
-        let off = u32::from_le_bytes(raw[4 * i..4 * i + 4].try_into().unwrap_or_default()) as usize;
+        let off = u32_at(&raw, 4 * i) as usize;
         let min = if i == 0 { table } else { prev + 8 };
         if off < min || off > raw_len || (i == 0 && off != table) {
             return Err(format!("block offset table entry {i} is out of order"));

@@ -2,10 +2,14 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
+use crate::le::{u32_at, u64_at};
 use crate::proto::{Entry, LogId};
 
 /// Bytes before a record's body: body length u32, crc32c u32, sequence number u64.
-pub(crate) const HEADER_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = SEQ_AT + 8;
+const LEN_AT: usize = 0;
+const CRC_AT: usize = LEN_AT + 4;
+const SEQ_AT: usize = CRC_AT + 4;
 /// The body starts with the writer's durable watermark (see [`Record::encode`]).
 const SYNCED_LEN: usize = 8;
 /// Largest body accepted, so a damaged length field cannot make recovery allocate without bound.
@@ -96,9 +100,9 @@ impl Record {
         let body_len = out.len() - start - HEADER_LEN;
         let crc = checksum(segment_id, seq, &out[start + HEADER_LEN..]);
         let header = &mut out[start..start + HEADER_LEN];
-        header[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
-        header[4..8].copy_from_slice(&crc.to_le_bytes());
-        header[8..16].copy_from_slice(&seq.to_le_bytes());
+        header[LEN_AT..CRC_AT].copy_from_slice(&(body_len as u32).to_le_bytes());
+        header[CRC_AT..SEQ_AT].copy_from_slice(&crc.to_le_bytes());
+        header[SEQ_AT..HEADER_LEN].copy_from_slice(&seq.to_le_bytes());
     }
 
     /// Size of the framed record.
@@ -260,9 +264,9 @@ pub(crate) fn parse_frame(segment_id: u64, buf: &Bytes) -> Frame {
             Frame::Bad("partial record header".into())
         };
     }
-    let body_len = u32::from_le_bytes(buf[0..4].try_into().unwrap_or_default()) as usize;
-    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default());
-    let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap_or_default());
+    let body_len = u32_at(buf, LEN_AT) as usize;
+    let crc = u32_at(buf, CRC_AT);
+    let seq = u64_at(buf, SEQ_AT);
     if body_len == 0 && crc == 0 && seq == 0 {
         return Frame::End;
     }
@@ -276,7 +280,7 @@ pub(crate) fn parse_frame(segment_id: u64, buf: &Bytes) -> Frame {
     if body.len() < SYNCED_LEN {
         return Frame::Bad("record body too short".into());
     }
-    let synced = u64::from_le_bytes(body[..SYNCED_LEN].try_into().unwrap_or_default());
+    let synced = u64_at(&body, 0);
     match Record::decode_body(body.slice(SYNCED_LEN..)) {
         Ok(record) => Frame::Record {
             seq,

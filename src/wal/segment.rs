@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::record::{Footprint, Frame, HEADER_LEN, MAX_BODY_LEN, Record, parse_frame};
 use crate::error::{Error, Result};
+use crate::le::{u32_at, u64_at};
 
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"TLWALSEG";
@@ -86,18 +87,6 @@ fn header_crc(h: &[u8]) -> u32 {
         crc32c::crc32c(&h[..CRC_AT]),
         &h[ID_AT..SEGMENT_HEADER_LEN as usize],
     )
-}
-
-fn u32_at(h: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&h[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(h: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h[at..at + 8]);
-    u64::from_le_bytes(b)
 }
 
 /// `(segment id, first sequence number)` of a header, or why it is not one.
@@ -215,7 +204,7 @@ impl ChunkReader {
         let head = self.window(off, HEADER_LEN)?;
         let body_len = head
             .get(..4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .map_or(0, |b| u32_at(b, 0) as usize)
             .min(MAX_BODY_LEN);
         Ok(Bytes::copy_from_slice(self.window(off, HEADER_LEN + body_len)?))
     }
