@@ -418,13 +418,15 @@ fn synced_now(snap: &Snapshot) -> HashMap<String, Vec<u8>> {
 
 /// Copies the live directory `dir` to `to` (the files as the page cache holds them) and stops
 /// recording; returns what the disk holds for sure (the synced snapshot) at the copy. A background
-/// round may fdatasync and then commit its checkpoint while the copy runs: the copy is taken again
-/// until no fdatasync happened during it, so the copied checkpoint is never ahead of the snapshot.
+/// round may fdatasync and then commit its checkpoint while the copy runs, and a file copy that
+/// overlaps redb commits can hold a mix of pages no crash leaves: the copy is taken again until no
+/// fdatasync happened and `cold.redb` did not change during it.
 fn copy_at_rest(dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<String, Vec<u8>> {
+    let redb = || std::fs::read(dir.join("cold.redb")).ok();
     loop {
-        let before = synced_now(snap);
+        let (before, cold_before) = (synced_now(snap), redb());
         copy_dir(dir, to);
-        if synced_now(snap) == before {
+        if synced_now(snap) == before && redb() == cold_before {
             fail::remove("wal::synced");
             return before;
         }

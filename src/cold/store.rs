@@ -114,7 +114,7 @@ impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
         let db = open_db(path, cache_bytes)?;
-        let (cp, index) = read_state(&db, path)?;
+        let (cp, index) = guarded(path, || read_state(&db, path))?;
         let mut store = Self::wrap(Db::ReadWrite(db), path, None);
         store.cache_bytes = cache_bytes;
         Ok((store, cp, index))
@@ -139,7 +139,11 @@ impl ColdStore {
         }
         let guard = self.db.read();
         let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
-        f(db)
+        guarded(&self.path, || f(db)).inspect_err(|e| {
+            if e.is_corruption() {
+                self.needs_reopen.store(true, Ordering::Release);
+            }
+        })
     }
 
     /// Why there is no database.
@@ -338,7 +342,11 @@ impl ColdStore {
             }
             let guard = self.db.write();
             let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
-            self.commit_in(db, plan, index)?;
+            guarded(&self.path, || self.commit_in(db, plan, index)).inspect_err(|e| {
+                if e.is_corruption() {
+                    self.needs_reopen.store(true, Ordering::Release);
+                }
+            })?;
         } else {
             self.with_db(|db| self.commit_in(db, plan, index))?;
         }
@@ -411,6 +419,24 @@ impl ColdStore {
     pub(crate) fn file_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
+}
+
+/// Runs a call into redb, turning a panic into [`Error::Corruption`] of the whole file. redb 4.6
+/// panics (slice indices out of range) on some damaged pages instead of returning an error; the
+/// engine must report damage, not lose its compactor thread or a caller's. The database is reopened
+/// before its next use (the caller marks it), since a panic may have left redb's state inconsistent.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(Error::corruption_of_file(
+            path,
+            format!("redb failed on a damaged page ({what})"),
+        ))
+    })
 }
 
 /// Opens (or creates) the engine's redb file and makes sure its tables exist, so later read
