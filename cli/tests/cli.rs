@@ -188,6 +188,46 @@ fn bench_refuses_bad_input() {
     assert!(!out.status.success());
 }
 
+/// A `--plot` path that cannot be written is refused before the workload runs: no log directory is
+/// created, no report is printed, and nothing is left at the plot path.
+#[test]
+fn bench_refuses_an_unwritable_plot_path_before_the_workload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let missing_parent = tmp.path().join("no/such/dir/run.svg");
+    let a_directory = tmp.path().join("a-directory");
+    std::fs::create_dir(&a_directory).unwrap();
+    for (case, plot) in [("missing parent", &missing_parent), ("a directory", &a_directory)] {
+        let dir = tmp.path().join(format!("log-{}", case.replace(' ', "-")));
+        let out = tierlog(&[
+            "bench",
+            "--entries",
+            "4000",
+            "--json",
+            "--config",
+            &config,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&plot.display().to_string()),
+            "{case}: the error names the plot path: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{case}: no report: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!dir.exists(), "{case}: the workload never started");
+    }
+    assert!(!missing_parent.exists());
+    assert_eq!(std::fs::read_dir(&a_directory).unwrap().count(), 0);
+}
+
 #[test]
 fn operator_commands_name_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();

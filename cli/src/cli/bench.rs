@@ -29,6 +29,9 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         config.memory_budget_bytes = budget;
         config.validate()?;
     }
+    if let Some(path) = &args.plot {
+        check_writable(path)?;
+    }
     let payloads = PayloadGen::new(args.payload.clone(), args.seed, args.entry_size)?;
     let (dir, temp) = match &args.dir {
         Some(d) => (prepare_dir(d)?, None),
@@ -57,6 +60,31 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         eprintln!("plot written to {}", path.display());
     }
     Ok(if report.verification.ok { 0 } else { 1 })
+}
+
+/// Fails now, not after the whole workload, when the `--plot` file could not be written: the path is
+/// a directory, its directory is missing, or it is not writable. Leaves the path as it was.
+fn check_writable(path: &Path) -> CliResult<()> {
+    let refused = |e: &dyn std::fmt::Display| format!("cannot write the plot to {}: {e}", path.display());
+    if path.is_dir() {
+        return Err(refused(&"it is a directory").into());
+    }
+    if path.exists() {
+        // Opening for writing without truncating checks the permission and changes nothing.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| refused(&e))?;
+    } else {
+        // Create it and remove it again: what the plot will do, and the OS names the problem.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| refused(&e))?;
+        std::fs::remove_file(path).map_err(|e| refused(&e))?;
+    }
+    Ok(())
 }
 
 /// Accepts an absent or empty directory only, so a bench never mixes with existing data.
