@@ -228,6 +228,84 @@ fn bench_refuses_an_unwritable_plot_path_before_the_workload() {
     assert_eq!(std::fs::read_dir(&a_directory).unwrap().count(), 0);
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM during `tierlog bench` on its temporary directory removes that directory
+/// (it held 162 MiB after an interrupted default run), and the process still ends by the signal.
+#[test]
+fn interrupted_bench_removes_its_temporary_directory() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("INT", 2), ("TERM", 15)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tiny_config(tmp.path());
+        let scratch = tmp.path().join("tmpdir");
+        std::fs::create_dir(&scratch).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+            .args(["bench", "--entries", "100000000", "--config", &config])
+            .env("TMPDIR", &scratch)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let kill = |child: &mut std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        // Wait until the engine writes into the temporary directory.
+        let started = std::time::Instant::now();
+        let bench_dir = loop {
+            let dir = std::fs::read_dir(&scratch)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.join("wal").is_dir());
+            if let Some(dir) = dir {
+                break dir;
+            }
+            if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                kill(&mut child);
+                panic!(
+                    "SIG{signal}: the bench never started writing under {}",
+                    scratch.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(300)); // let it write, compact and rotate a little
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "SIG{signal}: the bench ended early"
+        );
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                kill(&mut child);
+                panic!("SIG{signal}: the bench did not stop within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = child.stderr.take().map(std::io::read_to_string).unwrap().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(number),
+            "SIG{signal}: {status:?}, stderr: {err}"
+        );
+        assert!(
+            !bench_dir.exists(),
+            "SIG{signal}: {} was left behind (stderr: {err})",
+            bench_dir.display()
+        );
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "SIG{signal}");
+    }
+}
+
 #[test]
 fn operator_commands_name_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
