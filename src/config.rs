@@ -23,30 +23,57 @@ pub enum RecoveryMode {
 
 /// Tuning knobs of a [`TieredEngine`](crate::TieredEngine). `Config::default()` is what
 /// `config/default.toml` spells out.
+///
+/// Each field says its default and the values [`Config::validate`] accepts (which `open` and the TOML
+/// loaders call); a value outside its range is an [`Error::Config`] naming the key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Bound on the engine's memory: hot ring + decompressed-block cache + block index.
+    ///
+    /// Default: 268435456 (256 MiB). Accepted: at least 1048576 (1 MiB).
     pub memory_budget_bytes: u64,
-    /// Share of the memory budget given to the decompressed-block cache (0.0..=0.9).
+    /// Share of the memory budget given to the decompressed-block cache; the rest is the ring's.
+    ///
+    /// Default: 0.25. Accepted: 0.0 to 0.9, both included.
     pub block_cache_fraction: f64,
     /// If true, `persist_entries` fdatasyncs before returning and `is_write_durable()` is true.
+    ///
+    /// Default: false. Accepted: true or false.
     pub sync_on_persist: bool,
     /// Size of one write-ahead segment file.
+    ///
+    /// Default: 67108864 (64 MiB). Accepted: 65536 (64 KiB) to 4294967296 (4 GiB), both included.
     pub segment_bytes: u64,
     /// Retired segments kept for reuse: writing into already-allocated space makes fdatasync cheaper.
+    ///
+    /// Default: 4. Accepted: any value; 0 deletes every retired segment.
     pub recycle_segments: usize,
-    /// Target uncompressed size of one cold block.
+    /// Target uncompressed size of one cold block (a point read decompresses one block).
+    ///
+    /// Default: 65536 (64 KiB). Accepted: 1024 (1 KiB) to 16777216 (16 MiB), both included.
     pub block_target_bytes: u64,
     /// zstd level for cold blocks (1 measured best on KV payloads: 4.3x at ~880 MB/s).
+    ///
+    /// Default: 1. Accepted: -7 to 22, both included (negative levels are zstd's fast modes).
     pub compression_level: i32,
     /// Uncompacted hot bytes that trigger a compaction round (one redb transaction).
+    ///
+    /// Default: 4194304 (4 MiB). Accepted: any value; a normal round moves only full blocks, so it
+    /// waits for at least `block_target_bytes` whatever this says.
     pub compaction_trigger_bytes: u64,
     /// Newest entries never compacted unless memory pressure forces it (they may still be overwritten).
+    ///
+    /// Default: 1024. Accepted: any value; 0 lets every entry move to the cold tier.
     pub hot_tail_entries: u64,
     /// Longest the compactor sleeps between checks, in milliseconds.
+    ///
+    /// Default: 200. Accepted: at least 1.
     pub compaction_interval_ms: u64,
     /// What recovery does with a damaged write-ahead record.
+    ///
+    /// Default: [`RecoveryMode::TolerateTornTail`]. Accepted: the three [`RecoveryMode`]s, in TOML
+    /// `"absolute_consistency"`, `"tolerate_torn_tail"` or `"tolerate_any_corruption"`.
     pub recovery_mode: RecoveryMode,
 }
 
@@ -148,6 +175,90 @@ mod tests {
     fn default_toml_file_parses_to_default_config() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
         assert_eq!(Config::from_toml_file(path).unwrap(), Config::default());
+    }
+
+    /// The ranges the field docs (and config/default.toml) state are the ones `validate` applies:
+    /// each bound is accepted, one step past it is not.
+    #[test]
+    fn documented_ranges_are_the_validated_ones() {
+        type Set = fn(&mut Config);
+        let cases: &[(&str, Set, Option<Set>)] = &[
+            (
+                "memory_budget_bytes min",
+                |c| c.memory_budget_bytes = 1 << 20,
+                Some(|c| c.memory_budget_bytes = (1 << 20) - 1),
+            ),
+            (
+                "block_cache_fraction min",
+                |c| c.block_cache_fraction = 0.0,
+                Some(|c| c.block_cache_fraction = -0.01),
+            ),
+            (
+                "block_cache_fraction max",
+                |c| c.block_cache_fraction = 0.9,
+                Some(|c| c.block_cache_fraction = 0.91),
+            ),
+            (
+                "block_cache_fraction NaN",
+                |c| c.block_cache_fraction = 0.5,
+                Some(|c| c.block_cache_fraction = f64::NAN),
+            ),
+            (
+                "segment_bytes min",
+                |c| c.segment_bytes = 64 << 10,
+                Some(|c| c.segment_bytes = (64 << 10) - 1),
+            ),
+            (
+                "segment_bytes max",
+                |c| c.segment_bytes = 1 << 32,
+                Some(|c| c.segment_bytes = (1 << 32) + 1),
+            ),
+            ("recycle_segments 0", |c| c.recycle_segments = 0, None),
+            (
+                "block_target_bytes min",
+                |c| c.block_target_bytes = 1 << 10,
+                Some(|c| c.block_target_bytes = (1 << 10) - 1),
+            ),
+            (
+                "block_target_bytes max",
+                |c| c.block_target_bytes = 16 << 20,
+                Some(|c| c.block_target_bytes = (16 << 20) + 1),
+            ),
+            (
+                "compression_level min",
+                |c| c.compression_level = -7,
+                Some(|c| c.compression_level = -8),
+            ),
+            (
+                "compression_level max",
+                |c| c.compression_level = 22,
+                Some(|c| c.compression_level = 23),
+            ),
+            (
+                "compaction_trigger_bytes 0",
+                |c| c.compaction_trigger_bytes = 0,
+                None,
+            ),
+            ("hot_tail_entries 0", |c| c.hot_tail_entries = 0, None),
+            (
+                "compaction_interval_ms min",
+                |c| c.compaction_interval_ms = 1,
+                Some(|c| c.compaction_interval_ms = 0),
+            ),
+        ];
+        for (name, accepted, refused) in cases {
+            let mut c = Config::default();
+            accepted(&mut c);
+            assert!(c.validate().is_ok(), "{name}: the documented bound is refused");
+            if let Some(refused) = refused {
+                let mut c = Config::default();
+                refused(&mut c);
+                assert!(
+                    matches!(c.validate(), Err(Error::Config(_))),
+                    "{name}: past the bound is accepted"
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,18 @@
 //! assert_eq!(log.get_entries(1..=2)?.len(), 2);
 //! # Ok(()) }
 //! ```
+//!
+//! Payloads are [`bytes::Bytes`], re-exported as [`tierlog::bytes`](crate::bytes) so that a caller
+//! needs no `bytes` dependency of its own:
+//!
+//! ```
+//! use tierlog::Entry;
+//! use tierlog::bytes::Bytes;
+//!
+//! let payload = Bytes::from(vec![1, 2, 3]);
+//! let entry = Entry::new(7, 2, payload.clone()); // shares the buffer, no copy
+//! assert_eq!(entry.payload, payload);
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -45,6 +57,8 @@ mod stats;
 mod traits;
 mod wal;
 
+/// The `bytes` crate, re-exported: [`Entry::payload`] and application metadata are [`bytes::Bytes`].
+pub use bytes;
 pub use config::{Config, RecoveryMode};
 pub use engine::TieredEngine;
 pub use error::{Error, OffsetKind, Result};

@@ -9,7 +9,7 @@
 mod native;
 mod others;
 #[allow(dead_code)] // shared with the tierlog CLI; the labels are unused here
-#[path = "../../../src/cli/payload.rs"]
+#[path = "../../../cli/src/cli/payload.rs"]
 mod payload;
 mod peer;
 mod table;

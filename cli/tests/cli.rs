@@ -188,6 +188,124 @@ fn bench_refuses_bad_input() {
     assert!(!out.status.success());
 }
 
+/// A `--plot` path that cannot be written is refused before the workload runs: no log directory is
+/// created, no report is printed, and nothing is left at the plot path.
+#[test]
+fn bench_refuses_an_unwritable_plot_path_before_the_workload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let missing_parent = tmp.path().join("no/such/dir/run.svg");
+    let a_directory = tmp.path().join("a-directory");
+    std::fs::create_dir(&a_directory).unwrap();
+    for (case, plot) in [("missing parent", &missing_parent), ("a directory", &a_directory)] {
+        let dir = tmp.path().join(format!("log-{}", case.replace(' ', "-")));
+        let out = tierlog(&[
+            "bench",
+            "--entries",
+            "4000",
+            "--json",
+            "--config",
+            &config,
+            "--dir",
+            dir.to_str().unwrap(),
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&plot.display().to_string()),
+            "{case}: the error names the plot path: {}",
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{case}: no report: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!dir.exists(), "{case}: the workload never started");
+    }
+    assert!(!missing_parent.exists());
+    assert_eq!(std::fs::read_dir(&a_directory).unwrap().count(), 0);
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM during `tierlog bench` on its temporary directory removes that directory
+/// (it held 162 MiB after an interrupted default run), and the process still ends by the signal.
+#[test]
+fn interrupted_bench_removes_its_temporary_directory() {
+    use std::os::unix::process::ExitStatusExt;
+    for (signal, number) in [("INT", 2), ("TERM", 15)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tiny_config(tmp.path());
+        let scratch = tmp.path().join("tmpdir");
+        std::fs::create_dir(&scratch).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+            .args(["bench", "--entries", "100000000", "--config", &config])
+            .env("TMPDIR", &scratch)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let kill = |child: &mut std::process::Child| {
+            let _ = child.kill();
+            let _ = child.wait();
+        };
+        // Wait until the engine writes into the temporary directory.
+        let started = std::time::Instant::now();
+        let bench_dir = loop {
+            let dir = std::fs::read_dir(&scratch)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.join("wal").is_dir());
+            if let Some(dir) = dir {
+                break dir;
+            }
+            if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                kill(&mut child);
+                panic!(
+                    "SIG{signal}: the bench never started writing under {}",
+                    scratch.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(300)); // let it write, compact and rotate a little
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "SIG{signal}: the bench ended early"
+        );
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                kill(&mut child);
+                panic!("SIG{signal}: the bench did not stop within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = child.stderr.take().map(std::io::read_to_string).unwrap().unwrap();
+        assert_eq!(
+            status.signal(),
+            Some(number),
+            "SIG{signal}: {status:?}, stderr: {err}"
+        );
+        assert!(
+            !bench_dir.exists(),
+            "SIG{signal}: {} was left behind (stderr: {err})",
+            bench_dir.display()
+        );
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "SIG{signal}");
+    }
+}
+
 #[test]
 fn operator_commands_name_a_missing_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -390,7 +508,7 @@ fn clean_close_reopens_in_absolute_consistency_mode() {
     );
 }
 
-#[path = "relcommon/mod.rs"]
+#[path = "../../tests/relcommon/mod.rs"]
 mod common;
 
 /// `common::offline_store` (1..=3000, about 2000 of them cold, the rest in several write-ahead

@@ -54,7 +54,8 @@ pub struct BenchArgs {
     /// Workload to run.
     #[arg(long, value_enum, default_value = "mixed")]
     pub workload: workload::Workload,
-    /// Directory for the log (must be empty or absent; kept afterwards). Default: a temporary directory.
+    /// Directory for the log (must be empty or absent; kept afterwards). Default: a temporary directory,
+    /// removed at the end and on Ctrl-C (SIGINT) or SIGTERM.
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Engine configuration file (TOML, see config/default.toml). Default: the built-in defaults.

@@ -29,6 +29,9 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         config.memory_budget_bytes = budget;
         config.validate()?;
     }
+    if let Some(path) = &args.plot {
+        check_writable(path)?;
+    }
     let payloads = PayloadGen::new(args.payload.clone(), args.seed, args.entry_size)?;
     let (dir, temp) = match &args.dir {
         Some(d) => (prepare_dir(d)?, None),
@@ -40,12 +43,17 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
             (t.path().to_path_buf(), Some(t))
         }
     };
+    let on_signal = match &temp {
+        Some(t) => Some(RemoveOnSignal::install(t.path())?),
+        None => None, // the user's --dir is kept whatever happens
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(run_bench(&args, config, &dir, payloads, temp.is_none()))?;
+    drop(on_signal);
     drop(temp); // removes the temporary directory
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -57,6 +65,94 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         eprintln!("plot written to {}", path.display());
     }
     Ok(if report.verification.ok { 0 } else { 1 })
+}
+
+/// Removes bench's temporary directory when SIGINT (Ctrl-C) or SIGTERM arrives, then ends the
+/// process by that signal as it would have ended without the handler. Dropping it uninstalls it.
+struct RemoveOnSignal {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RemoveOnSignal {
+    fn install(dir: &Path) -> CliResult<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
+        let handle = signals.handle();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("tierlog-signals".into())
+            .spawn(move || {
+                // Ends without a signal when the handle is closed (the bench finished).
+                if let Some(signal) = signals.forever().next() {
+                    eprintln!(
+                        "\ninterrupted: removing the temporary directory {}",
+                        dir.display()
+                    );
+                    remove_dir_while_written(&dir);
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    std::process::exit(128 + signal); // only if the default action did not end it
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        Ok(RemoveOnSignal {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for RemoveOnSignal {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `remove_dir_all` while the engine's threads still run: one of them may create a file (a new
+/// segment, a spare) after the directory was listed, so the directory is not empty when it is
+/// finally removed. Tries again a few times; reports what is left.
+fn remove_dir_while_written(dir: &Path) {
+    let mut last = None;
+    for _ in 0..20 {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(e) = last {
+        eprintln!("could not remove {}: {e}", dir.display());
+    }
+}
+
+/// Fails now, not after the whole workload, when the `--plot` file could not be written: the path is
+/// a directory, its directory is missing, or it is not writable. Leaves the path as it was.
+fn check_writable(path: &Path) -> CliResult<()> {
+    let refused = |e: &dyn std::fmt::Display| format!("cannot write the plot to {}: {e}", path.display());
+    if path.is_dir() {
+        return Err(refused(&"it is a directory").into());
+    }
+    if path.exists() {
+        // Opening for writing without truncating checks the permission and changes nothing.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| refused(&e))?;
+    } else {
+        // Create it and remove it again: what the plot will do, and the OS names the problem.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| refused(&e))?;
+        std::fs::remove_file(path).map_err(|e| refused(&e))?;
+    }
+    Ok(())
 }
 
 /// Accepts an absent or empty directory only, so a bench never mixes with existing data.
