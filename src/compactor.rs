@@ -24,7 +24,7 @@ use crate::state::ColdView;
 struct Snapshot {
     seq: u64,
     purged: Option<LogId>,
-    lo: u64,
+    purged_index: u64,
     cut: u64,
     blocks: Arc<BlockIndex>,
     entries: Vec<Entry>,
@@ -95,11 +95,11 @@ impl Compactor {
         let cfg = &core.config;
         let committed = *core.checkpoint.lock();
         let mut st = core.state.write();
-        let lo = st.lo();
+        let purged_index = st.purged_index();
         let cut = st.cold.dirty_from.map_or(st.cold.hi, |d| d - 1).min(st.cold.hi);
         let blocks = st.cold.blocks.clone();
         let garbage_above = blocks.values().next_back().is_some_and(|m| m.last > cut);
-        let purgeable = blocks.values().next().is_some_and(|m| m.last <= lo);
+        let purgeable = blocks.values().next().is_some_and(|m| m.last <= purged_index);
         let force = bound.force;
         let start = (cut + 1).max(st.ring.first());
         let keep = if force { 0 } else { cfg.hot_tail_entries };
@@ -148,14 +148,14 @@ impl Compactor {
             .range(..=cut)
             .next_back()
             .map(|(_, m)| *m)
-            .filter(|m| m.last > cut && m.last > lo);
+            .filter(|m| m.last > cut && m.last > purged_index);
         let seq = st.seq;
         let purged = st.purged;
         st.in_flight = Some(Vec::new());
         Some(Snapshot {
             seq,
             purged,
-            lo,
+            purged_index,
             cut,
             blocks,
             entries,
@@ -209,7 +209,7 @@ impl Compactor {
         let mut next_id = core.checkpoint.lock().next_block_id;
         let mut plan = CommitPlan {
             cut_above: Some(snap.cut),
-            purge_upto: snap.lo,
+            purge_upto: snap.purged_index,
             ..CommitPlan::default()
         };
         if let Some(m) = snap.trim {
@@ -249,7 +249,7 @@ impl Compactor {
             }
         }
         let moved_to = plan.inserts.last().map_or(snap.cut, |(m, _)| m.last);
-        let new_hi = moved_to.max(snap.cut).max(snap.lo);
+        let new_hi = moved_to.max(snap.cut).max(snap.purged_index);
         plan.checkpoint = Checkpoint {
             cold_hi: new_hi,
             applied_seq: snap.seq,
@@ -280,7 +280,12 @@ impl Compactor {
         let doomed: Vec<u64> = index
             .range(snap.cut.saturating_add(1)..)
             .map(|(k, _)| *k)
-            .chain(index.values().take_while(|m| m.last <= snap.lo).map(|m| m.first))
+            .chain(
+                index
+                    .values()
+                    .take_while(|m| m.last <= snap.purged_index)
+                    .map(|m| m.first),
+            )
             .collect();
         for k in doomed {
             if let Some(m) = index.remove(&k) {

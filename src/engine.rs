@@ -153,7 +153,7 @@ impl TieredEngine {
         let core = &self.shared.core;
         let (wal_segments, wal_bytes) = core.wal.disk_usage();
         let st = core.state.read();
-        let lo = st.lo();
+        let lo = st.purged_index();
         let visible = st.cold.blocks.values().filter(|m| m.last > lo);
         let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
         for m in visible {

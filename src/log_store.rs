@@ -204,7 +204,7 @@ impl LogStore for TierLogStore {
         let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
         {
             let st = self.core.state.read();
-            if cutoff.index <= st.lo() {
+            if cutoff.index <= st.purged_index() {
                 return Ok(());
             }
         }

@@ -230,7 +230,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
         read_meta::<HardState>(&dir.join(HARD_STATE_FILE), mode, &mut damage)?;
     let (app_meta, app_meta_damaged) = read_meta::<AppMeta>(&dir.join(APP_META_FILE), mode, &mut damage)?;
     let st = &log.state;
-    let lo = st.lo();
+    let lo = st.purged_index();
     let live: Vec<_> = st
         .cold
         .blocks

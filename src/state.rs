@@ -85,7 +85,8 @@ impl LogState {
         }
     }
 
-    pub(crate) fn lo(&self) -> u64 {
+    /// Index of the purge boundary (0 when nothing was purged): everything at or below it is gone.
+    pub(crate) fn purged_index(&self) -> u64 {
         self.purged.map_or(0, |p| p.index)
     }
 
@@ -100,10 +101,10 @@ impl LogState {
             return Ok(None);
         };
         let (k, m) = (head.index, tail.index);
-        if k <= self.lo() {
+        if k <= self.purged_index() {
             return Err(Error::InvalidInput(format!(
                 "entry {k} is at or below the purge boundary {}",
-                self.lo()
+                self.purged_index()
             )));
         }
         if self.is_empty() {
@@ -144,10 +145,10 @@ impl LogState {
         if entries.is_empty() {
             return Ok(());
         }
-        if from <= self.lo() {
+        if from <= self.purged_index() {
             return Err(Error::InvalidInput(format!(
                 "replace_range({from}, ..) is at or below the purge boundary {}",
-                self.lo()
+                self.purged_index()
             )));
         }
         let empties = self.is_empty() || from <= self.first;
@@ -276,7 +277,7 @@ impl LogState {
             return;
         }
         if from <= self.first {
-            let lo = self.lo();
+            let lo = self.purged_index();
             self.ring.clear(lo + 1);
             self.first = lo + 1;
             self.last = lo;
@@ -289,7 +290,7 @@ impl LogState {
 
     fn purge(&mut self, cutoff: LogId) {
         let c = cutoff.index;
-        if c == 0 || c <= self.lo() {
+        if c == 0 || c <= self.purged_index() {
             return;
         }
         self.purged = Some(cutoff);
@@ -314,7 +315,11 @@ impl LogState {
 
     /// Index the log reports as last (the boundary when empty).
     pub(crate) fn last_index(&self) -> u64 {
-        if self.is_empty() { self.lo() } else { self.last }
+        if self.is_empty() {
+            self.purged_index()
+        } else {
+            self.last
+        }
     }
 
     /// Highest ring index that may be dropped from memory: its cold copy is committed and current.
