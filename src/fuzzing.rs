@@ -1,5 +1,5 @@
-//! The on-disk decoders exposed for the fuzz tests (`tests/fuzz.rs`), hidden from the
-//! documentation. Not a stable API: nothing outside this crate's own tests should call it.
+//! The on-disk decoders as the fuzz tests (`fuzz_tests.rs`) drive them: plain inputs and outputs,
+//! so a property reads like what it checks. Test-only.
 
 use bytes::Bytes;
 
@@ -10,7 +10,7 @@ use crate::wal::{Frame, Record, checksum, decode_header, parse_frame};
 /// What one write-ahead frame decodes to: `Ok(Some((seq, framed length, entries)))` for a valid
 /// record of segment `segment_id`, `Ok(None)` for the zeroed end of a segment, `Err` for anything
 /// else (torn, stale or damaged bytes).
-pub fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, usize, usize)>, String> {
+pub(crate) fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, usize, usize)>, String> {
     match parse_frame(segment_id, &Bytes::copy_from_slice(bytes)) {
         Frame::Record { seq, record, len, .. } => {
             let entries = match &record {
@@ -25,7 +25,7 @@ pub fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, usize, us
 }
 
 /// Decodes a record body as if its checksum had matched (the decoder's own bounds checks only).
-pub fn wal_record_body(body: &[u8]) -> Result<usize, String> {
+pub(crate) fn wal_record_body(body: &[u8]) -> Result<usize, String> {
     Record::decode_body(Bytes::copy_from_slice(body)).map(|r| match r {
         Record::Append(es) | Record::Replace { entries: es, .. } => es.len(),
         _ => 0,
@@ -33,36 +33,36 @@ pub fn wal_record_body(body: &[u8]) -> Result<usize, String> {
 }
 
 /// The framed bytes of an append record (to mutate valid input).
-pub fn wal_encode_append(segment_id: u64, seq: u64, entries: Vec<Entry>) -> Vec<u8> {
+pub(crate) fn wal_encode_append(segment_id: u64, seq: u64, entries: Vec<Entry>) -> Vec<u8> {
     let mut out = Vec::new();
     Record::Append(entries).encode(segment_id, seq, 0, &mut out);
     out
 }
 
 /// The record checksum, so a fuzz test can build frames whose checksum matches arbitrary bodies.
-pub fn wal_checksum(segment_id: u64, seq: u64, body: &[u8]) -> u32 {
+pub(crate) fn wal_checksum(segment_id: u64, seq: u64, body: &[u8]) -> u32 {
     checksum(segment_id, seq, body)
 }
 
 /// Decodes a segment header: `(segment id, first sequence number)`.
-pub fn wal_segment_header(bytes: &[u8]) -> Result<(u64, u64), String> {
+pub(crate) fn wal_segment_header(bytes: &[u8]) -> Result<(u64, u64), String> {
     decode_header(bytes)
 }
 
 /// Checks and decompresses a stored cold block and returns its entries.
-pub fn block_decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
+pub(crate) fn block_decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
     let b = block::decode(stored)?;
     Ok(b.range(0, u64::MAX).collect())
 }
 
 /// Encodes `entries` (consecutive) as a stored cold block with id `id`.
-pub fn block_encode(id: u64, entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn block_encode(id: u64, entries: &[Entry]) -> Vec<u8> {
     let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
     block::encode(id, entries, &mut z).unwrap_or_else(|e| panic!("zstd: {e}"))
 }
 
 /// The stored block's checksum over its header and compressed bytes, as `block::check` computes it,
 /// so a fuzz test can forge blocks with a valid checksum and hostile header fields.
-pub fn block_checksum(header_28: &[u8], compressed: &[u8]) -> u32 {
+pub(crate) fn block_checksum(header_28: &[u8], compressed: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(header_28), compressed)
 }

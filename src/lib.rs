@@ -41,8 +41,10 @@ mod core;
 mod engine;
 mod error;
 mod failpoints;
-#[doc(hidden)]
-pub mod fuzzing;
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod fuzzing;
 mod hot;
 mod layout;
 mod le;

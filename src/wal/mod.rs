@@ -18,9 +18,12 @@ use parking_lot::{Mutex, MutexGuard};
 #[cfg(test)]
 pub(crate) use record::HEADER_LEN;
 pub(crate) use record::{BATCH_FRAMING, ENTRY_FRAMING, MAX_BODY_LEN, Record};
+#[cfg(test)]
 pub(crate) use record::{Frame, checksum, parse_frame};
 pub(crate) use recover::{Recovered, list_segments, recover};
-pub(crate) use segment::{Tail, decode_header};
+pub(crate) use segment::Tail;
+#[cfg(test)]
+pub(crate) use segment::decode_header;
 pub(crate) use sync::sync_dir;
 
 use crate::error::Result;

@@ -90,6 +90,7 @@ fn header_crc(h: &[u8]) -> u32 {
 }
 
 /// `(segment id, first sequence number)` of a header, or why it is not one.
+#[cfg(test)]
 pub(crate) fn decode_header(h: &[u8]) -> std::result::Result<(u64, u64), String> {
     parse_header(h).map(|h| (h.id, h.first_seq))
 }

@@ -7,15 +7,14 @@
 //! a valid encoding round-trips; and — checked in a child process running under `ulimit -v` — no
 //! length field makes a decoder reserve a buffer far beyond its input.
 //!
-//! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --test fuzz`.
-
-#[path = "relcommon/mod.rs"]
-mod common;
+//! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --lib
+//! fuzz_tests`.
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use tierlog::fuzzing;
-use tierlog::{Config, Entry};
+
+use crate::fuzzing;
+use crate::{Config, Entry};
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -245,7 +244,7 @@ fn hostile_length_fields_never_reserve_huge_buffers() {
     let exe = std::env::current_exe().unwrap();
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg("ulimit -v 524288 && exec \"$0\" --exact hostile_lengths_child --ignored --nocapture --test-threads=1")
+        .arg("ulimit -v 524288 && exec \"$0\" --exact fuzz_tests::hostile_lengths_child --ignored --nocapture --test-threads=1")
         .arg(&exe)
         .env("TIERLOG_FUZZ_CHILD", "1")
         .status()
@@ -253,7 +252,7 @@ fn hostile_length_fields_never_reserve_huge_buffers() {
     assert!(
         status.success(),
         "a decoder ran out of a 512 MiB address-space cap on a forged length field ({status}); \
-         run `cargo test --test fuzz -- --ignored --exact hostile_lengths_child` to see which"
+         run `cargo test --lib -- --ignored --exact fuzz_tests::hostile_lengths_child` to see which"
     );
 }
 
