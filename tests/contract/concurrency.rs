@@ -21,14 +21,11 @@
 //! Default (debug, overflow checks on): 1 500 writer operations. Longer:
 //! `TIERLOG_STRESS_OPS=200000 cargo test --release --test concurrency -- --nocapture`.
 
-#[path = "relcommon/mod.rs"]
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use common::{Model, Rng, batch, diff_entries, tiny_config};
+use crate::support::{Model, Rng, batch, config, diff_entries};
 use parking_lot::RwLock;
 use tierlog::{Entry, LogId, LogStore, StorageEngine, TieredEngine};
 
@@ -55,7 +52,7 @@ fn ops() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn readers_see_contiguous_correct_slices_under_writes_compaction_purge_truncate() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let engine = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     let shared = Arc::new(Shared {
         starts: Arc::new(RwLock::new(HashMap::new())),
         cutting: AtomicU64::new(0),
@@ -99,7 +96,7 @@ async fn readers_see_contiguous_correct_slices_under_writes_compaction_purge_tru
         panic!("final log differs from the writer's model: {d}");
     }
     drop(engine);
-    let engine = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let engine = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     let log = engine.log_store();
     assert_eq!(log.last_index(), last);
     assert_eq!(log.load_purge_boundary().unwrap(), model.boundary);
@@ -262,7 +259,7 @@ fn check_slice(got: &[Entry], lo: u64, hi: u64, b0: u64, starts: &Starts) -> Res
                 e.index
             ));
         }
-        if e.payload != common::payload(e.index, e.term, SEED) {
+        if e.payload != crate::support::payload(e.index, e.term, SEED) {
             return Err(format!(
                 "entry ({}, {}) has a payload never written for it",
                 e.index, e.term

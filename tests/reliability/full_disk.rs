@@ -13,14 +13,11 @@
 //!
 //! Run: `cargo test --test full_disk -- --nocapture`.
 
-#[path = "relcommon/mod.rs"]
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Model, batch, diff_entries, tiny_config};
+use crate::support::{Model, batch, config, diff_entries};
 use tierlog::{Error, HardState, LogStore, MetaStore, StorageEngine, TieredEngine};
 
 const SEED: u64 = 0xD15C;
@@ -157,7 +154,7 @@ fn files(dir: &Path) -> Vec<String> {
 async fn full_disk(mnt: &Path, kind: &str) {
     let dir = mnt.join("store");
     let filler = mnt.join("filler");
-    let e = TieredEngine::open(&dir, tiny_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::tiny()).await.unwrap();
     let log = e.log_store();
     let meta = e.meta_store();
     let mut m = Model::default();
@@ -299,7 +296,7 @@ async fn full_disk(mnt: &Path, kind: &str) {
     drop((log, meta));
     e.close().await.unwrap();
 
-    let e = TieredEngine::open(&dir, tiny_config())
+    let e = TieredEngine::open(&dir, config::tiny())
         .await
         .unwrap_or_else(|err| panic!("{kind}: reopen failed: {err}"));
     check_reads(&e, &m, &format!("{kind}: after reopen")).await;
@@ -308,6 +305,7 @@ async fn full_disk(mnt: &Path, kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmpfs_full_disk() {
+    let _fp = crate::failpoints_off();
     let mnt = match mount_tmpfs(16 << 20) {
         Ok(m) => m,
         Err(why) => {
@@ -320,6 +318,7 @@ async fn tmpfs_full_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_full_disk() {
+    let _fp = crate::failpoints_off();
     let mnt = match mount_ext4(24 << 20) {
         Ok(m) => m,
         Err(why) => {

@@ -4,9 +4,7 @@
 //! finished, reads served by the cold tier), and reopened under an eager background compactor
 //! (compaction half done at the drop).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, VotedFor};
 
 fn lid(term: u64, index: u64) -> LogId {

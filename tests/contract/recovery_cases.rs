@@ -2,9 +2,7 @@
 //! `tests/proptest_model.rs`, shrunk by hand and kept as named tests (issue 2: every operation
 //! survives reopen, with compaction finished, half done or not started).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{LogId, LogStore};
 
 fn lid(term: u64, index: u64) -> LogId {
@@ -54,7 +52,7 @@ async fn overwrite_of_cold_index_during_purge_round_survives_reopen() {
 async fn overwrite_of_cold_index_then_timer_round_survives_reopen() {
     let cfg = tierlog::Config {
         compaction_interval_ms: 5,
-        ..cfg_manual_compaction()
+        ..config::on_demand_compaction()
     };
     let mut h = Harness::with_config(Mode::Reopen, cfg).await;
     h.log().persist_entries(ents(1..=76, 1)).await.unwrap();
@@ -112,7 +110,7 @@ async fn reset_after_overwrite_and_compaction_survives_reopen() {
 /// `Ring::push_back`).
 #[tokio::test]
 async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
-    let mut h = Harness::with_config(Mode::Reopen, cfg_manual_compaction()).await;
+    let mut h = Harness::with_config(Mode::Reopen, config::on_demand_compaction()).await;
     h.log().persist_entries(ents(1..=21, 1)).await.unwrap();
     h.reopen().await;
     h.log().replace_range(8, ents(8..=8, 2)).await.unwrap();
@@ -129,7 +127,7 @@ async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
 /// debug assertion in `Ring::push_back`).
 #[tokio::test]
 async fn truncate_below_boundary_after_overwrite_survives_compaction_and_reopen() {
-    let mut h = Harness::with_config(Mode::Reopen, cfg_manual_compaction()).await;
+    let mut h = Harness::with_config(Mode::Reopen, config::on_demand_compaction()).await;
     h.log().persist_entries(ents(1..=8, 1)).await.unwrap();
     h.log().purge(lid(1, 9)).await.unwrap();
     h.log().persist_entries(ents(10..=84, 1)).await.unwrap();

@@ -2,9 +2,7 @@
 //! `research/d-engine.md` §3.7), one function per rule, each run in every [`Mode`] (see
 //! `tests/semantics.rs` for the modes).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{Error, LogId, LogStore};
 
 fn lid(term: u64, index: u64) -> LogId {

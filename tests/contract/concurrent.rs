@@ -11,12 +11,10 @@
 //! payload matching (index, term), committed entries with their committed term, and no committed,
 //! unpurged index of the range missing.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use common::*;
+use crate::support::*;
 use tierlog::{Entry, LogId, LogStore, TieredEngine};
 
 const MAX_INDEX: usize = 40_000;
@@ -30,20 +28,6 @@ struct Shared {
     entries_checked: AtomicU64,
 }
 
-/// A tiny deterministic generator (xorshift64*), so the test needs no extra dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 fn check_read(shared: &Shared, lo: u64, hi: u64, got: &[Entry], commit_before: u64, purge_after: u64) {
     for (k, e) in got.iter().enumerate() {
         assert!(
@@ -52,7 +36,7 @@ fn check_read(shared: &Shared, lo: u64, hi: u64, got: &[Entry], commit_before: u
             e.index
         );
         assert!(
-            is_intact(e),
+            is_intact(e, SEED),
             "entry {} term {} has a wrong payload",
             e.index,
             e.term
@@ -101,7 +85,7 @@ fn check_read(shared: &Shared, lo: u64, hi: u64, got: &[Entry], commit_before: u
 async fn writer(engine: TieredEngine, shared: Arc<Shared>, seed: u64) {
     use tierlog::StorageEngine;
     let log = engine.log_store();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut term = 1u64;
     let mut last = 0u64;
     let mut boundary = 0u64;
@@ -175,7 +159,7 @@ async fn writer(engine: TieredEngine, shared: Arc<Shared>, seed: u64) {
 }
 
 fn reader(log: Arc<tierlog::TierLogStore>, shared: Arc<Shared>, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     while !shared.done.load(Ordering::Acquire) {
         let commit_before = shared.commit.load(Ordering::Acquire);
         let top = log.last_index() + 8;
@@ -261,11 +245,11 @@ async fn run(cfg: tierlog::Config, seed: u64) {
 /// Background compaction eager, default memory budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_writes_with_eager_compaction() {
-    run(cfg_eager_compaction(), 0x1234_5678_9abc_def1).await;
+    run(config::eager_compaction(), 0x1234_5678_9abc_def1).await;
 }
 
 /// Smallest memory budget: readers hit evicted entries in the cold tier while the writer works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_during_writes_with_tiny_memory_budget() {
-    run(cfg_tiny_memory(), 0x0fed_cba9_8765_4321).await;
+    run(config::tiny_memory(), 0x0fed_cba9_8765_4321).await;
 }

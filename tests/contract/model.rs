@@ -20,14 +20,11 @@
 //!
 //! CI runs 24 cases; more: `PROPTEST_CASES=2000 cargo test --release --test model`.
 
-#[path = "relcommon/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use common::{Model, Rng, batch, diff_entries, entry, tiny_config};
+use crate::support::{Model, Rng, batch, config, diff_entries, entry};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tierlog::{
@@ -164,7 +161,7 @@ fn check_shape(got: &[Entry], lo: u64, hi: u64) -> Result<(), String> {
         if k > 0 && e.index != got[k - 1].index + 1 {
             return Err(format!("not contiguous: {} after {}", e.index, got[k - 1].index));
         }
-        if e.payload != common::payload(e.index, e.term, SEED) {
+        if e.payload != crate::support::payload(e.index, e.term, SEED) {
             return Err(format!(
                 "entry ({}, {}) carries a payload never written for it",
                 e.index, e.term
@@ -199,7 +196,7 @@ impl Harness {
         let config = Config {
             sync_on_persist: case.sync,
             hot_tail_entries: case.hot_tail,
-            ..tiny_config()
+            ..config::tiny()
         };
         let mut h = Harness {
             rt,

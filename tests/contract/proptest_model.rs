@@ -5,15 +5,13 @@
 //! 64 cases by default; raise with e.g. `PROPTEST_CASES=1000 cargo test --test proptest_model`.
 //! (The longer model checker of issue 5 lives elsewhere; this one stays small and fast.)
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use tierlog::{Config, Entry, Error, HardState, LogId, LogStore, MetaStore, VotedFor};
 
-use common::{Harness, Mode, cfg_eager_compaction, cfg_manual_compaction};
+use crate::support::{Harness, Mode, config};
 
 /// One step; indexes are chosen relative to the model's state when the step runs.
 #[derive(Clone, Debug)]
@@ -137,7 +135,11 @@ async fn check(h: &Harness, m: &Model, ctx: &str) {
         "{ctx}: purge boundary"
     );
     let got = log.get_entries(0..=m.last() + 5).unwrap();
-    assert_eq!(common::indexes(&got), common::indexes(&want), "{ctx}: indexes");
+    assert_eq!(
+        crate::support::indexes(&got),
+        crate::support::indexes(&want),
+        "{ctx}: indexes"
+    );
     assert_eq!(got, want, "{ctx}: entries");
     for i in [m.boundary_index(), m.boundary_index() + 1, m.last(), m.last() + 1] {
         assert_eq!(
@@ -271,9 +273,9 @@ fn run_case(ops: &[Op], eager: bool) {
         .unwrap();
     rt.block_on(async {
         let cfg: Config = if eager {
-            cfg_eager_compaction()
+            config::eager_compaction()
         } else {
-            cfg_manual_compaction()
+            config::on_demand_compaction()
         };
         let mut h = Harness::with_config(Mode::Hot, cfg).await;
         let mut m = Model::default();

@@ -3,10 +3,8 @@
 //! at `from`, are rejected with `Error::InvalidInput`, and the log stays exactly as it was: same
 //! entries, same last_index, same boundary, also after a reopen or a compaction.
 
-mod common;
-
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use tierlog::{
     BATCH_ENTRY_OVERHEAD_BYTES, Entry, Error, LogId, LogStore, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes,
 };
