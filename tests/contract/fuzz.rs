@@ -118,7 +118,15 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Failure seeds go next to this file (`fuzz.proptest-regressions`), not to the
+        // `tests/proptest-regressions/` that proptest's default derives from `main.rs`.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn wal_frame_decoder_never_panics_on_random_bytes(

@@ -25,7 +25,6 @@ mod engine_drop_hang;
 mod fuzz;
 mod model;
 mod offline;
-mod proptest_model;
 mod purge_truncate;
 mod recovery_cases;
 mod recovery_regressions;
