@@ -20,7 +20,6 @@ mod support;
 
 mod bad_input;
 mod concurrency;
-mod concurrent;
 mod engine_drop_hang;
 mod fuzz;
 mod model;
