@@ -7,7 +7,7 @@
 //! a valid encoding round-trips; and — checked in a child process running under `ulimit -v` — no
 //! length field makes a decoder reserve a buffer far beyond its input.
 //!
-//! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --test fuzz`.
+//! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --test contract fuzz::`.
 
 use bytes::Bytes;
 use proptest::prelude::*;

@@ -1,6 +1,6 @@
-//! Mixes of operations across reopen and compaction that once broke recovery: cases found by
-//! `tests/proptest_model.rs`, shrunk by hand and kept as named tests (issue 2: every operation
-//! survives reopen, with compaction finished, half done or not started).
+//! Mixes of operations across reopen and compaction that once broke recovery: cases found by the
+//! contract-steps property of `model.rs`, shrunk by hand and kept as named tests. Each checks that
+//! every operation survives reopen, with compaction finished, half done or not started.
 
 use crate::support::*;
 use tierlog::{LogId, LogStore};
@@ -10,7 +10,7 @@ fn lid(term: u64, index: u64) -> LogId {
 }
 
 /// An overwrite of a cold index while a background round woken by a purge is in flight keeps the
-/// later entries across reopen. Found by `proptest_model`. The reopen before the compaction matters:
+/// later entries across reopen. Found by the model test. The reopen before the compaction matters:
 /// it seals the segment holding the original append, so a round may retire it. The 1 ms pause lets
 /// the purge's round take its snapshot before the overwrite (that interleaving loses 68..=76 every
 /// time here, without the pause about one run in three); correctness must not depend on timing.
@@ -68,7 +68,7 @@ async fn overwrite_of_cold_index_then_timer_round_survives_reopen() {
 }
 
 /// A reset after an overwrite deep in the cold tier (below the ring's first entry), reopened: the
-/// log is empty and open succeeds. Found by `proptest_model`.
+/// log is empty and open succeeds. Found by the model test.
 #[tokio::test]
 async fn reset_after_deep_cold_overwrite_survives_reopen() {
     let mut h = Harness::new(Mode::CompactedReopen).await;
@@ -90,7 +90,7 @@ async fn reset_after_deep_cold_overwrite_survives_reopen() {
 }
 
 /// Overwrite in the middle of the log, compaction, reset, reopen: the log is empty and open
-/// succeeds. Found by `proptest_model` (recovery hit a debug assertion in `Ring::push_back`).
+/// succeeds. Found by the model test (recovery hit a debug assertion in `Ring::push_back`).
 #[tokio::test]
 async fn reset_after_overwrite_and_compaction_survives_reopen() {
     let mut h = Harness::new(Mode::CompactedReopen).await;
@@ -106,7 +106,7 @@ async fn reset_after_overwrite_and_compaction_survives_reopen() {
 }
 
 /// replace_range, overwrite from index 1, reset, purge past the end of the empty log, reopen,
-/// compaction, reopen. Found by `proptest_model` (recovery hit a debug assertion in
+/// compaction, reopen. Found by the model test (recovery hit a debug assertion in
 /// `Ring::push_back`).
 #[tokio::test]
 async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
@@ -123,7 +123,7 @@ async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
 }
 
 /// Purge past the end, appends across a reopen, an overwrite, then a truncate below the boundary
-/// that empties the log; reopen, compaction, reopen. Found by `proptest_model` (recovery hit a
+/// that empties the log; reopen, compaction, reopen. Found by the model test (recovery hit a
 /// debug assertion in `Ring::push_back`).
 #[tokio::test]
 async fn truncate_below_boundary_after_overwrite_survives_compaction_and_reopen() {

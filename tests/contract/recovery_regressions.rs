@@ -1,4 +1,4 @@
-//! Deterministic reproductions of recovery failures first found by the crash loop (`tests/crash.rs`).
+//! Deterministic reproductions of recovery failures first found by the crash loop (`tests/crash/`).
 //! Each test builds the on-disk situation the crash loop reached, with the public API only, then
 //! reopens and checks the log.
 

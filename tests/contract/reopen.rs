@@ -1,5 +1,5 @@
 //! Hard state, lifecycle (drop / close and immediate reopen, inside and outside a tokio runtime),
-//! durability flags, and `stats()` sanity (issue 2).
+//! durability flags, and `stats()` sanity.
 
 use std::time::Duration;
 

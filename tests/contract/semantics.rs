@@ -1,5 +1,5 @@
-//! The semantic rules of issue 2 ("Semantics", d-engine's contract, `research/d-engine.md` §3.7),
-//! one function per rule. Every rule runs in every [`Mode`]: hot only, reopen after each operation
+//! The semantic rules of the log contract (the rules d-engine's and openraft's storage traits
+//! assume: empty store, upsert, reset, `last_index`, range reads), one function per rule. Every rule runs in every [`Mode`]: hot only, reopen after each operation
 //! (compaction not started), compacted after each operation, compacted and reopened (compaction
 //! finished, reads served by the cold tier), and reopened under an eager background compactor
 //! (compaction half done at the drop).

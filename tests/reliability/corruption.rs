@@ -14,8 +14,8 @@
 //!   payload), contiguous; a damaged cold block makes the read fail with `Error::Corruption`, never
 //!   return a wrong entry.
 //!
-//! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --test
-//! corruption -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
+//! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --features
+//! failpoints --test reliability damage_is_detected -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
 
 use std::path::{Path, PathBuf};
 

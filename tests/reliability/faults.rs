@@ -14,7 +14,7 @@
 //! marker written while `open` creates a directory). Purge, truncate, `replace_range` and reset
 //! records go through `wal::append` like appends.
 //!
-//! Run: `cargo test --features failpoints --test faults`.
+//! Run: `cargo test --features failpoints --test reliability faults::`.
 
 use std::path::Path;
 
@@ -370,7 +370,7 @@ async fn segment_retirement_failure_is_reported_and_leaks_no_segment_file() {
 
 /// A retirement renames the segment and then fsyncs the directory; when only the fsync fails, the
 /// segment is already gone under its old name, and the next round must not try to rename it again.
-/// Found by the fault chains (`tests/power_loss.rs`): every later round failed with ENOENT.
+/// Found by the fault chains (`power_loss.rs`): every later round failed with ENOENT.
 #[tokio::test]
 async fn directory_sync_failure_while_retiring_is_reported_and_the_next_round_succeeds() {
     let _alone = crate::failpoints_exclusive();

@@ -1,4 +1,4 @@
-//! A real full disk (issue 8 item 6), not an injected error: the engine runs on a small filesystem
+//! A real full disk, not an injected error: the engine runs on a small filesystem
 //! mounted for the test (a size-limited tmpfs, and an ext4 image on a loop device), a filler file
 //! and the engine's own appends use up the space while the background compactor runs, and then:
 //! - while the disk is full, every read of either tier works and returns what was acknowledged;
@@ -11,7 +11,7 @@
 //! Mounting needs root (or CAP_SYS_ADMIN) and, for ext4, `mkfs.ext4` and a loop device; where that
 //! is not possible each test prints why and passes without running (the CI image runs as root).
 //!
-//! Run: `cargo test --test full_disk -- --nocapture`.
+//! Run: `cargo test --features failpoints --test reliability full_disk -- --nocapture`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

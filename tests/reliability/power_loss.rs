@@ -18,7 +18,7 @@
 //! a flush) and is reopened once more, which must keep exactly those.
 //!
 //! Default 16 power cuts per mode; more: `TIERLOG_POWER_TRIALS=1000 cargo test --release --features
-//! failpoints --test power_loss -- --nocapture`.
+//! failpoints --test reliability power_loss:: -- --nocapture`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -783,7 +783,7 @@ impl Chain {
 /// model: acknowledged-and-flushed operations survive, the log is always the state after some
 /// operation (never half of one, never a later one without an earlier one), the hard state is the
 /// last saved. Default 24 chains; more: `TIERLOG_CHAIN_TRIALS=2000 cargo test --release --features
-/// failpoints --test power_loss chains -- --nocapture` (seed: `TIERLOG_CHAIN_SEED`).
+/// failpoints --test reliability chains -- --nocapture` (seed: `TIERLOG_CHAIN_SEED`).
 #[tokio::test]
 async fn chains_of_faults_keep_every_flushed_operation() {
     let _alone = crate::failpoints_exclusive();
