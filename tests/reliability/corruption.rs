@@ -15,7 +15,7 @@
 //!   return a wrong entry.
 //!
 //! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --features
-//! failpoints --test reliability damage_is_detected -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
+//! failpoints --test reliability corruption:: -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
 
 use std::path::{Path, PathBuf};
 
