@@ -12,6 +12,10 @@
 //! alone, every other test holds [`failpoints_off`] so it never meets a failpoint meant for
 //! another test.
 
+// The two guards below are held for a whole test on purpose, across its awaits: every test runs
+// its own runtime, and no task of it takes them.
+#![allow(clippy::await_holding_lock)]
+
 #[path = "../support/mod.rs"]
 mod support;
 
