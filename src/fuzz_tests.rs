@@ -10,11 +10,10 @@
 //! CI runs 256 cases per property; more: `PROPTEST_CASES=100000 cargo test --release --lib
 //! fuzz_tests`.
 
-use bytes::Bytes;
-use proptest::prelude::*;
-
 use crate::fuzzing;
 use crate::{Config, Entry};
+use bytes::Bytes;
+use proptest::prelude::*;
 
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -120,7 +119,15 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Failure seeds go next to this file (`fuzz.proptest-regressions`), not to the
+        // `tests/proptest-regressions/` that proptest's default derives from `main.rs`.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn wal_frame_decoder_never_panics_on_random_bytes(
@@ -242,18 +249,43 @@ proptest! {
 #[test]
 fn hostile_length_fields_never_reserve_huge_buffers() {
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new("sh")
+    let child = child_test_name();
+    let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg("ulimit -v 524288 && exec \"$0\" --exact fuzz_tests::hostile_lengths_child --ignored --nocapture --test-threads=1")
+        .arg("ulimit -v 524288 && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1")
         .arg(&exe)
+        .arg(&child)
         .env("TIERLOG_FUZZ_CHILD", "1")
-        .status()
+        .output()
         .expect("run the capped child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        status.success(),
-        "a decoder ran out of a 512 MiB address-space cap on a forged length field ({status}); \
-         run `cargo test --lib -- --ignored --exact fuzz_tests::hostile_lengths_child` to see which"
+        out.status.success(),
+        "a decoder ran out of a 512 MiB address-space cap on a forged length field ({}); \
+         run `cargo test --lib -- --ignored --exact {child}` to see which\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
+    // A filter that matches no test also exits successfully: the child must have run.
+    assert!(
+        stdout.contains(CHILD_DONE),
+        "the capped child `{child}` did not run its checks:\n{stdout}"
+    );
+}
+
+/// Printed by the child once every hostile input was rejected.
+const CHILD_DONE: &str = "hostile_lengths_child: every forged length rejected";
+
+/// The libtest name of [`hostile_lengths_child`] in this binary (its module path without the
+/// crate name), so the child is found wherever this file sits.
+fn child_test_name() -> String {
+    let path = module_path!();
+    let module = path.split_once("::").map_or("", |(_, rest)| rest);
+    if module.is_empty() {
+        "hostile_lengths_child".to_string()
+    } else {
+        format!("{module}::hostile_lengths_child")
+    }
 }
 
 #[test]
@@ -282,4 +314,5 @@ fn hostile_lengths_child() {
             }
         }
     }
+    println!("{CHILD_DONE}");
 }

@@ -508,7 +508,8 @@ fn clean_close_reopens_in_absolute_consistency_mode() {
     );
 }
 
-#[path = "../../tests/relcommon/mod.rs"]
+#[macro_use]
+#[path = "../../tests/support/mod.rs"]
 mod common;
 
 /// `common::offline_store` (1..=3000, about 2000 of them cold, the rest in several write-ahead

@@ -13,7 +13,7 @@ usage: cargo xtask <task>
 tasks:
   test [ARGS...]   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings and cargo
                    test for the whole workspace with all features; ARGS go to `cargo test`
-                   (e.g. `--test d_engine_suite`)
+                   (e.g. `--test contract model::`)
   protoc           print the path of the vendored protoc (for `PROTOC=$(cargo xtask protoc) cargo ...`)";
 
 fn main() -> ExitCode {

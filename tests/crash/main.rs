@@ -29,8 +29,8 @@
 //! `TIERLOG_CRASH_KILLS=5000 cargo test --release --test crash`; replay one run with
 //! `TIERLOG_CRASH_SEED=<seed printed by the failing run>`.
 
-#[path = "relcommon/mod.rs"]
-mod common;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Model, Rng, copy_dir, diff_entries, tiny_config};
+use support::{Model, Rng, config, copy_dir, diff_entries};
 use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
@@ -177,7 +177,7 @@ fn env_u64(name: &str) -> Option<u64> {
 fn child_config(sync: bool) -> Config {
     Config {
         sync_on_persist: sync,
-        ..tiny_config()
+        ..config::tiny()
     }
 }
 
@@ -239,12 +239,12 @@ async fn child_loop(dir: &Path, seed: u64, term_base: u64, sync: bool) -> Result
         say(&format!("B {}", op.encode()));
         let res = match &op {
             Op::Persist { first, len, term } => {
-                log.persist_entries(common::batch(*first, *len, *term, seed))
+                log.persist_entries(support::batch(*first, *len, *term, seed))
                     .await
             }
             Op::Truncate { from } => log.truncate(*from).await,
             Op::Replace { from, len, term } => {
-                log.replace_range(*from, common::batch(*from, *len, *term, seed))
+                log.replace_range(*from, support::batch(*from, *len, *term, seed))
                     .await
             }
             Op::Purge { cutoff } => log.purge(*cutoff).await,
@@ -550,7 +550,7 @@ fn parent_main() {
             m
         });
         let outcome = rt.block_on(async {
-            let engine = TieredEngine::open(&dir, tiny_config())
+            let engine = TieredEngine::open(&dir, config::tiny())
                 .await
                 .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after SIGKILL failed: {e}"));
             let r_before = check(&engine, &before, seed).await;
@@ -648,7 +648,7 @@ async fn check(engine: &TieredEngine, m: &Model, seed: u64) -> Result<u64, Strin
     probes.push(last);
     for i in probes {
         let got = log.entry(i).await.map_err(|e| format!("entry({i}): {e}"))?;
-        let want = m.entries.get(&i).map(|t| common::entry(i, *t, seed));
+        let want = m.entries.get(&i).map(|t| support::entry(i, *t, seed));
         if got != want {
             return Err(format!(
                 "entry({i}) = {:?}, expected {:?}",

@@ -1,11 +1,9 @@
 //! Hard state, lifecycle (drop / close and immediate reopen, inside and outside a tokio runtime),
-//! durability flags, and `stats()` sanity (issue 2).
-
-mod common;
+//! durability flags, and `stats()` sanity.
 
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 fn hs(term: u64, vote: Option<(u64, u64, bool)>) -> HardState {
@@ -158,7 +156,7 @@ async fn reopen_rounds(cfg: fn() -> Config, rounds: u64, end: impl AsyncFn(Tiere
 /// drives storage), with an eager background compactor possibly mid-round at the drop.
 #[tokio::test]
 async fn drop_and_reopen_at_once_in_current_thread_runtime() {
-    reopen_rounds(cfg_eager_compaction, 6, async |engine, round| {
+    reopen_rounds(config::eager_compaction, 6, async |engine, round| {
         if round % 2 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -177,7 +175,7 @@ async fn drop_and_reopen_at_once_with_default_config() {
 /// The same on a multi_thread runtime, with the handles dropped in a different order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_and_reopen_at_once_in_multi_thread_runtime() {
-    reopen_rounds(cfg_eager_compaction, 4, async |engine, _| {
+    reopen_rounds(config::eager_compaction, 4, async |engine, _| {
         let (log, meta) = (engine.log_store(), engine.meta_store());
         drop(engine);
         drop(meta);
@@ -190,12 +188,12 @@ async fn drop_and_reopen_at_once_in_multi_thread_runtime() {
 #[tokio::test]
 async fn close_then_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+    let engine = TieredEngine::open(dir.path(), config::eager_compaction())
         .await
         .unwrap();
     write_some(&engine, 1).await;
     engine.close().await.unwrap();
-    let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+    let engine = TieredEngine::open(dir.path(), config::eager_compaction())
         .await
         .unwrap();
     check_written(&engine, 1).await;
@@ -209,7 +207,7 @@ async fn close_then_reopen() {
 async fn handles_that_outlive_the_engine_do_not_hold_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     for close in [false, true] {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+        let engine = TieredEngine::open(dir.path(), config::eager_compaction())
             .await
             .unwrap();
         let round = engine.log_store().last_index() / 100 + 1;
@@ -222,7 +220,7 @@ async fn handles_that_outlive_the_engine_do_not_hold_the_directory() {
             drop(engine);
         }
 
-        let reopened = TieredEngine::open(dir.path(), cfg_eager_compaction())
+        let reopened = TieredEngine::open(dir.path(), config::eager_compaction())
             .await
             .expect("reopen while handles of the old engine are alive");
         let closed = |r: tierlog::Result<()>| matches!(r, Err(tierlog::Error::Closed(_)));
@@ -250,7 +248,7 @@ fn drop_after_runtime_is_gone_then_reopen() {
         .build()
         .unwrap();
     let engine = rt.block_on(async {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+        let engine = TieredEngine::open(dir.path(), config::eager_compaction())
             .await
             .unwrap();
         write_some(&engine, 1).await;
@@ -264,7 +262,7 @@ fn drop_after_runtime_is_gone_then_reopen() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+        let engine = TieredEngine::open(dir.path(), config::eager_compaction())
             .await
             .unwrap();
         check_written(&engine, 1).await;
@@ -279,7 +277,7 @@ fn drop_after_runtime_is_gone_then_reopen() {
         .build()
         .unwrap();
     let engine = rt.block_on(async {
-        let engine = TieredEngine::open(dir.path(), cfg_eager_compaction())
+        let engine = TieredEngine::open(dir.path(), config::eager_compaction())
             .await
             .unwrap();
         check_written(&engine, 2).await;
@@ -287,7 +285,7 @@ fn drop_after_runtime_is_gone_then_reopen() {
     });
     drop(engine);
     let engine = rt
-        .block_on(TieredEngine::open(dir.path(), cfg_eager_compaction()))
+        .block_on(TieredEngine::open(dir.path(), config::eager_compaction()))
         .unwrap();
     rt.block_on(check_written(&engine, 2));
 }
@@ -320,7 +318,7 @@ async fn is_write_durable_matches_sync_on_persist() {
     for sync in [false, true] {
         let cfg = Config {
             sync_on_persist: sync,
-            ..cfg_eager_compaction()
+            ..config::eager_compaction()
         };
         let dir = tempfile::tempdir().unwrap();
         let engine = TieredEngine::open(dir.path(), cfg.clone()).await.unwrap();
@@ -462,7 +460,7 @@ async fn cold_reads_after_compaction_and_reopen() {
 /// reads of old entries come from the cold tier, and the budget holds.
 #[tokio::test]
 async fn cold_reads_with_tiny_memory_budget() {
-    let h = Harness::with_config(Mode::Hot, cfg_tiny_memory()).await;
+    let h = Harness::with_config(Mode::Hot, config::tiny_memory()).await;
     let n = 20_000u64;
     for start in (1..=n).step_by(100) {
         h.log()

@@ -2,33 +2,15 @@
 
 use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TieredEngine};
 
-#[path = "relcommon/mod.rs"]
-mod relcommon;
-
-fn small() -> Config {
-    Config {
-        memory_budget_bytes: 1 << 20,
-        block_target_bytes: 4 << 10,
-        compaction_trigger_bytes: 16 << 10,
-        hot_tail_entries: 0,
-        segment_bytes: 256 << 10,
-        ..Config::default()
-    }
-}
-
-fn e(i: u64, t: u64) -> Entry {
-    Entry::new(
-        i,
-        t,
-        format!("entry-{i}-term-{t}-{}", "x".repeat((i % 200) as usize)),
-    )
-}
+use crate::support::{config, copy_dir, ent as e};
 
 #[tokio::test]
 async fn tiers_merge_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+        let eng = TieredEngine::open(dir.path(), config::small_ring())
+            .await
+            .unwrap();
         let log = eng.log_store();
         for b in 0..100 {
             let batch: Vec<Entry> = (b * 100 + 1..=b * 100 + 100).map(|i| e(i, 1)).collect();
@@ -59,7 +41,9 @@ async fn tiers_merge_and_survive_reopen() {
         assert_eq!(log.entry(100).await.unwrap(), None);
         assert_eq!(log.entry(101).await.unwrap(), Some(e(101, 1)));
     }
-    let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+    let eng = TieredEngine::open(dir.path(), config::small_ring())
+        .await
+        .unwrap();
     let log = eng.log_store();
     assert_eq!(log.last_index(), 5_010);
     assert_eq!(log.load_purge_boundary().unwrap(), Some(LogId::new(1, 100)));
@@ -81,7 +65,9 @@ async fn tiers_merge_and_survive_reopen() {
 async fn offline_tools_read_without_writing() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let eng = TieredEngine::open(dir.path(), small()).await.unwrap();
+        let eng = TieredEngine::open(dir.path(), config::small_ring())
+            .await
+            .unwrap();
         let log = eng.log_store();
         log.persist_entries((1..=3000).map(|i| e(i, 1)).collect())
             .await
@@ -127,7 +113,9 @@ async fn offline_tools_read_without_writing() {
 async fn offline_tools_read_a_directory_left_by_a_crash() {
     let live = tempfile::tempdir().unwrap();
     let crashed = tempfile::tempdir().unwrap();
-    let eng = TieredEngine::open(live.path(), small()).await.unwrap();
+    let eng = TieredEngine::open(live.path(), config::small_ring())
+        .await
+        .unwrap();
     let log = eng.log_store();
     log.persist_entries((1..=3000).map(|i| e(i, 1)).collect())
         .await
@@ -135,7 +123,7 @@ async fn offline_tools_read_a_directory_left_by_a_crash() {
     eng.compact_now().await.unwrap();
     log.flush().unwrap();
     // A copy taken while the engine runs is what a crash leaves behind.
-    relcommon::copy_dir(live.path(), crashed.path());
+    copy_dir(live.path(), crashed.path());
     // The live directory itself is refused while its engine runs: its file cannot be read
     // consistently under a writer.
     match tierlog::offline::inspect(live.path()) {

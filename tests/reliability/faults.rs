@@ -15,14 +15,11 @@
 //! marker written while `open` creates a directory). Purge, truncate, `replace_range` and reset
 //! records go through `wal::append` like appends.
 //!
-//! Run: `cargo test --features failpoints --test faults`.
-
-#[path = "relcommon/mod.rs"]
-mod common;
+//! Run: `cargo test --features failpoints --test reliability faults::`.
 
 use std::path::Path;
 
-use common::{Model, batch, diff_entries, tiny_config};
+use crate::support::{Model, batch, config, diff_entries};
 use fail::FailScenario;
 use tierlog::{Config, Error, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
@@ -61,7 +58,7 @@ fn check(e: &TieredEngine, m: &Model, what: &str) {
 }
 
 async fn reopen_check(dir: &Path, m: &Model, what: &str) -> TieredEngine {
-    let e = TieredEngine::open(dir, tiny_config())
+    let e = TieredEngine::open(dir, config::tiny())
         .await
         .unwrap_or_else(|err| panic!("{what}: reopen failed: {err}"));
     check(&e, m, &format!("{what} (after reopen)"));
@@ -113,9 +110,10 @@ async fn usable_or_closed(e: &TieredEngine, m: &mut Model, term: u64, what: &str
 
 #[tokio::test]
 async fn wal_append_faults_reject_every_mutation_whole() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
     let log = e.log_store();
     let mut injected = 0;
     for code in [28, 5] {
@@ -159,9 +157,10 @@ async fn wal_append_faults_reject_every_mutation_whole() {
 
 #[tokio::test]
 async fn torn_wal_append_is_invisible_and_overwritten() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
     let log = e.log_store();
     fail::cfg("wal::append::torn", "1*return(28)").unwrap();
     let first = m.last_index() + 1;
@@ -192,9 +191,10 @@ async fn torn_wal_append_is_invisible_and_overwritten() {
 
 #[tokio::test]
 async fn fdatasync_failure_poisons_writes_but_keeps_acknowledged_entries() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
     let log = e.log_store();
     let first = m.last_index() + 1;
     log.persist_entries(batch(first, 10, 400, SEED)).await.unwrap();
@@ -223,11 +223,12 @@ async fn fdatasync_failure_poisons_writes_but_keeps_acknowledged_entries() {
 
 #[tokio::test]
 async fn fdatasync_failure_in_sync_on_persist_mode_fails_the_persist() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         sync_on_persist: true,
-        ..tiny_config()
+        ..config::tiny()
     };
     let (e, m) = setup(dir.path(), config).await;
     let log = e.log_store();
@@ -240,7 +241,7 @@ async fn fdatasync_failure_in_sync_on_persist_mode_fails_the_persist() {
     drop(log);
     drop(e);
     // The failed persist may or may not be on disk (it reached the OS); all before it must be.
-    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     let last = e.log_store().last_index();
     let mut with = m.clone();
     with.persist(first, 10, 500);
@@ -254,9 +255,10 @@ async fn fdatasync_failure_in_sync_on_persist_mode_fails_the_persist() {
 
 #[tokio::test]
 async fn segment_creation_failure_fails_the_write_that_rotates() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), tiny_config()).await;
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
     let log = e.log_store();
     fail::cfg("wal::segment_create", "return(28)").unwrap();
     let mut failed = false;
@@ -297,12 +299,7 @@ async fn segment_creation_failure_fails_the_write_that_rotates() {
 async fn compaction_fault(point: &str, code: i32, fresh: bool) {
     let dir = tempfile::tempdir().unwrap();
     // Background rounds never find work, so the fault is met by the compact_now below.
-    let quiet = Config {
-        memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
-    };
+    let quiet = config::quiet();
     let (e, mut m) = if fresh {
         (
             TieredEngine::open(dir.path(), quiet).await.unwrap(),
@@ -362,6 +359,7 @@ async fn compaction_fault(point: &str, code: i32, fresh: bool) {
 
 #[tokio::test]
 async fn cold_commit_failure_is_reported_and_retried() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     compaction_fault("cold::commit", 28, false).await;
     compaction_fault("cold::commit", 5, false).await;
@@ -370,6 +368,7 @@ async fn cold_commit_failure_is_reported_and_retried() {
 
 #[tokio::test]
 async fn segment_retirement_failure_is_reported_and_leaks_no_segment_file() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     compaction_fault("wal::segment_retire", 5, false).await;
     scenario.teardown();
@@ -377,9 +376,10 @@ async fn segment_retirement_failure_is_reported_and_leaks_no_segment_file() {
 
 /// A retirement renames the segment and then fsyncs the directory; when only the fsync fails, the
 /// segment is already gone under its old name, and the next round must not try to rename it again.
-/// Found by the fault chains (`tests/power_loss.rs`): every later round failed with ENOENT.
+/// Found by the fault chains (`power_loss.rs`): every later round failed with ENOENT.
 #[tokio::test]
 async fn directory_sync_failure_while_retiring_is_reported_and_the_next_round_succeeds() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     compaction_fault("wal::sync_dir", 5, false).await;
     scenario.teardown();
@@ -387,6 +387,7 @@ async fn directory_sync_failure_while_retiring_is_reported_and_the_next_round_su
 
 #[tokio::test]
 async fn spare_segment_creation_failure_is_reported_and_harmless() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     compaction_fault("wal::spare_create", 28, true).await;
     scenario.teardown();
@@ -394,9 +395,10 @@ async fn spare_segment_creation_failure_is_reported_and_harmless() {
 
 #[tokio::test]
 async fn hard_state_save_failure_keeps_the_previous_state() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, m) = setup(dir.path(), tiny_config()).await;
+    let (e, m) = setup(dir.path(), config::tiny()).await;
     let meta = e.meta_store();
     let h1 = HardState {
         current_term: 7,
@@ -430,9 +432,10 @@ async fn hard_state_save_failure_keeps_the_previous_state() {
 
 #[tokio::test]
 async fn cold_block_read_failure_is_an_error_not_a_short_read() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();
     // ~3 MiB against a 1 MiB budget: the oldest entries leave the ring and live only in blocks.
@@ -475,6 +478,7 @@ async fn cold_block_read_failure_is_an_error_not_a_short_read() {
 /// the directory normally and keeps what it is given.
 #[tokio::test]
 async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     for (point, code) in [
         ("engine::marker::torn", 28),
@@ -484,7 +488,7 @@ async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("node");
         fail::cfg(point, &format!("return({code})")).unwrap();
-        let r = TieredEngine::open(&dir, tiny_config()).await.map(drop);
+        let r = TieredEngine::open(&dir, config::tiny()).await.map(drop);
         fail::remove(point);
         expect_os_error(r, code, point);
         assert!(
@@ -493,7 +497,7 @@ async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds
             std::fs::read_to_string(dir.join("TIERLOG"))
         );
 
-        let e = TieredEngine::open(&dir, tiny_config())
+        let e = TieredEngine::open(&dir, config::tiny())
             .await
             .unwrap_or_else(|err| panic!("{point}: the next open failed: {err}"));
         assert_eq!(
@@ -524,14 +528,10 @@ async fn an_interrupted_marker_write_leaves_no_marker_and_the_next_open_succeeds
 /// know (and a reopen would load them).
 #[tokio::test]
 async fn a_cold_commit_that_failed_after_reaching_the_disk_counts_as_done() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let quiet = Config {
-        memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
-    };
+    let quiet = config::quiet();
     let (e, mut m) = setup(dir.path(), quiet).await;
     let log = e.log_store();
     for k in 0..20u64 {

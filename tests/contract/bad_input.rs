@@ -1,12 +1,10 @@
-//! Bad input (issue 2): a batch that would leave a hole, has index 0 or an index at or below the
+//! Bad input: a batch that would leave a hole, has index 0 or an index at or below the
 //! purge boundary, is out of order or has duplicates, and a replace_range whose entries do not start
 //! at `from`, are rejected with `Error::InvalidInput`, and the log stays exactly as it was: same
 //! entries, same last_index, same boundary, also after a reopen or a compaction.
 
-mod common;
-
+use crate::support::*;
 use bytes::Bytes;
-use common::*;
 use tierlog::{
     BATCH_ENTRY_OVERHEAD_BYTES, Entry, Error, LogId, LogStore, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes,
 };
@@ -238,10 +236,10 @@ fn files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
-/// Issue 8, item 3: nothing on the write path checked sizes. A batch over 1 GiB was acknowledged
-/// and then called bad by recovery (and after one more write the directory no longer opened in the
-/// default mode); an entry over what a cold block holds could not be read once compacted. Now a
-/// batch one byte over `MAX_BATCH_BYTES` and an entry one byte over `MAX_ENTRY_BYTES` are rejected
+/// Size limits on the write path. Without them a batch over 1 GiB was acknowledged and then called
+/// bad by recovery (and after one more write the directory no longer opened in the default mode),
+/// and an entry over what a cold block holds could not be read once compacted. A batch one byte
+/// over `MAX_BATCH_BYTES` and an entry one byte over `MAX_ENTRY_BYTES` are rejected
 /// with `InvalidInput` before anything is written or copied (the payloads share one zeroed buffer
 /// the kernel maps lazily, so the test touches little memory), in `persist_entries` and in
 /// `replace_range`, and the engine keeps working and reopens with exactly what it acknowledged.

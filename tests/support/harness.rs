@@ -1,93 +1,12 @@
-//! Helpers shared by the contract tests of issue 2: deterministic entries, the engine
-//! configurations the tests run under, and a harness that reopens or compacts between operations.
-#![allow(dead_code)]
+//! The harness of the contract tests: an engine in a temporary directory that a test reopens or
+//! compacts between two operations ([`Mode`]), and assertions on everything a reader can observe.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tempfile::TempDir;
 use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore, TieredEngine};
 
-/// The payload of entry (`index`, `term`): derivable from both, so any reader can check an entry it
-/// got back without knowing the writer's history. Lengths vary (40..104 bytes) so cold blocks of
-/// 1 KiB hold roughly ten entries and block boundaries fall at irregular indexes.
-pub fn payload(index: u64, term: u64) -> Bytes {
-    let len = 40 + (index.wrapping_mul(7919) % 64) as usize;
-    let seed = format!("i{index}t{term}|");
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        out.extend_from_slice(seed.as_bytes());
-    }
-    out.truncate(len);
-    Bytes::from(out)
-}
-
-/// Entry `index` written in `term`.
-pub fn ent(index: u64, term: u64) -> Entry {
-    Entry::new(index, term, payload(index, term))
-}
-
-/// Entries `range` all written in `term`.
-pub fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
-    range.map(|i| ent(i, term)).collect()
-}
-
-/// Entries with explicit indexes (for malformed batches).
-pub fn ents_at(indexes: &[u64], term: u64) -> Vec<Entry> {
-    indexes.iter().map(|&i| ent(i, term)).collect()
-}
-
-/// True when `e` carries the payload its index and term imply.
-pub fn is_intact(e: &Entry) -> bool {
-    e.payload == payload(e.index, e.term)
-}
-
-/// Smallest write-ahead segments (64 KiB): test logs span several segments, so rollover and
-/// segment retirement are exercised, and each engine does not preallocate 64 MiB files.
-pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
-
-/// No automatic compaction at all: everything stays in the hot tier unless `compact_now` is called.
-pub fn cfg_hot_only() -> Config {
-    Config {
-        compaction_trigger_bytes: u64::MAX,
-        compaction_interval_ms: 3_600_000,
-        segment_bytes: TEST_SEGMENT_BYTES,
-        ..Config::default()
-    }
-}
-
-/// Small cold blocks (1 KiB, ~10 test entries each) and no protected hot tail, so `compact_now`
-/// moves every entry to the cold tier; automatic compaction stays off, so what is cold is exactly
-/// what the test compacted.
-pub fn cfg_manual_compaction() -> Config {
-    Config {
-        block_target_bytes: 1024,
-        hot_tail_entries: 0,
-        ..cfg_hot_only()
-    }
-}
-
-/// Small cold blocks and an eager background compactor (4 KiB trigger, 1 ms interval): compaction
-/// runs at arbitrary points between and during operations.
-pub fn cfg_eager_compaction() -> Config {
-    Config {
-        block_target_bytes: 1024,
-        compaction_trigger_bytes: 4096,
-        hot_tail_entries: 0,
-        compaction_interval_ms: 1,
-        segment_bytes: TEST_SEGMENT_BYTES,
-        ..Config::default()
-    }
-}
-
-/// The smallest memory budget the config accepts (1 MiB), with eager compaction, so older entries
-/// are evicted from the ring and reads must go to the cold tier.
-pub fn cfg_tiny_memory() -> Config {
-    Config {
-        memory_budget_bytes: 1 << 20,
-        ..cfg_eager_compaction()
-    }
-}
+use super::config;
 
 /// What a harness does between two operations of a test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,9 +27,9 @@ pub enum Mode {
 impl Mode {
     fn config(self) -> Config {
         match self {
-            Mode::Hot | Mode::Reopen => cfg_hot_only(),
-            Mode::Compacted | Mode::CompactedReopen => cfg_manual_compaction(),
-            Mode::BackgroundReopen => cfg_eager_compaction(),
+            Mode::Hot | Mode::Reopen => config::hot_only(),
+            Mode::Compacted | Mode::CompactedReopen => config::on_demand_compaction(),
+            Mode::BackgroundReopen => config::eager_compaction(),
         }
     }
 }
@@ -283,11 +202,10 @@ pub fn cat(parts: &[Vec<Entry>]) -> Vec<Entry> {
 
 /// One `#[tokio::test]` per [`Mode`] for a contract rule written as `async fn(Mode)`, grouped in a
 /// module named after the rule, so a failure reads `rule::mode`.
-#[macro_export]
 macro_rules! in_every_mode {
     ($name:ident) => {
         mod $name {
-            use super::common::Mode;
+            use $crate::support::Mode;
             #[tokio::test]
             async fn hot() {
                 super::$name(Mode::Hot).await

@@ -1,7 +1,7 @@
 //! d-engine 0.2.4's own storage conformance suite (`StorageEngineTestSuite`, 15 cases including the
 //! four drop-and-reopen durability cases) against tierlog through the d-engine adapter.
 //!
-//! Run: `PROTOC=$(cargo xtask protoc) cargo test --features d-engine-tests --test d_engine_suite`
+//! Run: `PROTOC=$(cargo xtask protoc) cargo test --features d-engine-tests --test adapters d_engine_suite`
 //! (`cargo xtask test` runs it with everything else).
 
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ async fn d_engine_storage_suite_current_thread_runtime() {
         dir: dir.path().join("engine"),
         config: Config {
             memory_budget_bytes: 1 << 20,
-            // A trigger below the block size once livelocked the compactor (tests/engine_drop_hang.rs).
+            // A trigger below the block size once livelocked the compactor (tests/contract/engine_drop_hang.rs).
             compaction_trigger_bytes: 1 << 10,
             hot_tail_entries: 4,
             ..Config::default()

@@ -1,10 +1,8 @@
-//! Mixes of operations across reopen and compaction that once broke recovery: cases found by
-//! `tests/proptest_model.rs`, shrunk by hand and kept as named tests (issue 2: every operation
-//! survives reopen, with compaction finished, half done or not started).
+//! Mixes of operations across reopen and compaction that once broke recovery: cases found by the
+//! contract-steps property of `model.rs`, shrunk by hand and kept as named tests. Each checks that
+//! every operation survives reopen, with compaction finished, half done or not started.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{LogId, LogStore};
 
 fn lid(term: u64, index: u64) -> LogId {
@@ -12,7 +10,7 @@ fn lid(term: u64, index: u64) -> LogId {
 }
 
 /// An overwrite of a cold index while a background round woken by a purge is in flight keeps the
-/// later entries across reopen. Found by `proptest_model`. The reopen before the compaction matters:
+/// later entries across reopen. Found by the model test. The reopen before the compaction matters:
 /// it seals the segment holding the original append, so a round may retire it. The 1 ms pause lets
 /// the purge's round take its snapshot before the overwrite (that interleaving loses 68..=76 every
 /// time here, without the pause about one run in three); correctness must not depend on timing.
@@ -54,7 +52,7 @@ async fn overwrite_of_cold_index_during_purge_round_survives_reopen() {
 async fn overwrite_of_cold_index_then_timer_round_survives_reopen() {
     let cfg = tierlog::Config {
         compaction_interval_ms: 5,
-        ..cfg_manual_compaction()
+        ..config::on_demand_compaction()
     };
     let mut h = Harness::with_config(Mode::Reopen, cfg).await;
     h.log().persist_entries(ents(1..=76, 1)).await.unwrap();
@@ -70,7 +68,7 @@ async fn overwrite_of_cold_index_then_timer_round_survives_reopen() {
 }
 
 /// A reset after an overwrite deep in the cold tier (below the ring's first entry), reopened: the
-/// log is empty and open succeeds. Found by `proptest_model`.
+/// log is empty and open succeeds. Found by the model test.
 #[tokio::test]
 async fn reset_after_deep_cold_overwrite_survives_reopen() {
     let mut h = Harness::new(Mode::CompactedReopen).await;
@@ -92,7 +90,7 @@ async fn reset_after_deep_cold_overwrite_survives_reopen() {
 }
 
 /// Overwrite in the middle of the log, compaction, reset, reopen: the log is empty and open
-/// succeeds. Found by `proptest_model` (recovery hit a debug assertion in `Ring::push_back`).
+/// succeeds. Found by the model test (recovery hit a debug assertion in `Ring::push_back`).
 #[tokio::test]
 async fn reset_after_overwrite_and_compaction_survives_reopen() {
     let mut h = Harness::new(Mode::CompactedReopen).await;
@@ -108,11 +106,11 @@ async fn reset_after_overwrite_and_compaction_survives_reopen() {
 }
 
 /// replace_range, overwrite from index 1, reset, purge past the end of the empty log, reopen,
-/// compaction, reopen. Found by `proptest_model` (recovery hit a debug assertion in
+/// compaction, reopen. Found by the model test (recovery hit a debug assertion in
 /// `Ring::push_back`).
 #[tokio::test]
 async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
-    let mut h = Harness::with_config(Mode::Reopen, cfg_manual_compaction()).await;
+    let mut h = Harness::with_config(Mode::Reopen, config::on_demand_compaction()).await;
     h.log().persist_entries(ents(1..=21, 1)).await.unwrap();
     h.reopen().await;
     h.log().replace_range(8, ents(8..=8, 2)).await.unwrap();
@@ -125,11 +123,11 @@ async fn reset_then_purge_after_replace_and_overwrite_survives_reopen() {
 }
 
 /// Purge past the end, appends across a reopen, an overwrite, then a truncate below the boundary
-/// that empties the log; reopen, compaction, reopen. Found by `proptest_model` (recovery hit a
+/// that empties the log; reopen, compaction, reopen. Found by the model test (recovery hit a
 /// debug assertion in `Ring::push_back`).
 #[tokio::test]
 async fn truncate_below_boundary_after_overwrite_survives_compaction_and_reopen() {
-    let mut h = Harness::with_config(Mode::Reopen, cfg_manual_compaction()).await;
+    let mut h = Harness::with_config(Mode::Reopen, config::on_demand_compaction()).await;
     h.log().persist_entries(ents(1..=8, 1)).await.unwrap();
     h.log().purge(lid(1, 9)).await.unwrap();
     h.log().persist_entries(ents(10..=84, 1)).await.unwrap();

@@ -1,12 +1,10 @@
-//! The semantic rules of issue 2 ("Semantics", d-engine's contract, `research/d-engine.md` §3.7),
-//! one function per rule. Every rule runs in every [`Mode`]: hot only, reopen after each operation
+//! The semantic rules of the log contract (the rules d-engine's and openraft's storage traits
+//! assume: empty store, upsert, reset, `last_index`, range reads), one function per rule. Every rule runs in every [`Mode`]: hot only, reopen after each operation
 //! (compaction not started), compacted after each operation, compacted and reopened (compaction
 //! finished, reads served by the cold tier), and reopened under an eager background compactor
 //! (compaction half done at the drop).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, VotedFor};
 
 fn lid(term: u64, index: u64) -> LogId {

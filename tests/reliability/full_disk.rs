@@ -1,4 +1,4 @@
-//! A real full disk (issue 8 item 6), not an injected error: the engine runs on a small filesystem
+//! A real full disk, not an injected error: the engine runs on a small filesystem
 //! mounted for the test (a size-limited tmpfs, and an ext4 image on a loop device), a filler file
 //! and the engine's own appends use up the space while the background compactor runs, and then:
 //! - while the disk is full, every read of either tier works and returns what was acknowledged;
@@ -11,16 +11,13 @@
 //! Mounting needs root (or CAP_SYS_ADMIN) and, for ext4, `mkfs.ext4` and a loop device; where that
 //! is not possible each test prints why and passes without running (the CI image runs as root).
 //!
-//! Run: `cargo test --test full_disk -- --nocapture`.
-
-#[path = "relcommon/mod.rs"]
-mod common;
+//! Run: `cargo test --features failpoints --test reliability full_disk -- --nocapture`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Model, batch, diff_entries, tiny_config};
+use crate::support::{Model, batch, config, diff_entries};
 use tierlog::{Error, HardState, LogStore, MetaStore, StorageEngine, TieredEngine};
 
 const SEED: u64 = 0xD15C;
@@ -157,7 +154,7 @@ fn files(dir: &Path) -> Vec<String> {
 async fn full_disk(mnt: &Path, kind: &str) {
     let dir = mnt.join("store");
     let filler = mnt.join("filler");
-    let e = TieredEngine::open(&dir, tiny_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::tiny()).await.unwrap();
     let log = e.log_store();
     let meta = e.meta_store();
     let mut m = Model::default();
@@ -299,7 +296,7 @@ async fn full_disk(mnt: &Path, kind: &str) {
     drop((log, meta));
     e.close().await.unwrap();
 
-    let e = TieredEngine::open(&dir, tiny_config())
+    let e = TieredEngine::open(&dir, config::tiny())
         .await
         .unwrap_or_else(|err| panic!("{kind}: reopen failed: {err}"));
     check_reads(&e, &m, &format!("{kind}: after reopen")).await;
@@ -308,6 +305,7 @@ async fn full_disk(mnt: &Path, kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tmpfs_full_disk() {
+    let _fp = crate::failpoints_off();
     let mnt = match mount_tmpfs(16 << 20) {
         Ok(m) => m,
         Err(why) => {
@@ -320,6 +318,7 @@ async fn tmpfs_full_disk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_full_disk() {
+    let _fp = crate::failpoints_off();
     let mnt = match mount_ext4(24 << 20) {
         Ok(m) => m,
         Err(why) => {

@@ -1,10 +1,7 @@
-//! The purge, truncate and replace_range rules of issue 2 (d-engine's contract,
-//! `research/d-engine.md` §3.7), one function per rule, each run in every [`Mode`] (see
-//! `tests/semantics.rs` for the modes).
+//! The purge, truncate and replace_range rules of the log contract, one function per rule, each
+//! run in every [`Mode`] (see `semantics.rs` for the modes).
 
-mod common;
-
-use common::*;
+use crate::support::*;
 use tierlog::{Error, LogId, LogStore};
 
 fn lid(term: u64, index: u64) -> LogId {

@@ -1,11 +1,8 @@
-//! Deterministic reproductions of recovery failures first found by the crash loop (`tests/crash.rs`).
+//! Deterministic reproductions of recovery failures first found by the crash loop (`tests/crash/`).
 //! Each test builds the on-disk situation the crash loop reached, with the public API only, then
 //! reopens and checks the log.
 
-#[path = "relcommon/mod.rs"]
-mod common;
-
-use common::{Model, batch, diff_entries, tiny_config};
+use crate::support::{Model, batch, config, diff_entries};
 use tierlog::{LogStore, MetaStore, StorageEngine, TieredEngine};
 
 const SEED: u64 = 77;
@@ -22,7 +19,7 @@ async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
         let log = e.log_store();
         for first in (1..=1000).step_by(40) {
             log.persist_entries(batch(first, 40, 1, SEED)).await.unwrap();
@@ -31,7 +28,7 @@ async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
     }
     {
         // A fresh segment starts at this open: it begins with the append below.
-        let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
         let log = e.log_store();
         assert_eq!(log.last_index(), 1000);
         log.persist_entries(batch(1001, 8, 2, SEED)).await.unwrap();
@@ -43,7 +40,7 @@ async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
         m.persist(1, 5, 4);
         log.flush().unwrap();
     }
-    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     let log = e.log_store();
     assert_eq!(log.last_index(), m.last_index());
     assert_eq!(log.load_purge_boundary().unwrap(), None);
@@ -65,13 +62,10 @@ async fn reopen_after_a_checkpointed_reset_replays_nothing_from_before_it() {
 async fn replace_range_entries_survive_segment_retirement_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     // No compaction unless forced, so the checkpoint's cold_hi stays where compact_now put it.
-    let config = tierlog::Config {
-        memory_budget_bytes: 64 << 20,
-        ..manual_compaction()
-    };
+    let quiet = config::quiet();
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), quiet.clone()).await.unwrap();
         let log = e.log_store();
         log.persist_entries(batch(1, 100, 1, SEED)).await.unwrap();
         m.persist(1, 100, 1);
@@ -101,7 +95,7 @@ async fn replace_range_entries_survive_segment_retirement_and_reopen() {
             m.entries.insert(b.index, b.term);
         }
     }
-    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let e = TieredEngine::open(dir.path(), quiet).await.unwrap();
     let log = e.log_store();
     assert_eq!(log.last_index(), 114);
     let got = log.get_entries(0..=200).unwrap();
@@ -121,13 +115,10 @@ async fn replace_range_entries_survive_segment_retirement_and_reopen() {
 async fn entries_after_a_cold_overwrite_survive_the_next_round_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     // Normal rounds never move entries (trigger and hot tail out of reach); only compact_now does.
-    let config = tierlog::Config {
-        memory_budget_bytes: 64 << 20,
-        ..manual_compaction()
-    };
+    let quiet = config::quiet();
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), config.clone()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), quiet.clone()).await.unwrap();
         let log = e.log_store();
         for first in (1..=2000).step_by(50) {
             log.persist_entries(batch(first, 50, 1, SEED)).await.unwrap();
@@ -150,21 +141,12 @@ async fn entries_after_a_cold_overwrite_survive_the_next_round_and_reopen() {
             panic!("live log: {d}");
         }
     }
-    let e = TieredEngine::open(dir.path(), config).await.unwrap();
+    let e = TieredEngine::open(dir.path(), quiet).await.unwrap();
     let log = e.log_store();
     assert_eq!(log.last_index(), 2000, "last_index after reopen");
     let got = log.get_entries(0..=3000).unwrap();
     if let Some(d) = diff_entries(&got, &m.slice(0, 3000, SEED)) {
         panic!("log after reopen: {d}");
-    }
-}
-
-/// A config whose compactor moves entries only when asked (`compact_now`).
-fn manual_compaction() -> tierlog::Config {
-    tierlog::Config {
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
     }
 }
 
@@ -209,8 +191,8 @@ async fn settle_and_check(e: &TieredEngine, m: &Model, rounds: u64) {
 }
 
 /// Reopens `dir` and checks the log against `m`.
-async fn check_after_reopen(dir: &std::path::Path, config: tierlog::Config, m: &Model) {
-    let e = TieredEngine::open(dir, config).await.unwrap();
+async fn check_after_reopen(dir: &std::path::Path, cfg: tierlog::Config, m: &Model) {
+    let e = TieredEngine::open(dir, cfg).await.unwrap();
     let log = e.log_store();
     let last = m.last_index();
     assert_eq!(log.last_index(), last, "last_index after reopen");
@@ -230,13 +212,15 @@ async fn overwrite_inside_an_evicted_cold_block_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), manual_compaction()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), config::tiny_forced_only())
+            .await
+            .unwrap();
         let (k, rounds) = fill_past_the_ring(&e, &mut m).await;
         e.log_store().persist_entries(batch(k, 3, 2, SEED)).await.unwrap();
         m.persist(k, 3, 2);
         settle_and_check(&e, &m, rounds).await;
     }
-    check_after_reopen(dir.path(), manual_compaction(), &m).await;
+    check_after_reopen(dir.path(), config::tiny_forced_only(), &m).await;
 }
 
 /// The crash-loop sequence of seed 202 in miniature: an overwrite inside the evicted cold range,
@@ -246,7 +230,9 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = Model::default();
     {
-        let e = TieredEngine::open(dir.path(), manual_compaction()).await.unwrap();
+        let e = TieredEngine::open(dir.path(), config::tiny_forced_only())
+            .await
+            .unwrap();
         let log = e.log_store();
         let (k, rounds) = fill_past_the_ring(&e, &mut m).await;
         log.persist_entries(batch(k, 9, 2, SEED)).await.unwrap();
@@ -258,7 +244,7 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
         m.persist(k - 7, 13, 4);
         settle_and_check(&e, &m, rounds).await;
     }
-    check_after_reopen(dir.path(), manual_compaction(), &m).await;
+    check_after_reopen(dir.path(), config::tiny_forced_only(), &m).await;
 }
 
 /// A store written by the first release (write-ahead segments of version 1, `TLB1` cold blocks),
@@ -270,7 +256,7 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
 async fn a_store_written_by_the_first_release_opens_and_reads() {
     const FIXTURE_SEED: u64 = 0xF1C5;
     let dir = tempfile::tempdir().unwrap();
-    common::copy_dir(
+    crate::support::copy_dir(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
         dir.path(),
     );
@@ -291,7 +277,7 @@ async fn a_store_written_by_the_first_release_opens_and_reads() {
     };
     let report = tierlog::offline::verify(dir.path()).expect("the fixture verifies");
     assert_eq!(report.entries, m.entries.len() as u64);
-    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     check(&e, &m);
     let meta = e.meta_store();
     let hard = meta.load_hard_state().unwrap().expect("hard state");
@@ -301,7 +287,7 @@ async fn a_store_written_by_the_first_release_opens_and_reads() {
         Some(&b"app-meta-v1"[..])
     );
     let log = e.log_store();
-    log.persist_entries(common::batch(590, 30, 100, FIXTURE_SEED))
+    log.persist_entries(crate::support::batch(590, 30, 100, FIXTURE_SEED))
         .await
         .unwrap();
     m.persist(590, 30, 100);
@@ -309,6 +295,6 @@ async fn a_store_written_by_the_first_release_opens_and_reads() {
     e.compact_now().await.unwrap();
     drop((log, meta));
     e.close().await.unwrap();
-    let e = TieredEngine::open(dir.path(), tiny_config()).await.unwrap();
+    let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     check(&e, &m);
 }

@@ -14,15 +14,12 @@
 //!   payload), contiguous; a damaged cold block makes the read fail with `Error::Corruption`, never
 //!   return a wrong entry.
 //!
-//! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --test
-//! corruption -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
-
-#[path = "relcommon/mod.rs"]
-mod common;
+//! Default 48 damaged copies; more: `TIERLOG_CORRUPTION_TRIALS=2000 cargo test --release --features
+//! failpoints --test reliability corruption:: -- --nocapture` (seed: `TIERLOG_CORRUPTION_SEED`).
 
 use std::path::{Path, PathBuf};
 
-use common::{Model, Rng, batch, copy_dir, tiny_config};
+use crate::support::{Model, Rng, batch, config, copy_dir};
 use redb::{Database, ReadableTable, TableDefinition};
 use tierlog::{Config, Error, LogStore, OffsetKind, RecoveryMode, StorageEngine, TieredEngine};
 
@@ -162,7 +159,7 @@ async fn read_all_checked(e: &TieredEngine, m: &Model, what: &str) -> Result<usi
             );
             assert_eq!(
                 en.payload,
-                common::payload(en.index, en.term, SEED),
+                crate::support::payload(en.index, en.term, SEED),
                 "{what}: entry {} returned with a corrupted payload",
                 en.index
             );
@@ -180,7 +177,7 @@ async fn read_all_checked(e: &TieredEngine, m: &Model, what: &str) -> Result<usi
 fn mode_config(mode: RecoveryMode) -> Config {
     Config {
         recovery_mode: mode,
-        ..tiny_config()
+        ..config::tiny()
     }
 }
 
@@ -200,11 +197,12 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damage_is_detected_with_file_and_offset_and_never_read_as_valid() {
+    let _fp = crate::failpoints_off();
     let trials = env_u64("TIERLOG_CORRUPTION_TRIALS").unwrap_or(48);
     let seed = env_u64("TIERLOG_CORRUPTION_SEED").unwrap_or(SEED);
     let root = tempfile::tempdir().unwrap();
     let pristine = root.path().join("pristine");
-    let m = build_pristine(&pristine, tiny_config(), false).await;
+    let m = build_pristine(&pristine, config::tiny(), false).await;
     let total = m.entries.len();
     {
         let report = tierlog::offline::verify(&pristine).expect("pristine store verifies");
@@ -406,19 +404,14 @@ fn shorten(dir: &Path, how: Shortening) {
 /// correct prefix of the log.
 #[tokio::test]
 async fn damage_that_would_shorten_the_log_is_refused_not_opened_as_a_shorter_log() {
+    let _fp = crate::failpoints_off();
     let root = tempfile::tempdir().unwrap();
     let pristine = root.path().join("pristine");
     // No background rounds: the checkpoint is the one `compact_now` takes at index 2000, so the
     // newest segments hold flushed entries that exist nowhere else. A zeroed page at the end of the
     // newest segment, with nothing after it, is what a power cut leaves of unflushed writes; no
     // file says otherwise, so that case is not in this list.
-    let quiet = Config {
-        memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
-    };
-    let m = build_pristine(&pristine, quiet, true).await;
+    let m = build_pristine(&pristine, config::quiet(), true).await;
     let total = m.entries.len();
     use Shortening::*;
     for how in [
@@ -466,7 +459,7 @@ async fn damage_that_would_shorten_the_log_is_refused_not_opened_as_a_shorter_lo
         log.flush().unwrap();
         drop(log);
         e.close().await.unwrap();
-        let e = TieredEngine::open(&dir, tiny_config())
+        let e = TieredEngine::open(&dir, config::tiny())
             .await
             .unwrap_or_else(|err| panic!("{what}: the salvaged store does not reopen: {err}"));
         assert_eq!(e.log_store().last_index(), next + 2, "{what}: salvaged writes");
@@ -482,7 +475,7 @@ async fn damaged_redb_pages_give_errors_not_panics() {
     let trials = env_u64("TIERLOG_REDB_DAMAGE_TRIALS").unwrap_or(40);
     let root = tempfile::tempdir().unwrap();
     let pristine = root.path().join("pristine");
-    let m = build_pristine(&pristine, tiny_config(), false).await;
+    let m = build_pristine(&pristine, config::tiny(), false).await;
     let len = std::fs::metadata(pristine.join("cold.redb")).unwrap().len();
     let mut rng = Rng::new(SEED ^ 0x4EDB);
     let mut outcomes = std::collections::BTreeMap::<&str, u64>::new();

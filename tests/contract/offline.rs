@@ -2,16 +2,13 @@
 //! that `open` refuses, as `Error::Corruption`; the messages say whether a number is a byte offset
 //! or a log index.
 //!
-//! The store (`common::offline_store`): entries 1..=3000, about 2000 of them in cold blocks, the rest
+//! The store (`crate::support::offline_store`): entries 1..=3000, about 2000 of them in cold blocks, the rest
 //! in several write-ahead segments only; a hard state and an application-metadata blob each saved
 //! twice (both slots of their files written).
 
-#[path = "relcommon/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{copy_dir, damage_block, offline_store, offline_store_config};
+use crate::support::{config, copy_dir, damage_block, offline_store};
 use tierlog::{Error, TieredEngine};
 
 const SEED: u64 = 0x0FF1;
@@ -35,7 +32,7 @@ async fn pristine(root: &Path) -> PathBuf {
 /// What `open` (default recovery mode) says about a directory, on a copy: open repairs files.
 async fn open_result(root: &Path, dir: &Path, name: &str) -> Result<(), Error> {
     let d = copy(root, dir, name);
-    let r = TieredEngine::open(&d, offline_store_config()).await;
+    let r = TieredEngine::open(&d, config::offline_store()).await;
     match r {
         Ok(e) => {
             e.close().await.unwrap();

@@ -8,7 +8,7 @@
 //! the leader served the catch-up from its cold tier (`Stats::cold_reads` grows while it happens), and
 //! that all three state machines end equal and hold every write.
 //!
-//! Run: `cargo test --features openraft-tests --test openraft_cluster` (no protoc needed).
+//! Run: `cargo test --features openraft-tests --test adapters openraft_cluster` (no protoc needed).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;

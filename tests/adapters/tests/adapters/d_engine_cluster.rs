@@ -7,7 +7,7 @@
 //! serves the new keys; stop the leader, check a new leader is elected and that no acknowledged write
 //! is lost. Snapshot and purge thresholds are small so d-engine purges tierlog during the run.
 //!
-//! Run: `PROTOC=$(cargo xtask protoc) cargo test --features d-engine-tests --test d_engine_cluster`
+//! Run: `PROTOC=$(cargo xtask protoc) cargo test --features d-engine-tests --test adapters d_engine_cluster`
 //! (about 10-20 s; `cargo xtask test` runs it with everything else). `TIERLOG_CLUSTER_KEEP=1` keeps
 //! the nodes' directories for a post-mortem (`tierlog inspect`/`dump` read them).
 //!

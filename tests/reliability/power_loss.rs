@@ -18,31 +18,19 @@
 //! a flush) and is reopened once more, which must keep exactly those.
 //!
 //! Default 16 power cuts per mode; more: `TIERLOG_POWER_TRIALS=1000 cargo test --release --features
-//! failpoints --test power_loss -- --nocapture`.
-
-#[path = "relcommon/mod.rs"]
-mod common;
+//! failpoints --test reliability power_loss:: -- --nocapture`.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::{Model, Rng, batch, copy_dir, diff_entries, tiny_config};
+use crate::support::{Model, Rng, batch, config, copy_dir, diff_entries};
 use fail::FailScenario;
-use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
+use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 const SEED: u64 = 0x90E8;
 
 type Snapshot = Arc<Mutex<HashMap<String, Vec<u8>>>>;
-
-fn quiet_config() -> Config {
-    Config {
-        memory_budget_bytes: 64 << 20,
-        compaction_trigger_bytes: 1 << 40,
-        hot_tail_entries: 1 << 20,
-        ..tiny_config()
-    }
-}
 
 fn read_wal(dir: &Path) -> HashMap<String, Vec<u8>> {
     let mut out = HashMap::new();
@@ -216,7 +204,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     let dir = root.join(format!("live{trial}"));
     let snap = record_synced_wal(&dir);
     let mut rng = Rng::new(seed ^ trial);
-    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     let meta = e.meta_store();
     let mut m = Model::default();
@@ -246,7 +234,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     }
 
     let what = format!("trial {trial} (seed {seed}, {mode:?}, {ops} ops, flushed through op {durable})");
-    let e = TieredEngine::open(&crashed, quiet_config())
+    let e = TieredEngine::open(&crashed, config::quiet())
         .await
         .unwrap_or_else(|err| panic!("{what}: open after power loss failed: {err}"));
     let k = (durable..states.len())
@@ -289,7 +277,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     log.flush().unwrap();
     drop(log);
     drop(e);
-    let e = TieredEngine::open(&crashed, quiet_config())
+    let e = TieredEngine::open(&crashed, config::quiet())
         .await
         .unwrap_or_else(|err| panic!("{what}: second reopen failed: {err}"));
     if let Err(d) = matches(&e, &m) {
@@ -302,6 +290,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
 }
 
 async fn power_cuts(mode: Mode, after_writes: bool) {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let trials = std::env::var("TIERLOG_POWER_TRIALS")
         .ok()
@@ -360,11 +349,12 @@ async fn power_cut_with_out_of_order_page_writeback() {
 /// recovery, which then replays them restricted (a purge is skipped, a reset only truncates).
 #[tokio::test]
 async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_ones() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
     let snap = record_synced_wal(&dir);
-    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();
     log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
@@ -385,7 +375,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     drop(e);
     cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
 
-    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     // Either the compacted (unflushed) entries survived in the cold tier, or only the flushed ones.
     if matches(&e, &m).is_err() {
         let mut flushed = Model::default();
@@ -405,7 +395,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     matches(&e, &m).unwrap_or_else(|d| panic!("live after the power cut: {d}"));
     drop(log);
     drop(e);
-    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     if let Err(d) = matches(&e, &m) {
         panic!("purge and append made after the power cut were lost on reopen: {d}");
     }
@@ -445,11 +435,12 @@ fn record_len(entries: &[tierlog::Entry]) -> usize {
 /// fdatasync and a power cut takes the acknowledged batch away.
 #[tokio::test]
 async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
     let snap = record_synced_wal(&dir);
-    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();
     let first = batch(1, 40, 1, SEED);
@@ -477,7 +468,7 @@ async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
     drop(log);
     drop(e);
     cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
-    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("the flushed batch did not survive the power cut: {d}"));
     scenario.teardown();
 }
@@ -487,10 +478,11 @@ async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
 /// newer one, or even a clean restart is refused ("ends without a seal but is not the newest").
 #[tokio::test]
 async fn a_rotation_that_fails_after_creating_its_file_leaves_a_store_that_opens() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
-    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();
     let first = batch(1, 40, 1, SEED);
@@ -509,7 +501,7 @@ async fn a_rotation_that_fails_after_creating_its_file_leaves_a_store_that_opens
     log.flush().unwrap();
     drop(log);
     e.close().await.unwrap();
-    let e = TieredEngine::open(&dir, quiet_config())
+    let e = TieredEngine::open(&dir, config::quiet())
         .await
         .unwrap_or_else(|err| panic!("clean restart after a failed rotation: {err}"));
     matches(&e, &m).unwrap();
@@ -524,11 +516,12 @@ async fn a_rotation_that_fails_after_creating_its_file_leaves_a_store_that_opens
 /// writes included. Chain: kill -9 → reopen → compaction → power cut → writes + flush → reopen.
 #[tokio::test]
 async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_covers_it() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let live = root.path().join("live");
     let snap = record_synced_wal(&live);
-    let e = TieredEngine::open(&live, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&live, config::quiet()).await.unwrap();
     let log = e.log_store();
     let mut m = Model::default();
     log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
@@ -544,7 +537,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     drop(e);
 
     let snap = record_synced_wal_from(&crashed, on_disk);
-    let e = TieredEngine::open(&crashed, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap();
     e.compact_now().await.unwrap();
     let cut = root.path().join("cut");
@@ -552,7 +545,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     drop(e);
     cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(2));
 
-    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&cut, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("after the power cut: {d}"));
     let log = e.log_store();
     log.persist_entries(batch(101, 7, 3, SEED)).await.unwrap();
@@ -560,7 +553,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     log.flush().unwrap();
     drop(log);
     drop(e);
-    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&cut, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("writes flushed after the power cut were lost: {d}"));
     scenario.teardown();
 }
@@ -588,11 +581,12 @@ fn lose_the_trailer_of_the_first_unsynced_record(wal: &Path, synced: &HashMap<St
 /// not be followed by the old record 6.
 #[tokio::test]
 async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
     {
-        let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+        let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
         let log = e.log_store();
         for i in 1..=4 {
             log.persist_entries(batch(i, 1, 1, SEED)).await.unwrap();
@@ -615,10 +609,10 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
     std::fs::write(&seg, &bytes).unwrap();
 
     let snap = record_synced_wal_from(&dir, read_wal(&dir.join("wal")));
-    let e = TieredEngine::open(&dir, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     assert_eq!(log.last_index(), 4);
-    let old5 = common::payload(5, 1, SEED).len();
+    let old5 = crate::support::payload(5, 1, SEED).len();
     log.persist_entries(vec![tierlog::Entry::new(5, 2, vec![b'z'; old5])])
         .await
         .unwrap();
@@ -628,7 +622,7 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
     drop(e);
     lose_the_trailer_of_the_first_unsynced_record(&cut.join("wal"), &synced);
 
-    let e = TieredEngine::open(&cut, quiet_config()).await.unwrap();
+    let e = TieredEngine::open(&cut, config::quiet()).await.unwrap();
     let log = e.log_store();
     let got = log.get_entries(1..=20).unwrap();
     let terms: Vec<u64> = got.iter().map(|e| e.term).collect();
@@ -720,7 +714,7 @@ impl Chain {
     /// latest when `exact`); the recovered log is durable from then on.
     async fn reopen(&mut self, exact: bool) {
         let what = &self.what;
-        let e = TieredEngine::open(&self.dir, quiet_config())
+        let e = TieredEngine::open(&self.dir, config::quiet())
             .await
             .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
         let from = if exact {
@@ -784,9 +778,10 @@ impl Chain {
 /// model: acknowledged-and-flushed operations survive, the log is always the state after some
 /// operation (never half of one, never a later one without an earlier one), the hard state is the
 /// last saved. Default 24 chains; more: `TIERLOG_CHAIN_TRIALS=2000 cargo test --release --features
-/// failpoints --test power_loss chains -- --nocapture` (seed: `TIERLOG_CHAIN_SEED`).
+/// failpoints --test reliability chains -- --nocapture` (seed: `TIERLOG_CHAIN_SEED`).
 #[tokio::test]
 async fn chains_of_faults_keep_every_flushed_operation() {
+    let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let trials = std::env::var("TIERLOG_CHAIN_TRIALS")
         .ok()
@@ -805,7 +800,7 @@ async fn chains_of_faults_keep_every_flushed_operation() {
         let mut c = Chain {
             root: tdir.clone(),
             snap: record_synced_wal(&dir),
-            engine: Some(TieredEngine::open(&dir, quiet_config()).await.unwrap()),
+            engine: Some(TieredEngine::open(&dir, config::quiet()).await.unwrap()),
             dir,
             copies: 0,
             states: vec![Model::default()],
