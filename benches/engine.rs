@@ -1,4 +1,4 @@
-//! Criterion benchmarks of issue 2 (figures go to `docs/performance.md`).
+//! Criterion benchmarks of the engine alone (figures go to `docs/performance.md`).
 //!
 //! Run all:        `cargo bench --bench engine`
 //! Run some:       `cargo bench --bench engine -- persist`   (criterion name filter)

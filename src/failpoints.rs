@@ -1,6 +1,6 @@
 //! I/O failpoints (`fail` crate): every I/O site the reliability tests attack calls one of these.
 //! They compile to nothing unless the `fail` crate's `failpoints` feature is on (this crate's
-//! `failpoints` feature, used by `tests/faults.rs` and `tests/power_loss.rs`).
+//! `failpoints` feature, used by the `reliability` tests in `tests/reliability/`).
 
 use std::fs::File;
 // Used only where the `fail` crate's own `failpoints` feature is on, which another crate in the
@@ -23,7 +23,7 @@ pub(crate) fn io_fault(name: &str) -> std::io::Result<()> {
 }
 
 /// Marks a completed write-ahead fdatasync: the `wal::synced` failpoint, which the power-loss
-/// simulation (`tests/power_loss.rs`) configures with a callback that records what is on disk.
+/// simulation (`tests/reliability/power_loss.rs`) configures with a callback that records what is on disk.
 pub(crate) fn synced() {
     fail::fail_point!("wal::synced");
 }

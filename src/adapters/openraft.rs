@@ -15,7 +15,7 @@
 //! let config = Arc::new(openraft::Config::default().validate()?);
 //! let raft = openraft::Raft::<TypeConfig, _>::new(1, config, network, log_store, state_machine).await?;
 //! ```
-//! (`tests/openraft_cluster.rs` is the complete, compiled version with an in-process network.)
+//! (`tests/adapters/tests/adapters/openraft_cluster.rs` is the complete, compiled version with an in-process network.)
 //!
 //! # Mapping
 //! - openraft log index `i` is tierlog index `i + 1` (tierlog reserves 0 for "no entry").

@@ -113,8 +113,11 @@ fn closed() -> Error {
 impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
-        let db = open_db(path, cache_bytes)?;
-        let (cp, index) = guarded(path, || read_state(&db, path))?;
+        let (db, cp, index) = guarded(path, || {
+            let db = open_db(path, cache_bytes)?;
+            let (cp, index) = read_state(&db, path)?;
+            Ok((db, cp, index))
+        })?;
         let mut store = Self::wrap(Db::ReadWrite(db), path, None);
         store.cache_bytes = cache_bytes;
         Ok((store, cp, index))
@@ -179,10 +182,12 @@ impl ColdStore {
             None => {}
         }
         // Plain open: the tables exist, and a disk that is still full has no room for a commit.
-        let opened = Database::builder()
-            .set_cache_size(self.cache_bytes)
-            .create(&self.path)
-            .map_err(|e| Error::redb(&self.path, e));
+        let opened = guarded(&self.path, || {
+            Database::builder()
+                .set_cache_size(self.cache_bytes)
+                .create(&self.path)
+                .map_err(|e| Error::redb(&self.path, e))
+        });
         match opened {
             Ok(db) => {
                 *guard = Some(Db::ReadWrite(db));
@@ -203,6 +208,10 @@ impl ColdStore {
         if !path.exists() {
             return Err(Error::io(path, std::io::ErrorKind::NotFound.into()));
         }
+        guarded(path, || Self::open_read_only_in(path))
+    }
+
+    fn open_read_only_in(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
         match Database::builder()
             .set_cache_size(OFFLINE_CACHE_BYTES)
             .open_read_only(path)
