@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(eng.stats().cold_blocks, 1);
     }
 
-    /// Issue 8 item 4: a forced run (`compact_now`) while a writer keeps appending must end once it
+    /// A forced run (`compact_now`) while a writer keeps appending must end once it
     /// has compacted what existed when it was asked, in a bounded number of rounds, without leaving
     /// one tiny block per round behind. It used to loop while any round found something new.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -314,6 +314,22 @@ mod tests {
     use super::*;
     use crate::{Config, StorageEngine, TieredEngine};
 
+    /// An engine whose compactor runs only when asked (or when a writer waits for memory).
+    async fn engine_without_background_rounds(dir: &std::path::Path, budget: u64) -> TieredEngine {
+        let cfg = Config {
+            memory_budget_bytes: budget,
+            compaction_trigger_bytes: u64::MAX,
+            compaction_interval_ms: 3_600_000,
+            ..Config::default()
+        };
+        TieredEngine::open(dir, cfg).await.unwrap()
+    }
+
+    fn over_budget(core: &Core) -> bool {
+        let st = core.state.read();
+        st.ring.bytes() > core.ring_budget(&st)
+    }
+
     fn entry(index: u64) -> Entry {
         Entry {
             index,
@@ -322,30 +338,20 @@ mod tests {
         }
     }
 
-    /// Issue 8 item 4: a writer parked in back-pressure must be woken after the first round that made
+    /// A writer parked in back-pressure must be woken after the first round that made
     /// room, not only when the whole forced run ends (which, with another writer appending, could be
     /// never). The run here needs three rounds (each moves at most `MAX_ROUND_RAW_BYTES`); the parked
     /// write must be through before the last of them is published.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_parked_writer_is_woken_after_the_first_round_that_made_room() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            memory_budget_bytes: 32 << 20,
-            compaction_trigger_bytes: u64::MAX,
-            compaction_interval_ms: 3_600_000,
-            ..Config::default()
-        };
-        let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let engine = engine_without_background_rounds(dir.path(), 32 << 20).await;
         let log = engine.log_store();
         let core = log.core.clone();
         let big = |index: u64| Entry {
             index,
             term: 1,
             payload: bytes::Bytes::from(vec![index as u8; 4000]),
-        };
-        let over_budget = |core: &Core| {
-            let st = core.state.read();
-            st.ring.bytes() > core.ring_budget(&st)
         };
         let mut next = 1;
         while !over_budget(&core) {
@@ -391,19 +397,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clean_entries_over_budget_never_starve_a_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = Config {
-            memory_budget_bytes: 1 << 20,
-            compaction_trigger_bytes: u64::MAX,
-            compaction_interval_ms: 3_600_000,
-            ..Config::default()
-        };
-        let engine = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let engine = engine_without_background_rounds(dir.path(), 1 << 20).await;
         let log = engine.log_store();
         let core = log.core.clone();
-        let over_budget = |core: &Core| {
-            let st = core.state.read();
-            st.ring.bytes() > core.ring_budget(&st)
-        };
         // Fill the ring past its budget (a write is admitted while the ring is still under it).
         let mut next = 1;
         while !over_budget(&core) {

@@ -106,6 +106,12 @@ fn record_synced_wal(dir: &Path) -> Snapshot {
     record_synced_wal_from(dir, HashMap::new())
 }
 
+/// Opens a quiet engine on `dir`, recording what each of its fdatasyncs makes durable.
+async fn open_recorded(dir: &Path) -> (Snapshot, TieredEngine) {
+    let snap = record_synced_wal(dir);
+    (snap, TieredEngine::open(dir, config::quiet()).await.unwrap())
+}
+
 /// Like [`record_synced_wal`], for a directory whose files are already on disk as `on_disk`.
 fn record_synced_wal_from(dir: &Path, on_disk: HashMap<String, Vec<u8>>) -> Snapshot {
     let snap: Snapshot = Arc::new(Mutex::new(on_disk));
@@ -202,9 +208,8 @@ async fn random_op(e: &TieredEngine, rng: &mut Rng, m: &mut Model, term: u64) ->
 
 async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: bool) -> (usize, usize, u64) {
     let dir = root.join(format!("live{trial}"));
-    let snap = record_synced_wal(&dir);
+    let (snap, e) = open_recorded(&dir).await;
     let mut rng = Rng::new(seed ^ trial);
-    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
     let log = e.log_store();
     let meta = e.meta_store();
     let mut m = Model::default();
@@ -353,8 +358,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
-    let snap = record_synced_wal(&dir);
-    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
+    let (snap, e) = open_recorded(&dir).await;
     let log = e.log_store();
     let mut m = Model::default();
     log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
@@ -439,8 +443,7 @@ async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
-    let snap = record_synced_wal(&dir);
-    let e = TieredEngine::open(&dir, config::quiet()).await.unwrap();
+    let (snap, e) = open_recorded(&dir).await;
     let log = e.log_store();
     let mut m = Model::default();
     let first = batch(1, 40, 1, SEED);
@@ -520,8 +523,7 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let live = root.path().join("live");
-    let snap = record_synced_wal(&live);
-    let e = TieredEngine::open(&live, config::quiet()).await.unwrap();
+    let (snap, e) = open_recorded(&live).await;
     let log = e.log_store();
     let mut m = Model::default();
     log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
