@@ -156,7 +156,10 @@ impl WalWriter {
                 .open(&sc.path)
                 .map_err(|e| Error::io(&sc.path, e))?;
             let mut buf = Vec::new();
-            Record::Seal.encode(sc.id, seal_seq, seal_seq - 1, &mut buf);
+            // What was durable before this segment's records: the fdatasync below has not happened
+            // yet, and a power cut before it may keep the seal but lose a record before it.
+            let durable = sc.first_seq.saturating_sub(1);
+            Record::Seal.encode(sc.id, seal_seq, durable, &mut buf);
             file.write_all_at(&buf, sc.end)
                 .and_then(|_| file.sync_data())
                 .map_err(|e| Error::io(&sc.path, e))?;
@@ -431,6 +434,24 @@ mod tests {
         let (_, seqs) = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
         assert_eq!(seqs.len(), 4);
         assert!(recover(dir.path(), RecoveryMode::AbsoluteConsistency).is_err());
+    }
+
+    /// A power cut while `open` seals the newest segment, before its fdatasync completed: the seal
+    /// reached the disk, an earlier record that was never synced did not. That is a torn tail, not
+    /// corruption, so the seal must not claim the records before it were durable when it was written.
+    #[test]
+    fn a_seal_written_at_open_claims_only_what_was_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_log_with(dir.path(), 10, false);
+        // Opening again seals the segment (and starts another, left empty).
+        write_log_with(dir.path(), 0, false);
+        let scan = scan(&path);
+        assert_eq!(scan.seal_seq, Some(11));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[scan.records[4].1 as usize + 20] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, seqs) = recover(dir.path(), RecoveryMode::TolerateTornTail).unwrap();
+        assert_eq!(seqs, vec![1, 2, 3, 4]);
     }
 
     #[test]
