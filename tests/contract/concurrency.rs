@@ -312,10 +312,7 @@ mod stress {
     }
 
     fn ops() -> u64 {
-        std::env::var("TIERLOG_STRESS_OPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1_500)
+        crate::support::env_u64("TIERLOG_STRESS_OPS").unwrap_or(1_500)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 3)]

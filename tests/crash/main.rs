@@ -38,7 +38,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{Model, Rng, config, copy_dir, diff_entries};
+use support::{Model, Rng, config, copy_dir, diff_entries, env_u64};
 use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
@@ -169,10 +169,6 @@ impl Op {
 
 // ---------------------------------------------------------------------------------------------
 // Child: random operations until killed.
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
 
 fn child_config(sync: bool) -> Config {
     Config {

@@ -19,16 +19,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Model, Rng, batch, config, copy_dir};
+use crate::support::{Model, Rng, batch, config, copy_dir, env_u64};
 use redb::{Database, ReadableTable, TableDefinition};
 use tierlog::{Config, Error, LogStore, OffsetKind, RecoveryMode, StorageEngine, TieredEngine};
 
 const SEED: u64 = 0xBAD;
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
 
 /// `flush_each`: flush after every batch (a Raft leader's pattern), so every record carries the
 /// durable watermark of the one before it.

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{Model, Rng, batch, config, copy_dir, diff_entries};
+use crate::support::{Model, Rng, batch, config, copy_dir, diff_entries, env_u64};
 use fail::FailScenario;
 use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
@@ -297,14 +297,8 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
 async fn power_cuts(mode: Mode, after_writes: bool) {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
-    let trials = std::env::var("TIERLOG_POWER_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16u64);
-    let seed = std::env::var("TIERLOG_POWER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SEED);
+    let trials = env_u64("TIERLOG_POWER_TRIALS").unwrap_or(16);
+    let seed = env_u64("TIERLOG_POWER_SEED").unwrap_or(SEED);
     let mut root = tempfile::tempdir().unwrap();
     // TIERLOG_POWER_KEEP=1 keeps the directories (live and cut copies) for a post-mortem.
     if std::env::var_os("TIERLOG_POWER_KEEP").is_some() {
@@ -785,14 +779,8 @@ impl Chain {
 async fn chains_of_faults_keep_every_flushed_operation() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
-    let trials = std::env::var("TIERLOG_CHAIN_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24u64);
-    let seed = std::env::var("TIERLOG_CHAIN_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(SEED);
+    let trials = env_u64("TIERLOG_CHAIN_TRIALS").unwrap_or(24);
+    let seed = env_u64("TIERLOG_CHAIN_SEED").unwrap_or(SEED);
     let root = tempfile::tempdir().unwrap();
     let mut tally: HashMap<String, u64> = HashMap::new();
     for trial in 0..trials {

@@ -21,6 +21,11 @@ pub use model::{Model, diff_entries};
 use bytes::Bytes;
 use tierlog::Entry;
 
+/// A number from the environment (how long a long run is, which seed it replays), if set.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The seed of tests that need no particular one.
 pub const SEED: u64 = 0x7E57;
 
