@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use super::segment::{SPARE_ID, building_spare_path, encode_header, spare_path};
+use super::segment::{building_spare_path, spare_path};
 use super::sync::sync_dir;
 use crate::error::{Error, Result};
 
@@ -21,8 +21,9 @@ pub(super) struct SparePool {
 impl SparePool {
     /// Turns a retired segment into a spare, or deletes it when enough spares are kept. The rename
     /// (or removal) is made durable before the call returns: retirements reach the disk oldest first,
-    /// so the live segments on disk always have consecutive ids. The header is then rewritten to
-    /// "spare" for tools that look at headers; recovery goes by the name.
+    /// so the live segments on disk always have consecutive ids. The file keeps its old header and
+    /// records: recovery goes by the name, and a reused spare gets a new header before its new name
+    /// (old records carry the old id in their checksums, so they never validate in the new segment).
     ///
     /// On error the segment may be gone already (renamed or removed, the directory fsync failed):
     /// the caller keeps tracking it only if its file is still in place. A later fsync of the
@@ -38,16 +39,8 @@ impl SparePool {
         let to = spare_path(&self.dir, id);
         std::fs::rename(seg, &to).map_err(|e| Error::io(seg, e))?;
         // A spare by its name from here on, whether or not the directory fsync succeeds.
-        let synced = sync_dir(&self.dir);
-        OpenOptions::new()
-            .write(true)
-            .open(&to)
-            .and_then(|f| f.write_all_at(&encode_header(SPARE_ID, 0), 0))
-            .map_err(|e| Error::io(&to, e))?;
-        // Only now may the writer take it: a header rewrite landing after the writer had made the
-        // file its next segment would blank that segment's header.
         self.files.lock().push(to);
-        synced
+        sync_dir(&self.dir)
     }
 
     /// Makes sure one spare exists, creating a zero-filled file if none does, so the next rotation
