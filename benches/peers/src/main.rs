@@ -1,4 +1,4 @@
-//! `peers`: the same Raft-log workloads on tierlog, raft-engine, a plain redb store, d-engine's
+//! `peers`: the same Raft-log workloads on tierlog, raft-engine, raft-log, a plain redb store, d-engine's
 //! `FileStorageEngine` and the raw disk, in one command, with every figure as a ratio to tierlog.
 //!
 //! Every (store, workload) pair runs in a child process of this binary (so peak RSS is that
@@ -12,6 +12,7 @@ mod others;
 #[path = "../../../cli/src/cli/payload.rs"]
 mod payload;
 mod peer;
+mod raftlog;
 mod table;
 mod workloads;
 
@@ -22,17 +23,18 @@ use clap::{Parser, Subcommand};
 use peer::{Peer, R};
 use workloads::{Outcome, Params};
 
-/// Compare tierlog with raft-engine, redb, d-engine's file store and the raw disk.
+/// Compare tierlog with raft-engine, raft-log, redb, d-engine's file store and the raw disk.
 #[derive(Parser, Debug)]
 #[command(name = "peers")]
 struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
-    /// Stores to run (comma-separated): tierlog, raft-engine, redb, d-engine, raw-append, raw-prealloc.
+    /// Stores to run (comma-separated): tierlog, raft-engine, raft-log, redb, d-engine, raw-append,
+    /// raw-prealloc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tierlog,raft-engine,redb,d-engine,raw-append,raw-prealloc"
+        default_value = "tierlog,raft-engine,raft-log,redb,d-engine,raw-append,raw-prealloc"
     )]
     peers: Vec<String>,
     /// Workloads to run (comma-separated): leader-append, follower-catchup, long-retention.
@@ -109,6 +111,7 @@ fn open_peer(name: &str, dir: &Path, p: &Params, workload: &str) -> R<Box<dyn Pe
     Ok(match name {
         "tierlog" => Box::new(peer::Tierlog::open(dir, budget)?),
         "raft-engine" => Box::new(others::RaftEngine::open(dir)?),
+        "raft-log" => Box::new(raftlog::RaftLogStore::open(dir)?),
         "redb" => Box::new(native::RedbStore::open(dir)?),
         "d-engine" => Box::new(others::DEngineFile::open(dir)?),
         "raw-append" => Box::new(native::Raw::open(

@@ -180,89 +180,136 @@ pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
     s
 }
 
-fn check(s: &mut String, what: &str, value: Option<f64>, goal: &str, ok: impl Fn(f64) -> bool) {
+/// One target line: the measured value, the goal, MET / NOT MET, then the same figure for the
+/// peers it is shown against (`peers`: label and value, unmeasured ones left out).
+fn check(
+    s: &mut String,
+    what: &str,
+    value: Option<f64>,
+    goal: &str,
+    ok: impl Fn(f64) -> bool,
+    peers: &[(&str, Option<f64>)],
+) {
+    let beside: Vec<String> = peers
+        .iter()
+        .map(|(label, v)| match v {
+            Some(v) => format!("{label} {v:.2}"),
+            None => format!("{label} not measured"),
+        })
+        .collect();
+    let beside = if beside.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", beside.join(", "))
+    };
     let _ = match value {
         Some(v) => writeln!(
             s,
-            "- {what}: {v:.2} (target {goal}) {}",
+            "- {what}: {v:.2} (target {goal}) {}{beside}",
             if ok(v) { "MET" } else { "NOT MET" }
         ),
-        None => writeln!(s, "- {what}: not measured"),
+        None => writeln!(s, "- {what}: not measured{beside}"),
     };
 }
 
+/// The two engines every target is shown against.
+const RIVALS: [&str; 2] = ["raft-engine", "raft-log"];
+
+/// The targets of issue 9 that the peers run measures, each computed from this run's medians.
 fn targets(r: &Results, p: &Params) -> String {
-    let mut s = String::from("\n### targets\n\n");
-    let la = |peer: &str| r.median("leader-append", peer).map(|o| o.entries_per_sec);
+    let mut s = String::from("\n### targets (issue 9)\n\n");
     let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    let t = la("tierlog");
-    check(
-        &mut s,
-        "leader-append tierlog / raft-engine",
-        div(t, la("raft-engine")),
-        ">= 1",
-        |v| v >= 1.0,
-    );
-    check(
-        &mut s,
-        "leader-append tierlog / redb",
-        div(t, la("redb")),
-        ">= 2",
-        |v| v >= 2.0,
-    );
-    check(
-        &mut s,
-        "leader-append tierlog / raw-append",
-        div(t, la("raw-append")),
-        ">= 0.7",
-        |v| v >= 0.7,
-    );
-    let p50 = |peer: &str| r.median("leader-append", peer).map(|o| o.p50_us);
-    check(
-        &mut s,
-        "leader-append by median batch latency (less sensitive to a noisy machine): raft-engine p50 / tierlog p50",
-        div(p50("raft-engine"), p50("tierlog")),
-        ">= 1",
-        |v| v >= 1.0,
-    );
-    check(
-        &mut s,
-        "leader-append by median batch latency: redb p50 / tierlog p50",
-        div(p50("redb"), p50("tierlog")),
-        ">= 2",
-        |v| v >= 2.0,
-    );
-    check(
-        &mut s,
-        "leader-append by median batch latency: raw-append p50 / tierlog p50",
-        div(p50("raw-append"), p50("tierlog")),
-        ">= 0.7",
-        |v| v >= 0.7,
-    );
-    let cold = |peer: &str| r.median("follower-catchup", peer).map(|o| o.cold_range_ms);
-    check(
-        &mut s,
-        "follower-catchup cold 10k range: raft-engine time / tierlog time",
-        div(cold("raft-engine"), cold("tierlog")),
-        ">= 2",
-        |v| v >= 2.0,
-    );
+    let rivals = |f: &dyn Fn(&str) -> Option<f64>| -> Vec<(&str, Option<f64>)> {
+        RIVALS.iter().map(|&peer| (peer, f(peer))).collect()
+    };
+
     let lr = |peer: &str| r.median("long-retention", peer);
-    let disk = |peer: &str| lr(peer).map(|o| o.disk_bytes as f64);
+    let per_retained = |peer: &str| lr(peer).map(|o| per_logical(&o));
     check(
         &mut s,
-        "long-retention disk tierlog / redb",
-        div(disk("tierlog"), disk("redb")),
+        "long-retention disk / retained logical byte, tierlog",
+        per_retained("tierlog"),
+        "<= 0.40",
+        |v| v <= 0.40,
+        &rivals(&per_retained),
+    );
+    let disk = |peer: &str| lr(peer).map(|o| o.disk_bytes as f64);
+    let disk_vs_redb = |peer: &str| div(disk(peer), disk("redb"));
+    check(
+        &mut s,
+        "long-retention disk / redb's disk, tierlog",
+        disk_vs_redb("tierlog"),
         "<= 0.3",
         |v| v <= 0.3,
+        &rivals(&disk_vs_redb),
     );
-    let limit = (p.tierlog_budget + (32 << 20)) as f64 / (1024.0 * 1024.0);
+
+    let cold = |peer: &str| r.median("follower-catchup", peer).map(|o| o.cold_range_ms);
+    for rival in RIVALS {
+        check(
+            &mut s,
+            &format!(
+                "follower-catchup cold {}-entry range, first read after reopen: tierlog time / {rival} time",
+                p.range
+            ),
+            div(cold("tierlog"), cold(rival)),
+            "<= 0.5",
+            |v| v <= 0.5,
+            &[],
+        );
+    }
+
+    let point = |peer: &str| lr(peer).map(|o| o.p50_us);
     check(
         &mut s,
-        "long-retention tierlog peak RSS in MiB",
-        lr("tierlog").map(|o| o.peak_rss as f64 / (1024.0 * 1024.0)),
+        "long-retention random point read p50 µs, tierlog",
+        point("tierlog"),
+        "<= 20",
+        |v| v <= 20.0,
+        &rivals(&point),
+    );
+
+    let p50 = |peer: &str| r.median("leader-append", peer).map(|o| o.p50_us);
+    let vs_prealloc = |peer: &str| div(p50(peer), p50("raw-prealloc"));
+    check(
+        &mut s,
+        "leader-append durable p50 / raw-prealloc's p50, tierlog",
+        vs_prealloc("tierlog"),
+        "<= 1.25",
+        |v| v <= 1.25,
+        &rivals(&vs_prealloc),
+    );
+
+    // The issue asks for "no slower than before": the earlier figure comes from a run of main,
+    // not from this run, so this line shows the figures and judges nothing.
+    let hot = |peer: &str| r.median("follower-catchup", peer).map(|o| o.hot_range_ms);
+    let beside: Vec<String> = RIVALS
+        .iter()
+        .map(|&peer| match hot(peer) {
+            Some(v) => format!("{peer} {v:.2}"),
+            None => format!("{peer} not measured"),
+        })
+        .collect();
+    let _ = match hot("tierlog") {
+        Some(v) => writeln!(
+            s,
+            "- follower-catchup hot {}-entry range p50 ms, tierlog: {v:.2} (target: no slower than main in a run beside it); {}",
+            p.range,
+            beside.join(", ")
+        ),
+        None => writeln!(s, "- follower-catchup hot range: not measured"),
+    };
+
+    // Kept from the earlier issue: the RSS the long-retention run already wins on.
+    let limit = (p.tierlog_budget + (32 << 20)) as f64 / (1024.0 * 1024.0);
+    let rss = |peer: &str| lr(peer).map(|o| o.peak_rss as f64 / (1024.0 * 1024.0));
+    check(
+        &mut s,
+        "long-retention peak RSS MiB, tierlog",
+        rss("tierlog"),
         &format!("<= budget + 32 MiB = {limit:.0}"),
         |v| v <= limit,
+        &rivals(&rss),
     );
     s
 }
