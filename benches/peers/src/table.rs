@@ -180,8 +180,23 @@ pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
     s
 }
 
-/// One target line: the measured value, the goal, MET / NOT MET, then the same figure for the
-/// peers it is shown against (`peers`: label and value, unmeasured ones left out).
+/// `"; label value, label value"` for the peers a target figure is shown beside.
+fn beside(peers: &[(&str, Option<f64>)]) -> String {
+    if peers.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = peers
+        .iter()
+        .map(|(label, v)| match v {
+            Some(v) => format!("{label} {v:.2}"),
+            None => format!("{label} not measured"),
+        })
+        .collect();
+    format!("; {}", shown.join(", "))
+}
+
+/// One target line: the measured value, the goal, MET / NOT MET, then the same figure for
+/// `peers`.
 fn check(
     s: &mut String,
     what: &str,
@@ -190,18 +205,7 @@ fn check(
     ok: impl Fn(f64) -> bool,
     peers: &[(&str, Option<f64>)],
 ) {
-    let beside: Vec<String> = peers
-        .iter()
-        .map(|(label, v)| match v {
-            Some(v) => format!("{label} {v:.2}"),
-            None => format!("{label} not measured"),
-        })
-        .collect();
-    let beside = if beside.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", beside.join(", "))
-    };
+    let beside = beside(peers);
     let _ = match value {
         Some(v) => writeln!(
             s,
@@ -283,21 +287,18 @@ fn targets(r: &Results, p: &Params) -> String {
     // The issue asks for "no slower than before": the earlier figure comes from a run of main,
     // not from this run, so this line shows the figures and judges nothing.
     let hot = |peer: &str| r.median("follower-catchup", peer).map(|o| o.hot_range_ms);
-    let beside: Vec<String> = RIVALS
-        .iter()
-        .map(|&peer| match hot(peer) {
-            Some(v) => format!("{peer} {v:.2}"),
-            None => format!("{peer} not measured"),
-        })
-        .collect();
     let _ = match hot("tierlog") {
         Some(v) => writeln!(
             s,
-            "- follower-catchup hot {}-entry range p50 ms, tierlog: {v:.2} (target: no slower than main in a run beside it); {}",
+            "- follower-catchup hot {}-entry range p50 ms, tierlog: {v:.2} (target: no slower than main in a run beside it){}",
             p.range,
-            beside.join(", ")
+            beside(&rivals(&hot))
         ),
-        None => writeln!(s, "- follower-catchup hot range: not measured"),
+        None => writeln!(
+            s,
+            "- follower-catchup hot range: not measured{}",
+            beside(&rivals(&hot))
+        ),
     };
 
     // Kept from the earlier issue: the RSS the long-retention run already wins on.
