@@ -210,6 +210,15 @@ impl ChunkReader {
         Ok(Bytes::copy_from_slice(self.window(off, HEADER_LEN + body_len)?))
     }
 
+    /// Whether the length field of a frame header at `off` describes a body that ends inside the file.
+    fn body_fits(&mut self, off: u64) -> Result<bool> {
+        let len = self.len;
+        let head = self.window(off, HEADER_LEN)?;
+        Ok(head.len() == HEADER_LEN
+            && off + HEADER_LEN as u64 + u64::from(u32_at(head, 0)) <= len
+            && (u32_at(head, 0) as usize) <= MAX_BODY_LEN)
+    }
+
     /// The sequence number field of a frame header at `off`, if the file holds one there.
     fn seq_at(&mut self, off: u64) -> Result<Option<u64>> {
         let head = self.window(off, HEADER_LEN)?;
@@ -332,9 +341,12 @@ fn records_after(reader: &mut ChunkReader, id: u64, from: u64, expected: u64) ->
             continue;
         }
         let Some(seq) = reader.seq_at(off)? else { break };
-        // Cheap filter before the checksum: only sequence numbers that could follow.
+        // Cheap filters before the checksum: only sequence numbers that could follow, and only a
+        // length that fits in the file (a recycled file's old bytes pass the first often enough, and
+        // each candidate would otherwise copy everything up to the end of the file).
         if seq >= expected
             && seq <= expected + (1 << 32)
+            && reader.body_fits(off)?
             && let Frame::Record { .. } = parse_frame(id, &reader.frame_at(off)?)
         {
             // Records run back to back from the first one found.

@@ -3,13 +3,14 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::Recovered;
+use super::ahead::{AHEAD, STEP, ZeroAhead};
 use super::record::{Footprint, HEADER_LEN, Record};
 use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path, set_aside_path};
 use super::spare::SparePool;
@@ -28,18 +29,16 @@ pub(super) struct SegmentInfo {
     /// `(seq, max_index before)` of each truncation that lowered `max_index`: until the cold
     /// checkpoint covers that record, the entries it removed may still be needed by replay.
     pub lowered: Vec<(u64, u64)>,
-    pub bytes: u64,
 }
 
 impl SegmentInfo {
-    fn new(id: u64, path: PathBuf, last_seq: u64, bytes: u64) -> Self {
+    fn new(id: u64, path: PathBuf, last_seq: u64) -> Self {
         SegmentInfo {
             id,
             path,
             last_seq,
             max_index: 0,
             lowered: Vec::new(),
-            bytes,
         }
     }
 
@@ -73,6 +72,9 @@ struct Active {
     file: Arc<File>,
     offset: u64,
     capacity: u64,
+    /// `[0, allocated)` was already written (zeroes or a recycled file's old bytes) when it became
+    /// the active segment.
+    allocated: u64,
 }
 
 /// The single writer of the write-ahead log. The engine serialises calls with its writer lock.
@@ -89,6 +91,10 @@ pub(crate) struct WalWriter {
     buf: Vec<u8>,
     pool: Arc<SparePool>,
     sync: Arc<SyncPoint>,
+    ahead: Arc<ZeroAhead>,
+    /// The zero-filled frontier of the active segment as last seen (see `ahead`): writes ending
+    /// well below it need no lock.
+    frontier: u64,
 }
 
 impl WalWriter {
@@ -101,17 +107,20 @@ impl WalWriter {
         dir: &Path,
         rec: &Recovered,
         segment_bytes: u64,
-        max_spares: usize,
+        spares: SpareLimits,
         min_next_seq: u64,
     ) -> Result<Self> {
         let pool = Arc::new(SparePool {
             dir: dir.to_path_buf(),
             files: Mutex::new(rec.spares.clone()),
-            max: max_spares,
+            max: spares.count,
+            max_bytes: spares.bytes,
         });
+        // Spares beyond the limits (a store written with larger segments or more spares) go now.
+        pool.trim()?;
         let mut segments = VecDeque::new();
         for sc in &rec.segments {
-            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0, sc.file_len));
+            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0));
             // Re-derive retirement bounds exactly as the writer kept them.
             for (seq, _, r) in &sc.records {
                 let n = segments.len();
@@ -168,15 +177,20 @@ impl WalWriter {
                 info.last_seq = seal_seq;
             }
         }
-        segments.push_back(SegmentInfo::new(
-            id,
-            segment_path(dir, id),
-            next_seq - 1,
-            active.capacity,
-        ));
+        segments.push_back(SegmentInfo::new(id, segment_path(dir, id), next_seq - 1));
         let sync = Arc::new(SyncPoint::default());
         sync.reset(active.file.clone(), segment_path(dir, id), next_seq - 1);
+        let ahead = ZeroAhead::new(sync.clone());
+        ahead.reset(
+            active.file.clone(),
+            segment_path(dir, id),
+            active.allocated,
+            active.offset,
+            active.capacity,
+        );
         Ok(WalWriter {
+            frontier: active.allocated,
+            ahead,
             dir: dir.to_path_buf(),
             active,
             rotating: false,
@@ -195,6 +209,18 @@ impl WalWriter {
 
     pub(super) fn spare_pool(&self) -> Arc<SparePool> {
         self.pool.clone()
+    }
+
+    pub(super) fn zero_ahead(&self) -> Arc<ZeroAhead> {
+        self.ahead.clone()
+    }
+
+    /// Makes sure `[.., end)` of the active segment may be written: below the zero-filled frontier,
+    /// or past it once no zero-fill step can overlap (see `ahead`).
+    fn make_room(&mut self, end: u64) {
+        if end + AHEAD / 2 > self.frontier {
+            self.frontier = self.ahead.reserve(end);
+        }
     }
 
     /// Writes `rec` to the OS (not synced) and returns its sequence number. On error nothing counts
@@ -217,6 +243,7 @@ impl WalWriter {
         self.buf.clear();
         rec.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
+        self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
         crate::failpoints::torn_write(
             "wal::append::torn",
@@ -239,9 +266,6 @@ impl WalWriter {
         for (i, info) in self.segments.iter_mut().enumerate() {
             info.note(seq, footprint, i + 1 == n);
         }
-        if let Some(info) = self.segments.back_mut() {
-            info.bytes = info.bytes.max(self.active.offset);
-        }
         self.sync.note_written(seq);
         Ok(seq)
     }
@@ -258,12 +282,14 @@ impl WalWriter {
         let next = new_active(&self.dir, &self.pool, id, seal_seq + 1, self.segment_bytes)?;
         self.buf.clear();
         Record::Seal.encode(self.active.id, seal_seq, self.sync.synced(), &mut self.buf);
+        self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
             .write_all_at(&self.buf, self.active.offset)
             .map_err(|e| Error::io(&path, e))?;
-        self.sync.sync_file(&self.active.file, seal_seq, &path)?;
+        self.sync
+            .sync_file("wal::sync", &self.active.file, seal_seq, &path)?;
         self.next_seq = seal_seq + 1;
         self.rotating = false;
         if let Some(info) = self.segments.back_mut() {
@@ -271,12 +297,16 @@ impl WalWriter {
         }
         self.sync
             .reset(next.file.clone(), segment_path(&self.dir, id), seal_seq);
-        self.segments.push_back(SegmentInfo::new(
-            id,
+        self.ahead.reset(
+            next.file.clone(),
             segment_path(&self.dir, id),
-            seal_seq,
+            next.allocated,
+            next.offset,
             next.capacity,
-        ));
+        );
+        self.frontier = next.allocated;
+        self.segments
+            .push_back(SegmentInfo::new(id, segment_path(&self.dir, id), seal_seq));
         self.active = next;
         Ok(())
     }
@@ -312,18 +342,18 @@ impl WalWriter {
         self.active.offset as f64 / self.active.capacity.max(1) as f64
     }
 
-    /// Segment files and their bytes.
+    /// Segment files (live and spare) and their bytes.
     pub(super) fn disk_usage(&self) -> (u64, u64) {
         let spares = self.pool.files.lock();
-        let spare_bytes: u64 = spares
+        let bytes: u64 = self
+            .segments
             .iter()
+            .map(|s| &s.path)
+            .chain(spares.iter())
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum();
-        (
-            (self.segments.len() + spares.len()) as u64,
-            self.segments.iter().map(|s| s.bytes).sum::<u64>() + spare_bytes,
-        )
+        ((self.segments.len() + spares.len()) as u64, bytes)
     }
 }
 
@@ -335,15 +365,15 @@ impl WalWriter {
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
     crate::failpoints::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
-    let (from, file, capacity) = match pool.files.lock().pop() {
+    let (from, file, capacity, allocated) = match pool.files.lock().pop() {
         Some(spare) => {
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&spare)
-                .and_then(|f| Ok((f.metadata()?.len().max(segment_bytes), f)));
+                .and_then(|f| Ok((f.metadata()?, f)));
             match opened {
-                Ok((cap, f)) => (spare, f, cap),
+                Ok((meta, f)) => (spare, f, meta.len().max(segment_bytes), allocated_prefix(&meta)),
                 Err(e) => {
                     pool.files.lock().push(spare.clone());
                     return Err(Error::io(&spare, e));
@@ -351,16 +381,19 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
             }
         }
         None => {
+            // The first step is zero-filled here (and made durable with the header), so the
+            // first appends already go to allocated space; `ahead` fills the rest as it is needed.
             let tmp = building_path(dir, id);
+            let first = STEP.min(segment_bytes);
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)
-                .and_then(|f| f.set_len(segment_bytes).map(|_| f))
+                .and_then(|f| f.write_all_at(&vec![0u8; first as usize], 0).map(|_| f))
                 .map_err(|e| Error::io(&tmp, e))?;
-            (tmp, f, segment_bytes)
+            (tmp, f, segment_bytes, first)
         }
     };
     let prepared = file
@@ -379,7 +412,22 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
         file: Arc::new(file),
         offset: SEGMENT_HEADER_LEN,
         capacity,
+        allocated: allocated.max(SEGMENT_HEADER_LEN),
     })
+}
+
+/// How much of a file, from its start, is allocated: a recycled segment of an older release was
+/// created sparse and may have a hole after its records, which is counted as not allocated (blocks
+/// are assumed to be allocated from the start, which is how segments are written).
+fn allocated_prefix(meta: &std::fs::Metadata) -> u64 {
+    meta.len().min(meta.blocks() * 512)
+}
+
+/// How many retired segment files, and how many bytes of them, are kept for reuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpareLimits {
+    pub count: usize,
+    pub bytes: u64,
 }
 
 #[cfg(test)]
@@ -407,7 +455,11 @@ mod tests {
     /// Appends `n` records, fdatasyncing after each when `flush`.
     fn write_log_with(dir: &Path, n: u64, flush: bool) -> PathBuf {
         let (rec, _) = recover(dir, RecoveryMode::TolerateTornTail).unwrap();
-        let mut w = WalWriter::open(dir, &rec, 1 << 20, 2, 1).unwrap();
+        let limits = SpareLimits {
+            count: 2,
+            bytes: 4 << 20,
+        };
+        let mut w = WalWriter::open(dir, &rec, 1 << 20, limits, 1).unwrap();
         for i in 1..=n {
             w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
                 .unwrap();
