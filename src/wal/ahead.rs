@@ -6,8 +6,8 @@
 //! 16 KiB + fdatasync). Preallocating a whole segment up front costs its full size on disk
 //! whatever the log holds, and `fallocate`d space is no help: its unwritten extents still make
 //! fdatasync commit metadata when they are first written. So a background thread zero-fills and
-//! fdatasyncs the active segment [`STEP`] bytes at a time, keeping about [`AHEAD`] bytes ready past
-//! the writer; the file grows with the log.
+//! fdatasyncs the active segment a step at a time (see [`step_for`]: 1 MiB for segments of 8 MiB
+//! and more), keeping two steps ready past the writer; the file grows with the log.
 //!
 //! The frontier is the end of the space the thread has finished (or the writer has written): the
 //! thread writes only at or past it, the writer only below it, and a writer that catches up waits
@@ -25,17 +25,22 @@ use parking_lot::{Condvar, Mutex};
 
 use super::sync::SyncPoint;
 
-/// Bytes zero-filled and fdatasynced per step.
-pub(super) const STEP: u64 = 1 << 20;
-/// How far past the writer the thread keeps the frontier; the writer wakes it once less than half
-/// of this is left.
-pub(super) const AHEAD: u64 = 2 * STEP;
+/// Largest step: zero-filled and fdatasynced at once.
+const MAX_STEP: u64 = 1 << 20;
+
+/// Bytes zero-filled and fdatasynced per step for segments of `segment_bytes`: an eighth of a small
+/// segment (so small test segments are filled in several steps too), 1 MiB from 8 MiB on. The
+/// thread keeps two steps ready past the writer, and the writer wakes it once less than one is left.
+pub(super) fn step_for(segment_bytes: u64) -> u64 {
+    (segment_bytes / 8).clamp(4096, MAX_STEP) & !4095
+}
 
 /// The frontier of the active segment, shared by the writer and the zero-filling thread.
 pub(super) struct ZeroAhead {
     state: Mutex<State>,
     cv: Condvar,
     sync: Arc<SyncPoint>,
+    step: u64,
 }
 
 #[derive(Default)]
@@ -62,21 +67,27 @@ struct Target {
 }
 
 impl Target {
-    /// The next step to fill, if the frontier is less than [`AHEAD`] past the writer.
-    fn next_step(&self) -> Option<(u64, u64)> {
-        let goal = (self.wanted + AHEAD).min(self.limit);
+    /// The next step to fill, if the frontier is less than two steps past the writer.
+    fn next_step(&self, step: u64) -> Option<(u64, u64)> {
+        let goal = (self.wanted + 2 * step).min(self.limit);
         (!self.given_up && self.frontier < goal)
-            .then(|| (self.frontier, (self.frontier + STEP).min(self.limit)))
+            .then(|| (self.frontier, (self.frontier + step).min(self.limit)))
     }
 }
 
 impl ZeroAhead {
-    pub(super) fn new(sync: Arc<SyncPoint>) -> Arc<ZeroAhead> {
+    pub(super) fn new(sync: Arc<SyncPoint>, segment_bytes: u64) -> Arc<ZeroAhead> {
         Arc::new(ZeroAhead {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             sync,
+            step: step_for(segment_bytes),
         })
+    }
+
+    /// Bytes per step (see [`step_for`]).
+    pub(super) fn step(&self) -> u64 {
+        self.step
     }
 
     /// Points the frontier at a new active segment whose first `allocated` bytes are already
@@ -99,8 +110,8 @@ impl ZeroAhead {
         self.cv.notify_all();
     }
 
-    /// Called by the writer before it writes up to `end` (once `end` comes within `AHEAD / 2` of
-    /// the frontier it last saw): wakes the thread, waits for a step in progress if the write
+    /// Called by the writer before it writes up to `end` (once `end` comes within a step of the
+    /// frontier it last saw): wakes the thread, waits for a step in progress if the write
     /// would reach past the frontier, and otherwise lets the write grow the file. Returns the
     /// frontier, at least `end`.
     pub(super) fn reserve(&self, end: u64) -> u64 {
@@ -112,7 +123,7 @@ impl ZeroAhead {
             if end <= t.frontier || !busy {
                 t.frontier = t.frontier.max(end);
                 let frontier = t.frontier;
-                if !busy && t.next_step().is_some() {
+                if !busy && t.next_step(self.step).is_some() {
                     self.cv.notify_all();
                 }
                 return frontier;
@@ -136,14 +147,14 @@ impl ZeroAhead {
     }
 
     fn run(&self) {
-        let zeroes = vec![0u8; STEP as usize];
+        let zeroes = vec![0u8; self.step as usize];
         let mut s = self.state.lock();
         loop {
             if s.stop {
                 return;
             }
             let step = s.target.as_ref().and_then(|t| {
-                t.next_step()
+                t.next_step(self.step)
                     .map(|(from, to)| (t.file.clone(), t.path.clone(), from, to))
             });
             let Some((file, path, from, to)) = step else {

@@ -28,7 +28,7 @@ pub(crate) use segment::decode_header;
 pub(crate) use sync::sync_dir;
 
 use crate::error::{Error, Result};
-use ahead::{AHEAD, ZeroAhead};
+use ahead::{ZeroAhead, step_for};
 use spare::SparePool;
 use sync::SyncPoint;
 pub(crate) use writer::SpareLimits;
@@ -116,7 +116,8 @@ impl Wal {
         }
         if self.writer.lock().active_fill() > 0.5 {
             // Only the start of the next segment: the zero-filling thread does the rest.
-            self.spares.ensure_one(self.segment_bytes.min(AHEAD))?;
+            self.spares
+                .ensure_one(self.segment_bytes.min(2 * step_for(self.segment_bytes)))?;
         }
         Ok(())
     }
