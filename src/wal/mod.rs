@@ -115,7 +115,9 @@ impl Wal {
             }
         }
         if self.writer.lock().active_fill() > 0.5 {
-            // Only the start of the next segment: the zero-filling thread does the rest.
+            // Only the start of the next segment: the zero-filling thread does the rest. (A whole
+            // zero-filled segment made here gave no clearly better leader-append latency in the
+            // peers bench, 1.07-1.37x raw-prealloc's p50 against 1.05-1.17x, for 6 MiB more on disk.)
             self.spares
                 .ensure_one(self.segment_bytes.min(2 * step_for(self.segment_bytes)))?;
         }

@@ -83,9 +83,9 @@ impl SparePool {
         sync_dir(&self.dir)
     }
 
-    /// Makes sure one spare exists, creating a zero-filled file of `len` bytes if none does, so
-    /// the next rotation starts in allocated space (the zero-filling thread extends it from there).
-    /// Runs on the background thread.
+    /// Makes sure one spare exists, creating a zero-filled file of `len` bytes if none does (and
+    /// the pool has room for it), so the next rotation starts in allocated space (the zero-filling
+    /// thread extends it from there). Runs on the compactor thread.
     pub(super) fn ensure_one(&self, len: u64) -> Result<()> {
         {
             let files = self.files.lock();
