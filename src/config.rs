@@ -41,14 +41,22 @@ pub struct Config {
     ///
     /// Default: false. Accepted: true or false.
     pub sync_on_persist: bool,
-    /// Size of one write-ahead segment file.
+    /// Most bytes of one write-ahead segment file. A segment file grows with the records written to
+    /// it (zero-filled a few MiB ahead of the writer), and is retired whole once the cold tier covers
+    /// it: the log keeps about one or two segments beyond the entries not yet compacted.
     ///
-    /// Default: 67108864 (64 MiB). Accepted: 65536 (64 KiB) to 4294967296 (4 GiB), both included.
+    /// Default: 8388608 (8 MiB). Accepted: 65536 (64 KiB) to 4294967296 (4 GiB), both included.
     pub segment_bytes: u64,
-    /// Retired segments kept for reuse: writing into already-allocated space makes fdatasync cheaper.
+    /// Most retired segment files kept for reuse (writing into already-allocated space makes
+    /// fdatasync cheaper, and a recycled file needs no zero-filling); see also `recycle_bytes`.
     ///
     /// Default: 4. Accepted: any value; 0 deletes every retired segment.
     pub recycle_segments: usize,
+    /// Most bytes of retired segment files kept for reuse, all together; spares beyond it (or beyond
+    /// `recycle_segments`) are deleted, also at open.
+    ///
+    /// Default: 8388608 (8 MiB). Accepted: any value; 0 deletes every retired segment.
+    pub recycle_bytes: u64,
     /// Target uncompressed size of one cold block (a point read decompresses one block).
     ///
     /// Default: 65536 (64 KiB). Accepted: 1024 (1 KiB) to 16777216 (16 MiB), both included.
@@ -87,8 +95,9 @@ impl Default for Config {
             memory_budget_bytes: 256 << 20,
             block_cache_fraction: 0.25,
             sync_on_persist: false,
-            segment_bytes: 64 << 20,
+            segment_bytes: 8 << 20,
             recycle_segments: 4,
+            recycle_bytes: 8 << 20,
             block_target_bytes: 64 << 10,
             compression_level: 1,
             compaction_trigger_bytes: 4 << 20,
@@ -214,6 +223,7 @@ mod tests {
                 Some(|c| c.segment_bytes = (1 << 32) + 1),
             ),
             ("recycle_segments 0", |c| c.recycle_segments = 0, None),
+            ("recycle_bytes 0", |c| c.recycle_bytes = 0, None),
             (
                 "block_target_bytes min",
                 |c| c.block_target_bytes = 1 << 10,

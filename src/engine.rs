@@ -91,7 +91,10 @@ impl TieredEngine {
             &wal_dir,
             &recovered,
             config.segment_bytes,
-            config.recycle_segments,
+            crate::wal::SpareLimits {
+                count: config.recycle_segments,
+                bytes: config.recycle_bytes,
+            },
             cp.applied_seq + 1,
         )?;
         drop(recovered);

@@ -223,7 +223,7 @@ proptest! {
         text in "[a-z_ =\"0-9.\\n\\[\\]-]{0,200}",
         key in prop::sample::select(vec![
             "memory_budget_bytes", "block_cache_fraction", "sync_on_persist", "segment_bytes",
-            "recycle_segments", "block_target_bytes", "compression_level", "compaction_trigger_bytes",
+            "recycle_segments", "recycle_bytes", "block_target_bytes", "compression_level", "compaction_trigger_bytes",
             "hot_tail_entries", "compaction_interval_ms", "recovery_mode", "nonsense",
         ]),
         value in prop_oneof![

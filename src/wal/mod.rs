@@ -3,6 +3,7 @@
 //! group-committed fdatasync (`sync`) and recycling of retired segments (`spare`). Every name of a
 //! file in the write-ahead directory is made in `segment`.
 
+mod ahead;
 mod record;
 mod recover;
 mod segment;
@@ -26,9 +27,11 @@ pub(crate) use segment::Tail;
 pub(crate) use segment::decode_header;
 pub(crate) use sync::sync_dir;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use ahead::{ZeroAhead, step_for};
 use spare::SparePool;
 use sync::SyncPoint;
+pub(crate) use writer::SpareLimits;
 use writer::WalWriter;
 
 /// The write-ahead log of one directory.
@@ -37,6 +40,9 @@ pub(crate) struct Wal {
     sync: Arc<SyncPoint>,
     spares: Arc<SparePool>,
     segment_bytes: u64,
+    ahead: Arc<ZeroAhead>,
+    /// The zero-filling thread, joined on drop.
+    zeroer: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The writer lock: whoever holds it is the only one appending, so a caller can validate a
@@ -58,15 +64,19 @@ impl Wal {
         dir: &Path,
         recovered: &Recovered,
         segment_bytes: u64,
-        max_spares: usize,
+        spares: SpareLimits,
         min_next_seq: u64,
     ) -> Result<Wal> {
-        let writer = WalWriter::open(dir, recovered, segment_bytes, max_spares, min_next_seq)?;
+        let writer = WalWriter::open(dir, recovered, segment_bytes, spares, min_next_seq)?;
+        let ahead = writer.zero_ahead();
+        let zeroer = ahead.spawn().map_err(|e| Error::io(dir, e))?;
         Ok(Wal {
             sync: writer.sync_point(),
             spares: writer.spare_pool(),
             writer: Mutex::new(writer),
             segment_bytes,
+            ahead,
+            zeroer: Some(zeroer),
         })
     }
 
@@ -105,7 +115,11 @@ impl Wal {
             }
         }
         if self.writer.lock().active_fill() > 0.5 {
-            self.spares.ensure_one(self.segment_bytes)?;
+            // Only the start of the next segment: the zero-filling thread does the rest. (A whole
+            // zero-filled segment made here gave no clearly better leader-append latency in the
+            // peers bench, 1.07-1.37x raw-prealloc's p50 against 1.05-1.17x, for 6 MiB more on disk.)
+            self.spares
+                .ensure_one(self.segment_bytes.min(2 * step_for(self.segment_bytes)))?;
         }
         Ok(())
     }
@@ -113,5 +127,15 @@ impl Wal {
     /// Segment files (live and spare) and their bytes.
     pub(crate) fn disk_usage(&self) -> (u64, u64) {
         self.writer.lock().disk_usage()
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        self.ahead.stop();
+        if let Some(t) = self.zeroer.take() {
+            // A panic there has been reported by the panic hook already; nothing is left to undo.
+            let _ = t.join();
+        }
     }
 }

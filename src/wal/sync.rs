@@ -89,10 +89,10 @@ impl SyncPoint {
         }
     }
 
-    /// fdatasyncs `file` (not the active segment: a segment being sealed) and counts everything up to
-    /// `upto` as durable.
-    pub(super) fn sync_file(&self, file: &File, upto: u64, path: &Path) -> Result<()> {
-        match crate::failpoints::io_fault("wal::sync").and_then(|_| file.sync_data()) {
+    /// fdatasyncs `file` outside the group commit (a segment being sealed, or a zero-filled step;
+    /// `point` names the failpoint) and counts everything up to `upto` as durable.
+    pub(super) fn sync_file(&self, point: &str, file: &File, upto: u64, path: &Path) -> Result<()> {
+        match crate::failpoints::io_fault(point).and_then(|_| file.sync_data()) {
             Ok(()) => {
                 crate::failpoints::synced();
                 let mut s = self.state.lock();

@@ -3,13 +3,14 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::Recovered;
+use super::ahead::{ZeroAhead, step_for};
 use super::record::{Footprint, HEADER_LEN, Record};
 use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path, set_aside_path};
 use super::spare::SparePool;
@@ -28,18 +29,16 @@ pub(super) struct SegmentInfo {
     /// `(seq, max_index before)` of each truncation that lowered `max_index`: until the cold
     /// checkpoint covers that record, the entries it removed may still be needed by replay.
     pub lowered: Vec<(u64, u64)>,
-    pub bytes: u64,
 }
 
 impl SegmentInfo {
-    fn new(id: u64, path: PathBuf, last_seq: u64, bytes: u64) -> Self {
+    fn new(id: u64, path: PathBuf, last_seq: u64) -> Self {
         SegmentInfo {
             id,
             path,
             last_seq,
             max_index: 0,
             lowered: Vec::new(),
-            bytes,
         }
     }
 
@@ -73,6 +72,9 @@ struct Active {
     file: Arc<File>,
     offset: u64,
     capacity: u64,
+    /// `[0, allocated)` was already written (zeroes or a recycled file's old bytes) when it became
+    /// the active segment.
+    allocated: u64,
 }
 
 /// The single writer of the write-ahead log. The engine serialises calls with its writer lock.
@@ -89,6 +91,10 @@ pub(crate) struct WalWriter {
     buf: Vec<u8>,
     pool: Arc<SparePool>,
     sync: Arc<SyncPoint>,
+    ahead: Arc<ZeroAhead>,
+    /// The zero-filled frontier of the active segment as last seen (see `ahead`): writes ending
+    /// well below it need no lock.
+    frontier: u64,
 }
 
 impl WalWriter {
@@ -101,17 +107,20 @@ impl WalWriter {
         dir: &Path,
         rec: &Recovered,
         segment_bytes: u64,
-        max_spares: usize,
+        spares: SpareLimits,
         min_next_seq: u64,
     ) -> Result<Self> {
         let pool = Arc::new(SparePool {
             dir: dir.to_path_buf(),
             files: Mutex::new(rec.spares.clone()),
-            max: max_spares,
+            max: spares.count,
+            max_bytes: spares.bytes,
         });
+        // Spares beyond the limits (a store written with larger segments or more spares) go now.
+        pool.trim()?;
         let mut segments = VecDeque::new();
         for sc in &rec.segments {
-            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0, sc.file_len));
+            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0));
             // Re-derive retirement bounds exactly as the writer kept them.
             for (seq, _, r) in &sc.records {
                 let n = segments.len();
@@ -168,15 +177,20 @@ impl WalWriter {
                 info.last_seq = seal_seq;
             }
         }
-        segments.push_back(SegmentInfo::new(
-            id,
-            segment_path(dir, id),
-            next_seq - 1,
-            active.capacity,
-        ));
+        segments.push_back(SegmentInfo::new(id, segment_path(dir, id), next_seq - 1));
         let sync = Arc::new(SyncPoint::default());
         sync.reset(active.file.clone(), segment_path(dir, id), next_seq - 1);
+        let ahead = ZeroAhead::new(sync.clone(), segment_bytes);
+        ahead.reset(
+            active.file.clone(),
+            segment_path(dir, id),
+            active.allocated,
+            active.offset,
+            active.capacity,
+        );
         Ok(WalWriter {
+            frontier: active.allocated,
+            ahead,
             dir: dir.to_path_buf(),
             active,
             rotating: false,
@@ -195,6 +209,18 @@ impl WalWriter {
 
     pub(super) fn spare_pool(&self) -> Arc<SparePool> {
         self.pool.clone()
+    }
+
+    pub(super) fn zero_ahead(&self) -> Arc<ZeroAhead> {
+        self.ahead.clone()
+    }
+
+    /// Makes sure `[.., end)` of the active segment may be written: below the zero-filled frontier,
+    /// or past it once no zero-fill step can overlap (see `ahead`).
+    fn make_room(&mut self, end: u64) {
+        if end + self.ahead.step() > self.frontier {
+            self.frontier = self.ahead.reserve(end);
+        }
     }
 
     /// Writes `rec` to the OS (not synced) and returns its sequence number. On error nothing counts
@@ -217,6 +243,7 @@ impl WalWriter {
         self.buf.clear();
         rec.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
+        self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
         crate::failpoints::torn_write(
             "wal::append::torn",
@@ -239,9 +266,6 @@ impl WalWriter {
         for (i, info) in self.segments.iter_mut().enumerate() {
             info.note(seq, footprint, i + 1 == n);
         }
-        if let Some(info) = self.segments.back_mut() {
-            info.bytes = info.bytes.max(self.active.offset);
-        }
         self.sync.note_written(seq);
         Ok(seq)
     }
@@ -258,12 +282,14 @@ impl WalWriter {
         let next = new_active(&self.dir, &self.pool, id, seal_seq + 1, self.segment_bytes)?;
         self.buf.clear();
         Record::Seal.encode(self.active.id, seal_seq, self.sync.synced(), &mut self.buf);
+        self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
         self.active
             .file
             .write_all_at(&self.buf, self.active.offset)
             .map_err(|e| Error::io(&path, e))?;
-        self.sync.sync_file(&self.active.file, seal_seq, &path)?;
+        self.sync
+            .sync_file("wal::sync", &self.active.file, seal_seq, &path)?;
         self.next_seq = seal_seq + 1;
         self.rotating = false;
         if let Some(info) = self.segments.back_mut() {
@@ -271,12 +297,16 @@ impl WalWriter {
         }
         self.sync
             .reset(next.file.clone(), segment_path(&self.dir, id), seal_seq);
-        self.segments.push_back(SegmentInfo::new(
-            id,
+        self.ahead.reset(
+            next.file.clone(),
             segment_path(&self.dir, id),
-            seal_seq,
+            next.allocated,
+            next.offset,
             next.capacity,
-        ));
+        );
+        self.frontier = next.allocated;
+        self.segments
+            .push_back(SegmentInfo::new(id, segment_path(&self.dir, id), seal_seq));
         self.active = next;
         Ok(())
     }
@@ -312,18 +342,18 @@ impl WalWriter {
         self.active.offset as f64 / self.active.capacity.max(1) as f64
     }
 
-    /// Segment files and their bytes.
+    /// Segment files (live and spare) and their bytes.
     pub(super) fn disk_usage(&self) -> (u64, u64) {
         let spares = self.pool.files.lock();
-        let spare_bytes: u64 = spares
+        let bytes: u64 = self
+            .segments
             .iter()
+            .map(|s| &s.path)
+            .chain(spares.iter())
             .filter_map(|p| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .sum();
-        (
-            (self.segments.len() + spares.len()) as u64,
-            self.segments.iter().map(|s| s.bytes).sum::<u64>() + spare_bytes,
-        )
+        ((self.segments.len() + spares.len()) as u64, bytes)
     }
 }
 
@@ -335,15 +365,15 @@ impl WalWriter {
 fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_bytes: u64) -> Result<Active> {
     let path = segment_path(dir, id);
     crate::failpoints::io_fault("wal::segment_create").map_err(|e| Error::io(&path, e))?;
-    let (from, file, capacity) = match pool.files.lock().pop() {
+    let (from, file, capacity, allocated) = match pool.files.lock().pop() {
         Some(spare) => {
             let opened = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&spare)
-                .and_then(|f| Ok((f.metadata()?.len().max(segment_bytes), f)));
+                .and_then(|f| Ok((f.metadata()?, f)));
             match opened {
-                Ok((cap, f)) => (spare, f, cap),
+                Ok((meta, f)) => (spare, f, meta.len().max(segment_bytes), allocated_prefix(&meta)),
                 Err(e) => {
                     pool.files.lock().push(spare.clone());
                     return Err(Error::io(&spare, e));
@@ -351,16 +381,19 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
             }
         }
         None => {
+            // The first step is zero-filled here (and made durable with the header), so the
+            // first appends already go to allocated space; `ahead` fills the rest as it is needed.
             let tmp = building_path(dir, id);
+            let first = step_for(segment_bytes).min(segment_bytes);
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .open(&tmp)
-                .and_then(|f| f.set_len(segment_bytes).map(|_| f))
+                .and_then(|f| f.write_all_at(&vec![0u8; first as usize], 0).map(|_| f))
                 .map_err(|e| Error::io(&tmp, e))?;
-            (tmp, f, segment_bytes)
+            (tmp, f, segment_bytes, first)
         }
     };
     let prepared = file
@@ -379,7 +412,22 @@ fn new_active(dir: &Path, pool: &SparePool, id: u64, first_seq: u64, segment_byt
         file: Arc::new(file),
         offset: SEGMENT_HEADER_LEN,
         capacity,
+        allocated: allocated.max(SEGMENT_HEADER_LEN),
     })
+}
+
+/// How much of a file, from its start, is allocated: a recycled segment of an older release was
+/// created sparse and may have a hole after its records, which is counted as not allocated (blocks
+/// are assumed to be allocated from the start, which is how segments are written).
+fn allocated_prefix(meta: &std::fs::Metadata) -> u64 {
+    meta.len().min(meta.blocks() * 512)
+}
+
+/// How many retired segment files, and how many bytes of them, are kept for reuse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpareLimits {
+    pub count: usize,
+    pub bytes: u64,
 }
 
 #[cfg(test)]
@@ -388,7 +436,7 @@ mod tests {
     use crate::config::RecoveryMode;
     use crate::proto::Entry;
     use crate::wal::Recovered;
-    use crate::wal::segment::{SegmentScan, scan_segment};
+    use crate::wal::segment::{SegmentScan, scan_segment, spare_path};
 
     /// Recovery with a fresh store's checkpoint; also returns the sequence numbers of the records.
     fn recover(dir: &Path, mode: RecoveryMode) -> crate::Result<(Recovered, Vec<u64>)> {
@@ -407,7 +455,11 @@ mod tests {
     /// Appends `n` records, fdatasyncing after each when `flush`.
     fn write_log_with(dir: &Path, n: u64, flush: bool) -> PathBuf {
         let (rec, _) = recover(dir, RecoveryMode::TolerateTornTail).unwrap();
-        let mut w = WalWriter::open(dir, &rec, 1 << 20, 2, 1).unwrap();
+        let limits = SpareLimits {
+            count: 2,
+            bytes: 4 << 20,
+        };
+        let mut w = WalWriter::open(dir, &rec, 1 << 20, limits, 1).unwrap();
         for i in 1..=n {
             w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
                 .unwrap();
@@ -514,5 +566,211 @@ mod tests {
         let (_, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         // The seal took number 5 where the torn record was.
         assert_eq!(seqs, vec![1, 2, 3, 4, 6]);
+    }
+
+    const KIB: u64 = 1 << 10;
+
+    /// Opens a writer on `dir` with `segment_bytes` and its zero-filling thread running.
+    fn open_zeroing(dir: &Path, segment_bytes: u64, limits: SpareLimits) -> (WalWriter, Arc<ZeroAhead>) {
+        let (rec, _) = recover(dir, RecoveryMode::AbsoluteConsistency).unwrap();
+        let w = WalWriter::open(dir, &rec, segment_bytes, limits, 1).unwrap();
+        let ahead = w.zero_ahead();
+        let thread = ahead.spawn().unwrap();
+        // Detached: `stop` ends it when the test is done with the writer.
+        drop(thread);
+        (w, ahead)
+    }
+
+    fn append_kib(w: &mut WalWriter, from: u64, n: u64) {
+        for i in from..from + n {
+            w.append(&Record::Append(vec![Entry::new(
+                i,
+                1,
+                vec![(i % 251) as u8; 1000],
+            )]))
+            .unwrap();
+        }
+    }
+
+    /// Waits (bounded) until the zero-filling thread has caught up with the writer.
+    fn settle(w: &mut WalWriter) {
+        for _ in 0..2000 {
+            let end = w.active.offset + HEADER_LEN as u64;
+            w.frontier = w.ahead.reserve(end);
+            if w.frontier >= (end + 2 * w.ahead.step()).min(w.active.capacity) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("the zero-filling thread never caught up");
+    }
+
+    const LIMITS: SpareLimits = SpareLimits {
+        count: 2,
+        bytes: 1 << 20,
+    };
+
+    /// A segment file is as long as its records plus at most two zero-filled steps, never its whole
+    /// capacity; everything past the records is zeroes on allocated blocks (no holes, so fdatasync
+    /// after an append commits no allocation).
+    #[test]
+    fn a_segment_grows_with_its_records_in_zero_filled_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 1 << 20;
+        let (mut w, ahead) = open_zeroing(dir.path(), seg, LIMITS);
+        let step = ahead.step();
+        assert_eq!(step, 128 * KIB);
+        append_kib(&mut w, 1, 300);
+        w.sync_point().sync().unwrap();
+        settle(&mut w);
+        let path = segment_path(dir.path(), w.active.id);
+        let meta = std::fs::metadata(&path).unwrap();
+        let end = w.active.offset;
+        assert!(meta.len() >= end + 2 * step, "len {} end {end}", meta.len());
+        assert!(
+            meta.len() <= end + 3 * step + HEADER_LEN as u64,
+            "len {} end {end}",
+            meta.len()
+        );
+        assert!(meta.len() < seg);
+        assert!(meta.blocks() * 512 >= meta.len(), "a hole in the segment");
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[end as usize..].iter().all(|&b| b == 0));
+        ahead.stop();
+        drop(w);
+        let (_, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+    }
+
+    /// A power cut in the middle of a zero-fill step leaves the file shorter, or with a hole, or
+    /// with only some of the zeroes: each reads as the end of the log after the last record.
+    #[test]
+    fn a_power_cut_in_the_middle_of_a_zero_fill_step_reads_as_the_end_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, ahead) = open_zeroing(dir.path(), 1 << 20, LIMITS);
+        append_kib(&mut w, 1, 200);
+        w.sync_point().sync().unwrap();
+        settle(&mut w);
+        let path = segment_path(dir.path(), w.active.id);
+        let end = w.active.offset;
+        ahead.stop();
+        drop(w);
+        let pristine = std::fs::read(&path).unwrap();
+        let cuts = [
+            end,
+            end + 1,
+            end + HEADER_LEN as u64 + 7,
+            end + 4 * KIB + 1,
+            pristine.len() as u64 - 1,
+        ];
+        for cut in cuts {
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(cut).unwrap();
+            // The size update landed but not the zeroes: a hole up to where the step would end.
+            f.set_len(cut + 64 * KIB).unwrap();
+            drop(f);
+            let (rec, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+            assert_eq!(seqs.len(), 200, "cut at {cut}");
+            assert_eq!(rec.segments()[0].tail, Tail::Clean, "cut at {cut}");
+            std::fs::write(&path, &pristine).unwrap();
+        }
+    }
+
+    /// A recycled segment keeps its old records past where the new ones end, and the zero-filling
+    /// thread extends it past its old length: the new records are read back, the old ones end the
+    /// segment cleanly, also when the newest record was lost to a power cut.
+    #[test]
+    fn a_recycled_segments_old_records_after_the_new_ones_end_it_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = 256 * KIB;
+        {
+            let (mut w, ahead) = open_zeroing(dir.path(), seg, LIMITS);
+            append_kib(&mut w, 1, 400);
+            w.sync_point().sync().unwrap();
+            ahead.stop();
+        }
+        // Segment 1 retired as the checkpoint covers it (what `retire_covered` does).
+        let (rec, _) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        let first = &rec.segments()[0];
+        let applied = first.seal_seq.expect("400 KiB rotated a 256 KiB segment");
+        std::fs::rename(&first.path, spare_path(dir.path(), first.id)).unwrap();
+        let recover_from = |mode| {
+            let mut seqs = Vec::new();
+            let rec = crate::wal::recover(dir.path(), mode, applied, &mut |seq, _| {
+                seqs.push(seq);
+                Ok(())
+            })
+            .unwrap();
+            (rec, seqs)
+        };
+        let (rec, kept) = recover_from(RecoveryMode::AbsoluteConsistency);
+        assert_eq!(rec.spares.len(), 1);
+        let mut w = WalWriter::open(dir.path(), &rec, seg, LIMITS, applied + 1).unwrap();
+        let ahead = w.zero_ahead();
+        drop(ahead.spawn().unwrap());
+        assert!(
+            w.pool.files.lock().is_empty(),
+            "the spare became the active segment"
+        );
+        append_kib(&mut w, 1000, 20);
+        w.sync_point().sync().unwrap();
+        settle(&mut w);
+        let path = segment_path(dir.path(), w.active.id);
+        let end = w.active.offset;
+        ahead.stop();
+        drop(w);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            bytes[end as usize + HEADER_LEN..].iter().any(|&b| b != 0),
+            "old records remain after the new ones"
+        );
+        let (rec, seqs) = recover_from(RecoveryMode::AbsoluteConsistency);
+        assert_eq!(seqs.len(), kept.len() + 20);
+        assert_eq!(rec.segments().last().unwrap().tail, Tail::Clean);
+        // The newest record torn by a power cut: a torn tail, the rest kept.
+        let last = scan(&path).records[19].1 as usize;
+        let mut torn = bytes.clone();
+        torn[last + 20] ^= 0xff;
+        std::fs::write(&path, &torn).unwrap();
+        let (_, seqs) = recover_from(RecoveryMode::TolerateTornTail);
+        assert_eq!(seqs.len(), kept.len() + 19);
+    }
+
+    /// A store of the previous release: 64 MiB segments created sparse and 64 MiB spares. It opens
+    /// with smaller limits, keeps every record, deletes the spares beyond the byte cap, and its new
+    /// segment is small.
+    #[test]
+    fn a_store_with_64_mib_segments_and_spares_opens_and_sheds_its_spares() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = 64 << 20;
+        write_log(dir.path(), 10);
+        let seg = segment_path(dir.path(), 1);
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(big)
+            .unwrap();
+        for n in [7, 8] {
+            let f = std::fs::File::create(spare_path(dir.path(), n)).unwrap();
+            f.set_len(big).unwrap();
+        }
+        let limits = SpareLimits {
+            count: 4,
+            bytes: 8 << 20,
+        };
+        let (mut w, ahead) = open_zeroing(dir.path(), 8 << 20, limits);
+        assert!(w.pool.files.lock().is_empty());
+        append_kib(&mut w, 11, 5);
+        w.sync_point().sync().unwrap();
+        let active_len = std::fs::metadata(segment_path(dir.path(), w.active.id))
+            .unwrap()
+            .len();
+        assert!(active_len <= 4 << 20, "new segment is {active_len} bytes");
+        ahead.stop();
+        drop(w);
+        let (rec, seqs) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
+        assert_eq!(seqs, (1..=10).chain(12..=16).collect::<Vec<_>>());
+        assert!(rec.spares.is_empty());
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Failpoints (in `src/`): `wal::append`, `wal::append::torn` (half the record reaches the file),
 //! `wal::sync` (group commit and rotation fdatasync), `wal::segment_create`, `wal::segment_retire`,
-//! `wal::spare_create`, `cold::commit` (redb commit of a compaction round), `cold::commit::after` (a
+//! `wal::spare_create`, `wal::zero_ahead` and `wal::zero_ahead::sync` (a step zero-filled ahead of
+//! the writer, its write and its fdatasync), `cold::commit` (redb commit of a compaction round), `cold::commit::after` (a
 //! commit reported failed although it reached the disk), `cold::read` (block read), `meta::save`
 //! (hard state), `engine::marker::torn`, `engine::marker::sync` and `engine::marker::rename` (the
 //! marker written while `open` creates a directory). Purge, truncate, `replace_range` and reset
@@ -564,5 +565,58 @@ async fn a_cold_commit_that_failed_after_reaching_the_disk_counts_as_done() {
     drop(log);
     drop(e);
     drop(reopen_check(dir.path(), &m, "cold::commit::after").await);
+    scenario.teardown();
+}
+
+/// Writes batches of 20 (term 600 on) and flushes each, until `n` batches or an error.
+async fn write_flushed(e: &TieredEngine, m: &mut Model, n: u64) -> tierlog::Result<()> {
+    let log = e.log_store();
+    for k in 0..n {
+        let first = m.last_index() + 1;
+        log.persist_entries(batch(first, 20, 600 + k, SEED)).await?;
+        m.persist(first, 20, 600 + k);
+        log.flush()?;
+    }
+    Ok(())
+}
+
+/// Zero-filling ahead of the writer fails (a full disk): appends grow the file themselves, every
+/// write and flush succeeds, and everything reads back, also after a reopen.
+#[tokio::test]
+async fn zero_fill_write_failure_only_stops_zero_filling() {
+    let _alone = crate::failpoints_exclusive();
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
+    fail::cfg("wal::zero_ahead", "return(28)").unwrap();
+    // Several 64 KiB segments' worth, each zero-filled in 8 KiB steps.
+    write_flushed(&e, &mut m, 150).await.unwrap();
+    fail::remove("wal::zero_ahead");
+    write_flushed(&e, &mut m, 10).await.unwrap();
+    check(&e, &m, "wal::zero_ahead");
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "wal::zero_ahead").await);
+    scenario.teardown();
+}
+
+/// The fdatasync of a zero-filled step fails: it may have dropped records' pages too, so the log is
+/// poisoned, and the writer learns it at its next write or flush; what was flushed before stays.
+#[tokio::test]
+async fn zero_fill_fdatasync_failure_poisons_the_log() {
+    let _alone = crate::failpoints_exclusive();
+    let scenario = FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (e, mut m) = setup(dir.path(), config::tiny()).await;
+    fail::cfg("wal::zero_ahead::sync", "return(5)").unwrap();
+    let res = write_flushed(&e, &mut m, 150).await;
+    fail::remove("wal::zero_ahead::sync");
+    match res {
+        Err(Error::Poisoned { source, .. }) => assert_eq!(source.raw_os_error(), Some(5)),
+        other => panic!("150 flushed batches past failing zero-fill fdatasyncs returned {other:?}"),
+    }
+    let works = usable_or_closed(&e, &mut m, 900, "wal::zero_ahead::sync").await;
+    assert!(!works, "writes were accepted after a failed fdatasync");
+    drop(e);
+    drop(reopen_check(dir.path(), &m, "wal::zero_ahead::sync").await);
     scenario.teardown();
 }

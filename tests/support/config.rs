@@ -17,6 +17,7 @@ pub fn tiny() -> Config {
         sync_on_persist: false,
         segment_bytes: TEST_SEGMENT_BYTES,
         recycle_segments: 2,
+        recycle_bytes: 1 << 20,
         block_target_bytes: 4 << 10,
         compression_level: 1,
         compaction_trigger_bytes: 16 << 10,
