@@ -35,11 +35,21 @@ impl Budget {
         self.redb_cache
     }
 
+    /// A compaction round's working memory, set aside in the budget.
+    pub(crate) fn round_bytes(&self) -> u64 {
+        self.round
+    }
+
+    /// Accounted memory of a block index of `blocks` entries.
+    pub(crate) fn index_bytes(&self, blocks: usize) -> u64 {
+        blocks as u64 * INDEX_ENTRY_COST
+    }
+
     /// Bytes the ring may hold while the block index has `blocks` entries.
     pub(crate) fn ring_bytes(&self, blocks: usize) -> u64 {
         self.ring_share
             .saturating_sub(self.redb_cache)
             .saturating_sub(self.round)
-            .saturating_sub(blocks as u64 * INDEX_ENTRY_COST)
+            .saturating_sub(self.index_bytes(blocks))
     }
 }
