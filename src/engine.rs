@@ -179,6 +179,7 @@ impl TieredEngine {
             redb_cache_bytes: core.budget.redb_cache_bytes(),
             block_index_bytes: core.budget.index_bytes(st.cold.blocks.len()),
             compaction_reserve_bytes: core.budget.round_bytes(),
+            unseen_reserve_bytes: core.budget.unseen_bytes(),
             block_cache_hits: cache.hits.load(Ordering::Relaxed),
             block_cache_misses: cache.misses.load(Ordering::Relaxed),
             hot_reads: c.hot_reads.load(Ordering::Relaxed),

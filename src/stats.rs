@@ -32,6 +32,9 @@ pub struct Stats {
     pub block_index_bytes: u64,
     /// Memory set aside in the budget for a compaction round (compressed blocks, redb's dirty pages).
     pub compaction_reserve_bytes: u64,
+    /// Memory set aside in the budget for what no counter sees: memory the allocator keeps after
+    /// the engine freed it, and blocks readers still hold after the cache dropped them.
+    pub unseen_reserve_bytes: u64,
     /// Block-cache hits.
     pub block_cache_hits: u64,
     /// Block-cache misses (each one a redb read and a decompression).

@@ -102,6 +102,8 @@ pub struct Accounted {
     pub block_index_bytes: u64,
     /// Set aside for a compaction round.
     pub compaction_reserve_bytes: u64,
+    /// Set aside for what no counter sees (allocator slack, blocks readers hold).
+    pub unseen_reserve_bytes: u64,
 }
 
 impl Accounted {
@@ -113,10 +115,11 @@ impl Accounted {
             redb_cache_bytes: s.redb_cache_bytes,
             block_index_bytes: s.block_index_bytes,
             compaction_reserve_bytes: s.compaction_reserve_bytes,
+            unseen_reserve_bytes: s.unseen_reserve_bytes,
         }
     }
 
-    /// Their sum.
+    /// What the engine counts as held: everything but the reserve for what it cannot see.
     pub fn total(&self) -> u64 {
         self.ring_bytes
             + self.block_cache_bytes

@@ -254,7 +254,7 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(
             out,
             "               peak / budget {:.2}x; at the sampled peak ({}) the engine accounted {}: ring {}, block cache {}, \
-             redb cache {}, block index {}, compaction reserve {}; not accounted {}",
+             redb cache {}, block index {}, compaction reserve {} (+ {} set aside for what it cannot see); not accounted {}",
             m.peak_rss_to_budget,
             human_bytes(*rss),
             human_bytes(a.total()),
@@ -263,6 +263,7 @@ pub fn table(r: &Report) -> String {
             human_bytes(a.redb_cache_bytes),
             human_bytes(a.block_index_bytes),
             human_bytes(a.compaction_reserve_bytes),
+            human_bytes(a.unseen_reserve_bytes),
             human_bytes(rss.saturating_sub(a.total())),
         );
     }
