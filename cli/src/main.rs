@@ -13,7 +13,34 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc's option for how long freed memory stays committed before it goes back to the OS.
+const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
+
+/// mimalloc 3 keeps freed memory committed for 1 s before giving it back. The engine decodes cold
+/// blocks at a high rate (every cache miss allocates a block-sized buffer that the cache frees
+/// later), so a second's worth of freed buffers stayed resident: about 20 MiB of the default bench's
+/// peak (docs/performance.md, "Where the RSS goes"). mimalloc reads the option from the environment
+/// when it starts, before `main`, and setting it from inside needs `unsafe`; so the process starts
+/// itself once more with the variable set (unless the user set it). If that fails it just goes on.
+fn purge_freed_memory_at_once() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(PURGE_DELAY_VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    // Only returns on failure.
+    let _ = cmd.args(args).env(PURGE_DELAY_VAR, "0").exec();
+}
+
 fn main() {
+    purge_freed_memory_at_once();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
