@@ -19,7 +19,16 @@ pub(crate) struct Budget {
     redb_cache: u64,
     /// A compaction round's working memory (compressed blocks, redb's dirty pages).
     round: u64,
+    /// What no counter sees but the process still holds because of the engine: memory the
+    /// allocator keeps after the engine freed it (blocks and entries churn at a high rate), blocks
+    /// that readers still hold after the cache dropped them. Measured with `tierlog bench`
+    /// (docs/performance.md, "Where the RSS goes"): without this share the process peaked about a
+    /// third above the budget while the engine's live heap stayed inside it.
+    unseen: u64,
 }
+
+/// The share of the budget set aside for `Budget::unseen`.
+const UNSEEN_DIVISOR: u64 = 8;
 
 impl Budget {
     pub(crate) fn new(config: &Config) -> Self {
@@ -27,6 +36,7 @@ impl Budget {
             ring_share: config.ring_budget_bytes(),
             redb_cache: (config.memory_budget_bytes / 32).clamp(256 << 10, 16 << 20),
             round: (config.memory_budget_bytes / 8).min(2 * MAX_ROUND_RAW_BYTES),
+            unseen: config.memory_budget_bytes / UNSEEN_DIVISOR,
         }
     }
 
@@ -35,11 +45,27 @@ impl Budget {
         self.redb_cache
     }
 
+    /// A compaction round's working memory, set aside in the budget.
+    pub(crate) fn round_bytes(&self) -> u64 {
+        self.round
+    }
+
+    /// The share set aside for memory no counter sees (allocator slack, blocks readers hold).
+    pub(crate) fn unseen_bytes(&self) -> u64 {
+        self.unseen
+    }
+
+    /// Accounted memory of a block index of `blocks` entries.
+    pub(crate) fn index_bytes(&self, blocks: usize) -> u64 {
+        blocks as u64 * INDEX_ENTRY_COST
+    }
+
     /// Bytes the ring may hold while the block index has `blocks` entries.
     pub(crate) fn ring_bytes(&self, blocks: usize) -> u64 {
         self.ring_share
             .saturating_sub(self.redb_cache)
             .saturating_sub(self.round)
-            .saturating_sub(blocks as u64 * INDEX_ENTRY_COST)
+            .saturating_sub(self.unseen)
+            .saturating_sub(self.index_bytes(blocks))
     }
 }

@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::MAX_ROUND_RAW_BYTES;
 use crate::cold::block::{self, BlockMeta, raw_cost};
-use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
+use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan, estimated_bytes_in_use};
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::proto::{Entry, LogId};
@@ -56,13 +57,58 @@ struct Bound {
 
 pub(crate) struct Compactor {
     zstd: zstd::bulk::Compressor<'static>,
+    /// When the last reclamation started (see `maybe_reclaim`).
+    last_reclaim: Option<Instant>,
 }
 
 impl Compactor {
     pub(crate) fn new(level: i32) -> Result<Self> {
         let zstd = zstd::bulk::Compressor::new(level)
             .map_err(|e| Error::Config(format!("zstd level {level}: {e}")))?;
-        Ok(Compactor { zstd })
+        Ok(Compactor {
+            zstd,
+            last_reclaim: None,
+        })
+    }
+
+    /// Gives the cold-tier file's free pages back when they are a large share of it
+    /// (`reclaim_free_share`, `reclaim_min_bytes`), at most once per `reclaim_interval_ms`. Runs
+    /// between rounds, so no transaction of the compactor is live; readers wait for it. A failure
+    /// is logged, not returned: the file keeps its size and the next try waits a whole interval.
+    pub(crate) fn maybe_reclaim(&mut self, core: &Core) {
+        let cfg = &core.config;
+        if cfg.reclaim_free_share >= 1.0 || core.is_closed() {
+            return;
+        }
+        let interval = Duration::from_millis(cfg.reclaim_interval_ms);
+        if self.last_reclaim.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        let in_use = estimated_bytes_in_use(core.state.read().cold.blocks.values());
+        let file = core.cold.store().file_bytes();
+        let free = file.saturating_sub(in_use);
+        if free < cfg.reclaim_min_bytes.max(1) || (free as f64) < cfg.reclaim_free_share * file as f64 {
+            return;
+        }
+        self.last_reclaim = Some(Instant::now());
+        match core.cold.store().reclaim() {
+            Ok(r) => {
+                let c = &core.counters;
+                c.reclamations.fetch_add(1, Ordering::Relaxed);
+                c.reclaimed_bytes
+                    .fetch_add(r.before.saturating_sub(r.after), Ordering::Relaxed);
+                c.reclaim_pause_max_us
+                    .fetch_max(r.pause.as_micros() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    before = r.before,
+                    after = r.after,
+                    estimated_free = free,
+                    pause_ms = r.pause.as_millis() as u64,
+                    "cold-tier file compacted"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "reclaiming the cold-tier file's free space failed"),
+        }
     }
 
     /// Runs rounds until nothing is left to do below the run's bound (see [`Bound`]); returns
@@ -341,12 +387,18 @@ impl CompactorThread {
                             None => Urgency::Normal,
                         };
                         let res = compactor.run(&core, urgency).map(|_| ());
+                        let ran_cleanly = res.is_ok();
                         // Also when no round ran: a round published while a writer held its lock
                         // left its eviction undone.
                         core.evict_clean();
                         core.backpressure.run_finished(&res);
                         if let Some((_, reply)) = request {
                             let _ = reply.send(res);
+                        }
+                        // After the replies: neither a `compact_now` caller nor a writer waiting
+                        // for memory waits for it.
+                        if ran_cleanly {
+                            compactor.maybe_reclaim(&core);
                         }
                     }
                 })

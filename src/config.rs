@@ -83,6 +83,21 @@ pub struct Config {
     /// Default: [`RecoveryMode::TolerateTornTail`]. Accepted: the three [`RecoveryMode`]s, in TOML
     /// `"absolute_consistency"`, `"tolerate_torn_tail"` or `"tolerate_any_corruption"`.
     pub recovery_mode: RecoveryMode,
+    /// Share of the cold-tier file that must be free (estimated: file size minus the pages the
+    /// live blocks occupy) before the compactor gives the space back with a brief exclusive
+    /// compaction of the file, during which cold reads wait. Above one half, the slack redb leaves
+    /// after doubling the file never triggers it, so it runs after purges, not after growth.
+    ///
+    /// Default: 0.5. Accepted: 0.0 to 1.0, both included; 1.0 never reclaims.
+    pub reclaim_free_share: f64,
+    /// Free bytes the cold-tier file must also hold before a reclamation.
+    ///
+    /// Default: 33554432 (32 MiB). Accepted: any value.
+    pub reclaim_min_bytes: u64,
+    /// Shortest time between two reclamations, in milliseconds.
+    ///
+    /// Default: 60000 (one minute). Accepted: any value.
+    pub reclaim_interval_ms: u64,
 }
 
 /// Largest `block_target_bytes` accepted (16 MiB); [`crate::MAX_ENTRY_BYTES`] leaves room for a block
@@ -104,6 +119,9 @@ impl Default for Config {
             hot_tail_entries: 1024,
             compaction_interval_ms: 200,
             recovery_mode: RecoveryMode::TolerateTornTail,
+            reclaim_free_share: 0.5,
+            reclaim_min_bytes: 32 << 20,
+            reclaim_interval_ms: 60_000,
         }
     }
 }
@@ -161,6 +179,12 @@ impl Config {
         }
         if self.compaction_interval_ms == 0 {
             return bad("compaction_interval_ms must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.reclaim_free_share) {
+            return bad(format!(
+                "reclaim_free_share = {} is outside 0.0..=1.0",
+                self.reclaim_free_share
+            ));
         }
         Ok(())
     }
@@ -224,6 +248,23 @@ mod tests {
             ),
             ("recycle_segments 0", |c| c.recycle_segments = 0, None),
             ("recycle_bytes 0", |c| c.recycle_bytes = 0, None),
+            (
+                "reclaim_free_share min",
+                |c| c.reclaim_free_share = 0.0,
+                Some(|c| c.reclaim_free_share = -0.01),
+            ),
+            (
+                "reclaim_free_share max",
+                |c| c.reclaim_free_share = 1.0,
+                Some(|c| c.reclaim_free_share = 1.01),
+            ),
+            (
+                "reclaim_free_share NaN",
+                |c| c.reclaim_free_share = 0.5,
+                Some(|c| c.reclaim_free_share = f64::NAN),
+            ),
+            ("reclaim_min_bytes 0", |c| c.reclaim_min_bytes = 0, None),
+            ("reclaim_interval_ms 0", |c| c.reclaim_interval_ms = 0, None),
             (
                 "block_target_bytes min",
                 |c| c.block_target_bytes = 1 << 10,

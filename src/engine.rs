@@ -164,6 +164,9 @@ impl TieredEngine {
             raw += m.raw_len;
             stored += m.stored_len;
         }
+        let in_use = crate::cold::store::estimated_bytes_in_use(st.cold.blocks.values());
+        let all_stored: u64 = st.cold.blocks.values().map(|m| m.stored_len).sum();
+        let redb_file_bytes = core.cold.store().file_bytes();
         let c = &core.counters;
         let cache = core.cold.cache();
         Stats {
@@ -176,6 +179,10 @@ impl TieredEngine {
             cold_stored_bytes: stored,
             compaction_high_water: core.checkpoint.lock().cold_hi,
             block_cache_bytes: cache.bytes(),
+            redb_cache_bytes: core.budget.redb_cache_bytes(),
+            block_index_bytes: core.budget.index_bytes(st.cold.blocks.len()),
+            compaction_reserve_bytes: core.budget.round_bytes(),
+            unseen_reserve_bytes: core.budget.unseen_bytes(),
             block_cache_hits: cache.hits.load(Ordering::Relaxed),
             block_cache_misses: cache.misses.load(Ordering::Relaxed),
             hot_reads: c.hot_reads.load(Ordering::Relaxed),
@@ -184,7 +191,12 @@ impl TieredEngine {
             backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
             wal_segments,
             wal_bytes,
-            redb_file_bytes: core.cold.store().file_bytes(),
+            redb_file_bytes,
+            redb_fragmented_bytes: redb_file_bytes.saturating_sub(all_stored),
+            redb_free_bytes: redb_file_bytes.saturating_sub(in_use),
+            reclamations: c.reclamations.load(Ordering::Relaxed),
+            reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
+            reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),
             purge_boundary: st.purged,
             memory_budget_bytes: core.config.memory_budget_bytes,
         }

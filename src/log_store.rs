@@ -345,7 +345,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_parked_writer_is_woken_after_the_first_round_that_made_room() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_without_background_rounds(dir.path(), 32 << 20).await;
+        // The ring's share must exceed two rounds' cap (16 MiB) for the run to need three rounds.
+        let engine = engine_without_background_rounds(dir.path(), 40 << 20).await;
         let log = engine.log_store();
         let core = log.core.clone();
         let big = |index: u64| Entry {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::cold::cache::BlockCache;
 use crate::cold::reader::ColdReader;
-use crate::cold::store::{Checkpoint, ColdStore};
+use crate::cold::store::{Checkpoint, ColdStore, estimated_bytes_in_use};
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::layout::{APP_META_FILE, COLD_FILE, HARD_STATE_FILE, WAL_DIR, check_dir};
@@ -74,6 +74,12 @@ pub struct Inspection {
     pub compression_ratio: f64,
     /// Size of the redb file.
     pub redb_file_bytes: u64,
+    /// Bytes of the redb file holding no live block content (free pages, page rounding, metadata);
+    /// as [`Stats::redb_fragmented_bytes`](crate::Stats::redb_fragmented_bytes).
+    pub redb_fragmented_bytes: u64,
+    /// The part of it in free pages, which `tierlog compact` (or the engine's reclamation) gives
+    /// back; estimated, as [`Stats::redb_free_bytes`](crate::Stats::redb_free_bytes).
+    pub redb_free_bytes: u64,
     /// The redb file was not closed cleanly (the engine crashed or is still running), so it was read
     /// through a repaired scratch copy; the directory itself was not modified.
     pub redb_not_closed_cleanly: bool,
@@ -241,6 +247,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
     let stored: u64 = live.iter().map(|m| m.stored_len).sum();
     let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
     let segments = log.segments.clone();
+    let redb_file_bytes = log.cold.store().file_bytes();
     Ok(Inspection {
         dir: dir.to_path_buf(),
         index_range: (!st.is_empty()).then_some((st.first, st.last)),
@@ -263,7 +270,10 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
         } else {
             raw as f64 / stored as f64
         },
-        redb_file_bytes: log.cold.store().file_bytes(),
+        redb_file_bytes,
+        redb_fragmented_bytes: redb_file_bytes
+            .saturating_sub(st.cold.blocks.values().map(|m| m.stored_len).sum()),
+        redb_free_bytes: redb_file_bytes.saturating_sub(estimated_bytes_in_use(st.cold.blocks.values())),
         redb_not_closed_cleanly: log.cold.store().read_from_repaired_copy(),
         segments,
         spare_segments: spares.len() as u64,

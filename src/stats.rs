@@ -25,6 +25,16 @@ pub struct Stats {
     pub compaction_high_water: u64,
     /// Bytes of decompressed blocks in the cache.
     pub block_cache_bytes: u64,
+    /// redb's page cache limit, a fixed share of the memory budget (redb fills it as it reads and
+    /// writes, and keeps what it filled).
+    pub redb_cache_bytes: u64,
+    /// Accounted memory of the block index (a fixed cost per block, inside the budget).
+    pub block_index_bytes: u64,
+    /// Memory set aside in the budget for a compaction round (compressed blocks, redb's dirty pages).
+    pub compaction_reserve_bytes: u64,
+    /// Memory set aside in the budget for what no counter sees: memory the allocator keeps after
+    /// the engine freed it, and blocks readers still hold after the cache dropped them.
+    pub unseen_reserve_bytes: u64,
     /// Block-cache hits.
     pub block_cache_hits: u64,
     /// Block-cache misses (each one a redb read and a decompression).
@@ -43,6 +53,20 @@ pub struct Stats {
     pub wal_bytes: u64,
     /// Size of the redb file.
     pub redb_file_bytes: u64,
+    /// Bytes of the redb file that hold no live block content: free pages, the rounding of every
+    /// block up to a power-of-two number of 4 KiB pages, and redb's metadata
+    /// (`redb_file_bytes` minus the stored bytes of every block in the file, including purged
+    /// blocks whose deletion has not been committed yet).
+    pub redb_fragmented_bytes: u64,
+    /// The part of `redb_fragmented_bytes` in free pages, which a reclamation gives back: the file
+    /// size minus the pages the blocks occupy, estimated from redb's allocation rule (it errs low).
+    pub redb_free_bytes: u64,
+    /// Reclamations run (brief exclusive compactions of the redb file, see `reclaim_free_share`).
+    pub reclamations: u64,
+    /// Bytes the reclamations gave back to the filesystem, in total.
+    pub reclaimed_bytes: u64,
+    /// Longest time cold reads waited for a reclamation, in microseconds.
+    pub reclaim_pause_max_us: u64,
     /// Highest purged log id.
     pub purge_boundary: Option<LogId>,
     /// The configured memory budget.
@@ -56,4 +80,7 @@ pub(crate) struct Counters {
     pub cold_reads: std::sync::atomic::AtomicU64,
     pub compactions: std::sync::atomic::AtomicU64,
     pub backpressure_waits: std::sync::atomic::AtomicU64,
+    pub reclamations: std::sync::atomic::AtomicU64,
+    pub reclaimed_bytes: std::sync::atomic::AtomicU64,
+    pub reclaim_pause_max_us: std::sync::atomic::AtomicU64,
 }

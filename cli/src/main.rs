@@ -13,7 +13,38 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc's option for how long freed memory stays committed before it goes back to the OS.
+const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
+/// Its value here, in milliseconds (see `purge_freed_memory_soon`).
+const PURGE_DELAY_MS: &str = "10";
+
+/// mimalloc 3 keeps freed memory committed for 1 s before giving it back. The engine decodes cold
+/// blocks at a high rate (every cache miss allocates a block-sized buffer that the cache frees
+/// later), so a second's worth of freed buffers stayed resident: 20-35 MiB of the default bench's
+/// peak (docs/performance.md, "Where the RSS goes"). 10 ms (mimalloc 2's default) kept throughput
+/// and reopen time; 0 made the bench's reopen 15-30x slower. mimalloc reads the option from the
+/// environment when it starts, before `main`, and setting it from inside needs `unsafe`; so the
+/// process starts itself once more with the variable set (unless the user set it). If that fails it
+/// just goes on.
+fn purge_freed_memory_soon() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(PURGE_DELAY_VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    // Only returns on failure.
+    let _ = cmd.args(args).env(PURGE_DELAY_VAR, PURGE_DELAY_MS).exec();
+}
+
 fn main() {
+    purge_freed_memory_soon();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
@@ -428,6 +429,85 @@ impl ColdStore {
     pub(crate) fn file_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
+
+    /// Gives the file's free pages back to the filesystem: redb's `compact()` moves the pages in
+    /// use toward the start of the file and truncates it. It needs the database to itself, so it
+    /// runs under the write guard: every read waits for it (`Reclaimed::pause`). Each step of redb's
+    /// compaction is an ordinary two-phase commit of the same content, so a crash or an I/O error
+    /// in the middle leaves the last committed state, which the next open (or `reopen`) repairs.
+    pub(crate) fn reclaim(&self) -> Result<Reclaimed> {
+        crate::failpoints::io_fault("cold::reclaim").map_err(|e| Error::io(&self.path, e))?;
+        if self.needs_reopen.load(Ordering::Acquire) {
+            self.reopen();
+        }
+        let before = self.file_bytes();
+        let mut guard = self.db.write();
+        let start = Instant::now();
+        let db = match guard.as_mut() {
+            Some(Db::ReadWrite(db)) => db,
+            Some(Db::ReadOnly(_)) => {
+                return Err(Error::db(&self.path, "the cold store was opened read-only"));
+            }
+            None => return Err(self.unavailable()),
+        };
+        let compacted = guarded(&self.path, || {
+            db.compact().map_err(|e| self.err(redb::Error::from(e)))
+        })
+        .inspect_err(|e| {
+            if e.is_corruption() {
+                self.needs_reopen.store(true, Ordering::Release);
+            }
+        });
+        let pause = start.elapsed();
+        drop(guard);
+        compacted?;
+        // Stands for a failure redb reports once the compaction's commits reached the disk.
+        crate::failpoints::io_fault("cold::reclaim::after").map_err(|e| {
+            self.needs_reopen.store(true, Ordering::Release);
+            Error::io(&self.path, e)
+        })?;
+        Ok(Reclaimed {
+            before,
+            after: self.file_bytes(),
+            pause,
+        })
+    }
+}
+
+/// What one [`ColdStore::reclaim`] did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reclaimed {
+    /// File size before.
+    pub before: u64,
+    /// File size after.
+    pub after: u64,
+    /// How long reads were held off (the write guard was held).
+    pub pause: Duration,
+}
+
+/// redb's page size; every value is stored in a run of 2^k pages.
+const PAGE: u64 = 4096;
+/// A leaf holding one block beyond the block's bytes (node header, offsets, the u64 key), rounded up.
+const LEAF_OVERHEAD: u64 = 64;
+/// Per block, its `block_index` row and its share of branch pages in both tables, rounded up.
+const META_PER_BLOCK: u64 = 128;
+/// redb's header, region allocator state and system tables, rounded up.
+const FIXED_OVERHEAD: u64 = 128 << 10;
+
+/// Bytes of the file the blocks of `index` occupy, estimated from redb's allocation rule (each block
+/// is the only pair of its leaf, which takes the next power of two of 4 KiB pages). Blocks small
+/// enough to share a leaf are over-counted, so the free space derived from it errs low: the
+/// reclamation it triggers never runs for space that is not there. Reading the exact figure needs
+/// redb's `stats()`, which reads every leaf page, i.e. the whole file.
+pub(crate) fn estimated_bytes_in_use<'a>(blocks: impl IntoIterator<Item = &'a BlockMeta>) -> u64 {
+    blocks
+        .into_iter()
+        .map(|m| {
+            let pages = (m.stored_len + LEAF_OVERHEAD).div_ceil(PAGE).next_power_of_two();
+            pages * PAGE + META_PER_BLOCK
+        })
+        .sum::<u64>()
+        + FIXED_OVERHEAD
 }
 
 /// Runs a call into redb, turning a panic into [`Error::Corruption`] of the whole file. redb 4.6

@@ -24,6 +24,7 @@ mod engine_drop_hang;
 mod model;
 mod offline;
 mod purge_truncate;
+mod reclaim;
 mod recovery_cases;
 mod recovery_regressions;
 mod reopen;

@@ -24,6 +24,11 @@ pub fn tiny() -> Config {
         hot_tail_entries: 16,
         compaction_interval_ms: 5,
         recovery_mode: RecoveryMode::TolerateTornTail,
+        // Reclamation (an exclusive compaction of the redb file) as often as purges make room for
+        // it, so every test that reads while purging also reads across reclamations.
+        reclaim_free_share: 0.3,
+        reclaim_min_bytes: 64 << 10,
+        reclaim_interval_ms: 20,
     }
 }
 

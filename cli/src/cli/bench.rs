@@ -261,6 +261,11 @@ async fn run_bench(
             peak_rss_workload_bytes: peak_rss_workload,
             max_sampled_rss_bytes: shared.max_rss.load(std::sync::atomic::Ordering::Relaxed),
             budget_bytes: config.memory_budget_bytes,
+            peak_rss_to_budget: sys::peak_rss_bytes() as f64 / config.memory_budget_bytes as f64,
+            at_sampled_peak: timeline
+                .iter()
+                .max_by_key(|s| s.rss)
+                .map(|s| (s.rss, s.accounted)),
         },
         config,
         phases,

@@ -185,9 +185,11 @@ mod offline {
         );
         let _ = writeln!(
             s,
-            "redb file        {} on disk, {} of it live cold blocks",
+            "redb file        {} on disk, {} of it live cold blocks, {} fragmented ({} of it free pages, estimated: `tierlog compact` gives them back)",
             human_bytes(i.redb_file_bytes),
-            human_bytes(i.cold_stored_bytes)
+            human_bytes(i.cold_stored_bytes),
+            human_bytes(i.redb_fragmented_bytes),
+            human_bytes(i.redb_free_bytes)
         );
         if i.redb_not_closed_cleanly {
             s.push_str(NOT_CLOSED_CLEANLY);

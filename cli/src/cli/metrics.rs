@@ -83,8 +83,50 @@ pub struct Sample {
     pub hot_bytes: u64,
     /// Compressed cold bytes.
     pub cold_stored_bytes: u64,
+    /// The engine's memory accounting at that moment.
+    pub accounted: Accounted,
     /// Phase running at that moment.
     pub phase: String,
+}
+
+/// What the engine accounts for in its memory budget (from `stats()`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Accounted {
+    /// Hot ring (payloads plus per-entry overhead).
+    pub ring_bytes: u64,
+    /// Decompressed blocks in the cache.
+    pub block_cache_bytes: u64,
+    /// redb's page cache limit.
+    pub redb_cache_bytes: u64,
+    /// Block index.
+    pub block_index_bytes: u64,
+    /// Set aside for a compaction round.
+    pub compaction_reserve_bytes: u64,
+    /// Set aside for what no counter sees (allocator slack, blocks readers hold).
+    pub unseen_reserve_bytes: u64,
+}
+
+impl Accounted {
+    /// The figures of `s`.
+    pub fn of(s: &Stats) -> Accounted {
+        Accounted {
+            ring_bytes: s.hot_bytes,
+            block_cache_bytes: s.block_cache_bytes,
+            redb_cache_bytes: s.redb_cache_bytes,
+            block_index_bytes: s.block_index_bytes,
+            compaction_reserve_bytes: s.compaction_reserve_bytes,
+            unseen_reserve_bytes: s.unseen_reserve_bytes,
+        }
+    }
+
+    /// What the engine counts as held: everything but the reserve for what it cannot see.
+    pub fn total(&self) -> u64 {
+        self.ring_bytes
+            + self.block_cache_bytes
+            + self.redb_cache_bytes
+            + self.block_index_bytes
+            + self.compaction_reserve_bytes
+    }
 }
 
 /// What the sampler shares with the workload.
@@ -164,6 +206,7 @@ fn sample_loop(shared: &Shared, stop: &AtomicBool, period: Duration) -> Vec<Samp
             rss,
             hot_bytes: stats.hot_bytes,
             cold_stored_bytes: stats.cold_stored_bytes,
+            accounted: Accounted::of(&stats),
             phase,
         });
         last_stats = stats;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::Serialize;
 use tierlog::{Config, Stats};
 
-use super::metrics::{Percentiles, Sample};
+use super::metrics::{Accounted, Percentiles, Sample};
 use super::runner::{PhaseReport, Shape};
 use super::sys::human_bytes;
 use super::verify::Verification;
@@ -53,6 +53,11 @@ pub struct Memory {
     pub max_sampled_rss_bytes: u64,
     /// The engine's configured memory budget.
     pub budget_bytes: u64,
+    /// `peak_rss_bytes / budget_bytes`.
+    pub peak_rss_to_budget: f64,
+    /// The sample with the largest RSS: that RSS and the engine's accounting at that moment; the
+    /// difference is what the accounting does not see (allocator, threads, the bench's own data).
+    pub at_sampled_peak: Option<(u64, Accounted)>,
 }
 
 /// Bytes on disk at the end (before the verification reopen).
@@ -245,13 +250,35 @@ pub fn table(r: &Report) -> String {
         human_bytes(m.max_sampled_rss_bytes),
         human_bytes(m.budget_bytes),
     );
+    if let Some((rss, a)) = &m.at_sampled_peak {
+        let _ = writeln!(
+            out,
+            "               peak / budget {:.2}x; at the sampled peak ({}) the engine accounted {}: ring {}, block cache {}, \
+             redb cache {}, block index {}, compaction reserve {} (+ {} set aside for what it cannot see); not accounted {}",
+            m.peak_rss_to_budget,
+            human_bytes(*rss),
+            human_bytes(a.total()),
+            human_bytes(a.ring_bytes),
+            human_bytes(a.block_cache_bytes),
+            human_bytes(a.redb_cache_bytes),
+            human_bytes(a.block_index_bytes),
+            human_bytes(a.compaction_reserve_bytes),
+            human_bytes(a.unseen_reserve_bytes),
+            human_bytes(rss.saturating_sub(a.total())),
+        );
+    }
     let d = &r.disk;
     let _ = writeln!(
         out,
-        "disk           write-ahead {} in {} segments, redb file {}, live cold {}, directory {} ({} allocated)",
+        "disk           write-ahead {} in {} segments, redb file {} ({} fragmented, {} of it free pages; {} reclamations gave back {}, longest pause {:.1} ms), live cold {}, directory {} ({} allocated)",
         human_bytes(d.wal_bytes),
         d.wal_segments,
         human_bytes(d.redb_file_bytes),
+        human_bytes(r.final_stats.redb_fragmented_bytes),
+        human_bytes(r.final_stats.redb_free_bytes),
+        r.final_stats.reclamations,
+        human_bytes(r.final_stats.reclaimed_bytes),
+        r.final_stats.reclaim_pause_max_us as f64 / 1000.0,
         human_bytes(d.cold_live_bytes),
         human_bytes(d.dir_apparent_bytes),
         human_bytes(d.dir_allocated_bytes),
