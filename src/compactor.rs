@@ -374,10 +374,15 @@ impl CompactorThread {
 
 /// How the compactor packs blocks for `block_target_bytes` = `target`: toward the stored size of
 /// redb's page bucket at or above `target` (a power of two times 4 KiB), and at most
-/// [`RAW_PER_TARGET`] times `target` raw bytes.
+/// [`RAW_PER_TARGET`] times `target` raw bytes, but never more than one round takes
+/// (`MAX_ROUND_RAW_BYTES`, or `target` if larger), or a normal round could never fill a block.
 pub(crate) fn block_packing(target: u64) -> Packing {
     let bucket = block::allocated_bytes(target.saturating_sub(block::REDB_LEAF_OVERHEAD as u64));
-    Packing::new(target.saturating_mul(RAW_PER_TARGET), bucket as usize)
+    let raw_cap = target
+        .saturating_mul(RAW_PER_TARGET)
+        .min(MAX_ROUND_RAW_BYTES)
+        .max(target);
+    Packing::new(raw_cap, bucket as usize)
 }
 
 /// Raw bytes a block may hold per byte of `block_target_bytes`: bounds what very compressible

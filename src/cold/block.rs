@@ -185,7 +185,8 @@ pub(crate) fn frame_raw_len(entries: &[Entry]) -> Result<usize, std::io::Error> 
     entries
         .iter()
         .try_fold(BLOCK_FRAMING, |l, e| {
-            l.checked_add(ENTRY_FRAMING + e.payload.len()).filter(|&l| l <= MAX_RAW_LEN)
+            l.checked_add(ENTRY_FRAMING + e.payload.len())
+                .filter(|&l| l <= MAX_RAW_LEN)
         })
         .ok_or_else(|| {
             invalid(format!(
@@ -244,7 +245,10 @@ pub(crate) fn encode_packed(
         return Err(invalid("a cold block holds at least one entry".into()));
     }
     if entries.len() > u32::MAX as usize {
-        return Err(invalid(format!("{} entries do not fit one cold block", entries.len())));
+        return Err(invalid(format!(
+            "{} entries do not fit one cold block",
+            entries.len()
+        )));
     }
     let mut frames: Vec<FrameOut> = Vec::new();
     let mut stored = V2_HEADER_LEN;
@@ -314,7 +318,7 @@ pub(crate) fn encode_packed(
         stored: out,
         entries: count,
         raw_len: raw_total,
-        full: full || pos < entries.len(),
+        full: full || pos < entries.len() || raw_total >= packing.raw_cap,
     })
 }
 
@@ -426,7 +430,9 @@ fn parse_v2(stored: &[u8]) -> Result<Block<'_>, String> {
         return Err("block header checksum mismatch".into());
     }
     if dict != 0 {
-        return Err(format!("block names compression dictionary {dict}, which this store does not have"));
+        return Err(format!(
+            "block names compression dictionary {dict}, which this store does not have"
+        ));
     }
     if count == 0 || nframes == 0 || nframes as u64 > count {
         return Err(format!(
@@ -463,10 +469,7 @@ fn parse_v2(stored: &[u8]) -> Result<Block<'_>, String> {
         start = end;
     }
     if start != stored.len() {
-        return Err(format!(
-            "block frames end at byte {start} of {}",
-            stored.len()
-        ));
+        return Err(format!("block frames end at byte {start} of {}", stored.len()));
     }
     Ok(Block {
         stored,
@@ -558,7 +561,9 @@ impl Block<'_> {
             prev = off;
         }
         if prev != raw_len {
-            return Err(format!("block frame {i} offset table does not end at the frame's end"));
+            return Err(format!(
+                "block frame {i} offset table does not end at the frame's end"
+            ));
         }
         Ok(DecodedFrame {
             block: self.id,

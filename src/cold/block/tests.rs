@@ -3,7 +3,9 @@ use super::*;
 fn entries(first: u64, n: u64, payload: usize) -> Vec<Entry> {
     (first..first + n)
         .map(|i| {
-            let p: Vec<u8> = (0..payload).map(|k| (i as usize * 31 + k * 7) as u8 % 61).collect();
+            let p: Vec<u8> = (0..payload)
+                .map(|k| (i as usize * 31 + k * 7) as u8 % 61)
+                .collect();
             Entry::new(i, i / 7, p)
         })
         .collect()
@@ -31,7 +33,11 @@ fn encode_v1(id: u64, entries: &[Entry]) -> Vec<u8> {
 
 fn all(stored: &[u8]) -> Vec<Entry> {
     let b = parse(stored).unwrap();
-    b.decode_all().unwrap().iter().flat_map(|f| f.range(0, u64::MAX).collect::<Vec<_>>()).collect()
+    b.decode_all()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.range(0, u64::MAX).collect::<Vec<_>>())
+        .collect()
 }
 
 #[test]
@@ -40,9 +46,24 @@ fn round_trip_across_frames_and_damage_detection() {
     let stored = encode(42, &es, &mut z()).unwrap();
     let b = parse(&stored).unwrap();
     assert_eq!((b.id, b.first, b.last()), (42, 10, 409));
-    assert!(b.frame_count() > 4, "400 x 268 raw bytes make several 16 KiB frames");
+    assert!(
+        b.frame_count() > 4,
+        "400 x 268 raw bytes make several 16 KiB frames"
+    );
     assert_eq!(all(&stored), es);
-    for pos in [0, 5, 13, 21, 25, 29, 33, V2_HEADER_LEN + 3, V2_HEADER_LEN + FRAME_SLOT_LEN + 9, stored.len() / 2, stored.len() - 1] {
+    for pos in [
+        0,
+        5,
+        13,
+        21,
+        25,
+        29,
+        33,
+        V2_HEADER_LEN + 3,
+        V2_HEADER_LEN + FRAME_SLOT_LEN + 9,
+        stored.len() / 2,
+        stored.len() - 1,
+    ] {
         let mut bad = stored.clone();
         bad[pos] ^= 0x40;
         let r = parse(&bad).and_then(|b| b.decode_all().map(|_| ()));
@@ -58,7 +79,11 @@ fn frames_are_cut_at_entry_boundaries_near_the_target() {
     let b = parse(&stored).unwrap();
     for f in b.decode_all().unwrap().iter().take(b.frame_count() - 1) {
         assert!(f.raw_len() as usize <= FRAME_TARGET_RAW, "{}", f.raw_len());
-        assert!(f.raw_len() as usize + 268 > FRAME_TARGET_RAW, "frame cut early: {}", f.raw_len());
+        assert!(
+            f.raw_len() as usize + 268 > FRAME_TARGET_RAW,
+            "frame cut early: {}",
+            f.raw_len()
+        );
     }
 }
 
@@ -123,10 +148,17 @@ fn packing_fills_a_page_bucket_and_leaves_the_rest() {
     assert!(built.entries < es.len());
     assert!(built.stored.len() <= (32 << 10) - REDB_LEAF_OVERHEAD);
     assert_eq!(allocated_bytes(built.stored.len() as u64), 32 << 10);
-    assert!(built.stored.len() > 28 << 10, "bucket under-filled: {}", built.stored.len());
+    assert!(
+        built.stored.len() > 28 << 10,
+        "bucket under-filled: {}",
+        built.stored.len()
+    );
     assert_eq!(all(&built.stored), es[..built.entries]);
     let raw: u64 = es[..built.entries].iter().map(raw_cost).sum();
-    assert_eq!(built.raw_len, raw + (BLOCK_FRAMING * parse(&built.stored).unwrap().frame_count()) as u64);
+    assert_eq!(
+        built.raw_len,
+        raw + (BLOCK_FRAMING * parse(&built.stored).unwrap().frame_count()) as u64
+    );
     // Fewer entries than a bucket's worth: all go in, and the block is not full.
     let small = encode_packed(1, &es[..20], packing, &mut z()).unwrap();
     assert_eq!((small.entries, small.full), (20, false));
@@ -149,7 +181,10 @@ fn a_trimmed_block_keeps_the_frames_of_its_prefix() {
 
 #[test]
 fn the_encoder_refuses_what_its_reader_would_reject() {
-    assert_eq!(encode(1, &[], &mut z()).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        encode(1, &[], &mut z()).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput
+    );
     // A frame holds one entry at most this big; build its payload from one slice per call.
     let huge = Entry {
         index: 1,
