@@ -117,7 +117,10 @@ impl Compactor {
         };
         // Raw block bytes, not ring accounting: a normal round needs one full block to move.
         let avail = st.ring.raw_bytes_in(start, end);
-        let threshold = cfg.compaction_trigger_bytes.max(cfg.block_target_bytes);
+        // A round must be able to fill a block, or it would move nothing and be tried again.
+        let threshold = cfg
+            .compaction_trigger_bytes
+            .max(block_packing(cfg.block_target_bytes).raw_cap);
         let compact = avail > 0 && (force || avail >= threshold || start <= required);
         let checkpoint_moved = committed.purged != st.purged || committed.cold_hi != st.cold.hi.max(cut);
         if !compact && !garbage_above && !purgeable && !checkpoint_moved {

@@ -49,7 +49,9 @@ pub struct Config {
     ///
     /// Default: 4. Accepted: any value; 0 deletes every retired segment.
     pub recycle_segments: usize,
-    /// Target uncompressed size of one cold block (a point read decompresses one block).
+    /// Stored (compressed) size a cold block is packed toward, rounded up to redb's page bucket
+    /// (2^k × 4 KiB); a block also ends at 16 times this many raw bytes (at most 8 MiB, or this
+    /// value if larger). A point read decompresses one ~16 KiB frame of a block, whatever this is.
     ///
     /// Default: 65536 (64 KiB). Accepted: 1024 (1 KiB) to 16777216 (16 MiB), both included.
     pub block_target_bytes: u64,

@@ -219,3 +219,167 @@ impl ColdReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::cold::block::Packing;
+    use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
+
+    /// About 2:1 compressible, like the bench's KV payloads (half noise, half a repeated byte).
+    fn entry(i: u64) -> Entry {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let p: Vec<u8> = (0..256)
+            .map(|k| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if k < 128 { x as u8 } else { b'v' }
+            })
+            .collect();
+        Entry::new(i, 1 + i / 1000, p)
+    }
+
+    /// A cold tier holding entries `1..=n` in blocks packed like the compactor packs them, and the
+    /// blocks' metas.
+    fn reader_with(n: u64, dir: &std::path::Path) -> (ColdReader, Vec<BlockMeta>) {
+        let (store, _, _) = ColdStore::open(&dir.join("cold.redb"), 1 << 20).unwrap();
+        let entries: Vec<Entry> = (1..=n).map(entry).collect();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let mut plan = CommitPlan::default();
+        let mut rest = &entries[..];
+        let mut id = 1;
+        while !rest.is_empty() {
+            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, 32 << 10), &mut z).unwrap();
+            let (chunk, after) = rest.split_at(b.entries);
+            let m = BlockMeta {
+                id,
+                first: chunk[0].index,
+                last: chunk[chunk.len() - 1].index,
+                raw_len: b.raw_len,
+                stored_len: b.stored.len() as u64,
+            };
+            plan.inserts.push((m, b.stored));
+            rest = after;
+            id += 1;
+        }
+        plan.checkpoint = Checkpoint {
+            cold_hi: n,
+            next_block_id: id,
+            ..Checkpoint::default()
+        };
+        store.commit(&plan, &BlockIndex::new()).unwrap();
+        let metas = plan.inserts.iter().map(|(m, _)| *m).collect();
+        (ColdReader::new(store, BlockCache::new(64 << 20)), metas)
+    }
+
+    fn metas_for(metas: &[BlockMeta], a: u64, b: u64) -> Vec<BlockMeta> {
+        metas
+            .iter()
+            .filter(|m| m.last >= a && m.first <= b)
+            .copied()
+            .collect()
+    }
+
+    #[test]
+    fn a_point_read_decodes_one_frame_and_a_second_one_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(3000, dir.path());
+        assert!(
+            metas.len() >= 2 && metas[0].last - metas[0].first > 100,
+            "blocks of several frames"
+        );
+        let decoded = || r.cache().inserted.load(Ordering::Relaxed);
+        for (k, i) in [777u64, 1, 2999, 1500].into_iter().enumerate() {
+            let before = decoded();
+            let got = r.fetch(i, i, &metas_for(&metas, i, i)).unwrap().unwrap();
+            assert_eq!(got, vec![entry(i)]);
+            assert_eq!(
+                decoded() - before,
+                1,
+                "read {k} of entry {i} decoded more than its frame"
+            );
+            let again = r.fetch(i, i, &metas_for(&metas, i, i)).unwrap().unwrap();
+            assert_eq!(again, vec![entry(i)]);
+            assert_eq!(decoded() - before, 1, "a cached frame was decoded again");
+        }
+        // Only the frames read are cached, and the accounting is theirs.
+        assert!(r.cache().bytes() <= 4 * (block::FRAME_TARGET_RAW as u64 + 128));
+    }
+
+    #[test]
+    fn range_reads_return_exactly_the_entries_in_order_across_frame_and_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(5000, dir.path());
+        assert!(metas.len() >= 4);
+        let b0 = metas[0].last;
+        for (a, b) in [
+            (1, 5000),
+            (b0 - 70, b0 + 70),
+            (b0, b0 + 1),
+            (2, 63),
+            (4000, 4999),
+            (1, 1),
+        ] {
+            let got = r.fetch(a, b, &metas_for(&metas, a, b)).unwrap().unwrap();
+            let want: Vec<Entry> = (a..=b).map(entry).collect();
+            assert_eq!(got.len(), want.len(), "[{a}, {b}]");
+            assert!(got == want, "[{a}, {b}] differs");
+        }
+        // Half cached (the reads above), half not: still exact.
+        r.cache().clear();
+        r.fetch(100, 200, &metas_for(&metas, 100, 200)).unwrap().unwrap();
+        let got = r.fetch(50, 3000, &metas_for(&metas, 50, 3000)).unwrap().unwrap();
+        assert!(got == (50..=3000).map(entry).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_range_read_decodes_only_the_frames_it_overlaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(3000, dir.path());
+        // 60 entries of 268 raw bytes span at most two 16 KiB frames.
+        r.fetch(1000, 1059, &metas_for(&metas, 1000, 1059))
+            .unwrap()
+            .unwrap();
+        assert!(r.cache().inserted.load(Ordering::Relaxed) <= 2);
+    }
+
+    #[test]
+    fn a_replaced_block_is_reported_as_a_stale_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(1000, dir.path());
+        let mut stale = metas[0];
+        stale.id += 100;
+        assert_eq!(r.fetch(1, 5, &[stale]).unwrap(), None);
+    }
+
+    #[test]
+    fn read_ahead_decodes_the_hinted_range_into_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(4000, dir.path());
+        let hints = r.start_read_ahead();
+        r.prefetch(Hint {
+            from: 2001,
+            to: 4000,
+            metas: metas_for(&metas, 2001, 4000),
+        });
+        r.stop_read_ahead();
+        r.read_ahead(hints);
+        let last = metas.last().unwrap();
+        assert!(
+            r.cache().contains(last.id, 4000)
+                && r.cache().contains(metas_for(&metas, 2001, 2001)[0].id, 2001)
+        );
+        let before = r.cache().inserted.load(Ordering::Relaxed);
+        r.fetch(2001, 4000, &metas_for(&metas, 2001, 4000))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.cache().inserted.load(Ordering::Relaxed),
+            before,
+            "the read found every frame decoded"
+        );
+    }
+}
