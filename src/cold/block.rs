@@ -215,14 +215,15 @@ fn raw_frame(entries: &[Entry]) -> Result<Vec<u8>, std::io::Error> {
 
 /// How many entries from the front of `entries` go into the next frame: up to
 /// [`FRAME_TARGET_RAW`] raw bytes, at least one entry, at most `raw_budget` raw bytes unless that
-/// leaves none.
-fn frame_len(entries: &[Entry], raw_budget: usize) -> usize {
+/// leaves none; and no entry after the one that brings the block to `block_left` raw bytes (the
+/// block's raw cap; the entry crossing it is the block's last, like the first release's blocks).
+fn frame_len(entries: &[Entry], raw_budget: usize, block_left: u64) -> usize {
     let cap = FRAME_TARGET_RAW.min(raw_budget);
     let mut raw = BLOCK_FRAMING;
     let mut n = 0;
     for e in entries {
         let c = ENTRY_FRAMING + e.payload.len();
-        if n > 0 && raw + c > cap {
+        if n > 0 && (raw + c > cap || raw as u64 >= block_left) {
             break;
         }
         raw += c;
@@ -260,7 +261,8 @@ pub(crate) fn encode_packed(
             full = true;
             break;
         }
-        let n = frame_len(&entries[pos..], usize::MAX);
+        let block_left = packing.raw_cap - raw_total;
+        let n = frame_len(&entries[pos..], usize::MAX, block_left);
         let raw = raw_frame(&entries[pos..pos + n])?;
         let mut bytes = zstd.compress(&raw)?;
         let mut frame = (n, raw.len());
@@ -271,7 +273,7 @@ pub(crate) fn encode_packed(
             full = true;
             let ratio = raw.len() as f64 / bytes.len().max(1) as f64;
             let budget = (room as f64 * ratio * 7.0 / 8.0) as usize;
-            let m = frame_len(&entries[pos..], budget);
+            let m = frame_len(&entries[pos..], budget, block_left);
             if m == n || m == 0 || BLOCK_FRAMING + ENTRY_FRAMING > budget {
                 break;
             }
