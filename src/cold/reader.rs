@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 
-use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 use rayon::prelude::*;
 
 use super::block::{self, BlockMeta, DecodedFrame};
@@ -19,6 +22,9 @@ use crate::proto::Entry;
 
 /// Read-ahead hints waiting for the thread; hints beyond its pace are dropped.
 const READ_AHEAD_QUEUE: usize = 4;
+/// Longest a reader waits for the read-ahead thread to finish a block it needs (the thread is
+/// decoding it; waiting is cheaper than decoding it twice on a busy machine).
+const READ_AHEAD_WAIT: Duration = Duration::from_millis(50);
 /// Fewest frames to decode that go to the thread pool: below this, handing the work over costs
 /// more than it saves (a 16 KiB frame decodes in about 15 µs here).
 const PARALLEL_MIN_FRAMES: usize = 3;
@@ -37,6 +43,10 @@ pub(crate) struct ColdReader {
     cache: BlockCache,
     /// Hints for the read-ahead thread, while it runs.
     hints: Mutex<Option<SyncSender<Hint>>>,
+    /// Blocks the read-ahead thread is decoding now; a reader that needs one waits on `loaded`
+    /// rather than decoding the same frames a second time.
+    loading: Mutex<HashSet<u64>>,
+    loaded: Condvar,
 }
 
 /// The part `[lo, hi]` of a read that one block serves, and the frames found for it so far.
@@ -55,6 +65,8 @@ impl ColdReader {
             store,
             cache,
             hints: Mutex::new(None),
+            loading: Mutex::new(HashSet::new()),
+            loaded: Condvar::new(),
         }
     }
 
@@ -69,7 +81,7 @@ impl ColdReader {
     /// Fetches the frames of `[a, b]` (cache first) and slices the entries out of them. `Ok(None)`:
     /// a block was replaced or deleted since the plan was made.
     pub(crate) fn fetch(&self, a: u64, b: u64, metas: &[BlockMeta]) -> Result<Option<Vec<Entry>>> {
-        let Some(parts) = self.load(a, b, metas)? else {
+        let Some(parts) = self.load(a, b, metas, true)? else {
             return Ok(None);
         };
         let mut out = Vec::with_capacity((b - a + 1) as usize);
@@ -89,8 +101,9 @@ impl ColdReader {
         Ok(Some(out))
     }
 
-    /// The frames covering `[a, b]`, per block, decoding (and caching) those the cache lacks.
-    fn load(&self, a: u64, b: u64, metas: &[BlockMeta]) -> Result<Option<Vec<Part>>> {
+    /// The frames covering `[a, b]`, per block, decoding (and caching) those the cache lacks; a
+    /// reader (`wait`) first lets the read-ahead thread finish a block it is decoding.
+    fn load(&self, a: u64, b: u64, metas: &[BlockMeta], wait: bool) -> Result<Option<Vec<Part>>> {
         let mut parts = Vec::with_capacity(metas.len());
         let mut next = a;
         for m in metas {
@@ -105,6 +118,9 @@ impl ColdReader {
                 frames: Vec::new(),
                 gap: None,
             };
+            if wait {
+                self.wait_for_read_ahead(m.id);
+            }
             let mut i = next;
             while i <= hi {
                 match self.cache.get(m.id, i) {
@@ -210,11 +226,33 @@ impl ColdReader {
         self.hints.lock().take();
     }
 
-    /// The read-ahead thread's body: decodes hinted ranges into the cache until hints stop.
+    /// Waits (bounded) while the read-ahead thread decodes block `id`.
+    fn wait_for_read_ahead(&self, id: u64) {
+        let mut loading = self.loading.lock();
+        while loading.contains(&id) {
+            if self.loaded.wait_for(&mut loading, READ_AHEAD_WAIT).timed_out() {
+                return;
+            }
+        }
+    }
+
+    /// The read-ahead thread's body: decodes hinted ranges into the cache, block by block (each
+    /// on the thread pool), until hints stop.
     pub(crate) fn read_ahead(&self, hints: Receiver<Hint>) {
         while let Ok(h) = hints.recv() {
-            if let Err(e) = self.load(h.from, h.to, &h.metas) {
-                tracing::warn!(error = %e, "read-ahead failed");
+            for m in &h.metas {
+                let (lo, hi) = (h.from.max(m.first), h.to.min(m.last));
+                if lo > hi || (self.cache.contains(m.id, lo) && self.cache.contains(m.id, hi)) {
+                    continue;
+                }
+                self.loading.lock().insert(m.id);
+                let r = self.load(lo, hi, std::slice::from_ref(m), false);
+                self.loading.lock().remove(&m.id);
+                self.loaded.notify_all();
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "read-ahead failed");
+                    break;
+                }
             }
         }
     }
