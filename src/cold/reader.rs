@@ -49,6 +49,23 @@ pub(crate) struct ColdReader {
     loaded: Condvar,
 }
 
+/// Whether decoding ahead can help: a range read already decodes on every core of the pool, so
+/// the read-ahead thread only has a core of its own from 4 cores up. Measured on 2 cores
+/// (follower-catchup, `docs/performance.md`): a read-ahead of the whole next range made the
+/// first cold read slower (3.5 ms against 2.6 ms without), the two competing for the same cores.
+fn read_ahead_pays() -> bool {
+    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAYS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 4))
+}
+
+/// Who decodes: a reader (on the pool when there are several frames, after letting the read-ahead
+/// thread finish a block it is on) or the read-ahead thread (alone, one block at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    Reader,
+    ReadAhead,
+}
+
 /// The part `[lo, hi]` of a read that one block serves, and the frames found for it so far.
 struct Part {
     meta: BlockMeta,
@@ -81,7 +98,7 @@ impl ColdReader {
     /// Fetches the frames of `[a, b]` (cache first) and slices the entries out of them. `Ok(None)`:
     /// a block was replaced or deleted since the plan was made.
     pub(crate) fn fetch(&self, a: u64, b: u64, metas: &[BlockMeta]) -> Result<Option<Vec<Entry>>> {
-        let Some(parts) = self.load(a, b, metas, true)? else {
+        let Some(parts) = self.load(a, b, metas, Caller::Reader)? else {
             return Ok(None);
         };
         let mut out = Vec::with_capacity((b - a + 1) as usize);
@@ -101,9 +118,8 @@ impl ColdReader {
         Ok(Some(out))
     }
 
-    /// The frames covering `[a, b]`, per block, decoding (and caching) those the cache lacks; a
-    /// reader (`wait`) first lets the read-ahead thread finish a block it is decoding.
-    fn load(&self, a: u64, b: u64, metas: &[BlockMeta], wait: bool) -> Result<Option<Vec<Part>>> {
+    /// The frames covering `[a, b]`, per block, decoding (and caching) those the cache lacks.
+    fn load(&self, a: u64, b: u64, metas: &[BlockMeta], caller: Caller) -> Result<Option<Vec<Part>>> {
         let mut parts = Vec::with_capacity(metas.len());
         let mut next = a;
         for m in metas {
@@ -118,7 +134,7 @@ impl ColdReader {
                 frames: Vec::new(),
                 gap: None,
             };
-            if wait {
+            if caller == Caller::Reader {
                 self.wait_for_read_ahead(m.id);
             }
             let mut i = next;
@@ -173,7 +189,7 @@ impl ColdReader {
                     .map(|f| (j, Arc::new(f)))
                     .map_err(|r| self.corrupt(&metas[j], r))
             };
-            let frames: Result<Vec<_>> = if jobs.len() >= PARALLEL_MIN_FRAMES {
+            let frames: Result<Vec<_>> = if jobs.len() >= PARALLEL_MIN_FRAMES && caller == Caller::Reader {
                 jobs.par_iter().map(decode).collect()
             } else {
                 jobs.iter().map(decode).collect()
@@ -200,9 +216,13 @@ impl ColdReader {
             .ok_or_else(|| Error::corruption_at_index(self.store.path(), m.first, "block to trim is missing"))
     }
 
-    /// Asks the read-ahead thread to decode `hint` into the cache, unless its ends are cached or
-    /// the thread is busy (read-ahead is a hint: dropping it costs only latency).
+    /// Asks the read-ahead thread to decode `hint` into the cache, unless its ends are cached, the
+    /// thread is busy (read-ahead is a hint: dropping it costs only latency), or the machine has
+    /// no core to spare for it ([`read_ahead_pays`]).
     pub(crate) fn prefetch(&self, hint: Hint) {
+        if !read_ahead_pays() {
+            return;
+        }
         let (Some(first), Some(last)) = (hint.metas.first(), hint.metas.last()) else {
             return;
         };
@@ -236,17 +256,21 @@ impl ColdReader {
         }
     }
 
-    /// The read-ahead thread's body: decodes hinted ranges into the cache, block by block (each
-    /// on the thread pool), until hints stop.
+    /// The read-ahead thread's body: decodes hinted ranges into the cache until hints stop.
+    ///
+    /// Blocks are decoded one at a time on this thread alone, last block first: a reader that asks
+    /// for the range before the thread is done decodes from the front on the pool, so the two meet
+    /// in the middle instead of racing over the same frames (measured: front-to-back read-ahead
+    /// made the follower-catchup cold read slower than none).
     pub(crate) fn read_ahead(&self, hints: Receiver<Hint>) {
         while let Ok(h) = hints.recv() {
-            for m in &h.metas {
+            for m in h.metas.iter().rev() {
                 let (lo, hi) = (h.from.max(m.first), h.to.min(m.last));
                 if lo > hi || (self.cache.contains(m.id, lo) && self.cache.contains(m.id, hi)) {
                     continue;
                 }
                 self.loading.lock().insert(m.id);
-                let r = self.load(lo, hi, std::slice::from_ref(m), false);
+                let r = self.load(lo, hi, std::slice::from_ref(m), Caller::ReadAhead);
                 self.loading.lock().remove(&m.id);
                 self.loaded.notify_all();
                 if let Err(e) = r {
@@ -397,13 +421,15 @@ mod tests {
     fn read_ahead_decodes_the_hinted_range_into_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let (r, metas) = reader_with(4000, dir.path());
-        let hints = r.start_read_ahead();
-        r.prefetch(Hint {
+        // The thread's body, fed directly (`prefetch` sends nothing on machines under 4 cores).
+        let (tx, hints) = std::sync::mpsc::sync_channel(1);
+        tx.send(Hint {
             from: 2001,
             to: 4000,
             metas: metas_for(&metas, 2001, 4000),
-        });
-        r.stop_read_ahead();
+        })
+        .unwrap();
+        drop(tx);
         r.read_ahead(hints);
         let last = metas.last().unwrap();
         assert!(
