@@ -231,7 +231,7 @@ impl Compactor {
                 .map_err(|e| Error::db(core.cold.store().path(), e))?;
             // A block that is not full waits for more entries, unless the round must flush it.
             let needed = rest[0].index <= snap.required;
-            if !built.full && !(snap.flush_partial || needed) {
+            if !(built.full || snap.flush_partial || needed) {
                 break;
             }
             let (chunk, after) = rest.split_at(built.entries);

@@ -57,9 +57,11 @@ pub(crate) const BLOCK_FRAMING: usize = 4;
 /// (`LeafBuilder::required_bytes` in `redb/src/tree_store/btree_base.rs`).
 pub(crate) const REDB_LEAF_OVERHEAD: usize = 16;
 /// redb's page size; a leaf takes 2^k of them.
+#[cfg(test)]
 pub(crate) const REDB_PAGE: usize = 4096;
 
 /// Bytes redb allocates for a stored block of `stored` bytes (its leaf, rounded up to 2^k pages).
+#[cfg(test)]
 pub(crate) fn allocated_bytes(stored: u64) -> u64 {
     let pages = (stored + REDB_LEAF_OVERHEAD as u64).div_ceil(REDB_PAGE as u64);
     pages.next_power_of_two() * REDB_PAGE as u64
