@@ -353,4 +353,35 @@ mod tests {
             assert!(cache.bytes() <= cache.capacity, "step {step}: over capacity");
         }
     }
+
+    /// Frames of one block are found by any index they hold, counted exactly, and all go when
+    /// their block is invalidated.
+    #[test]
+    fn frames_are_found_by_index_and_invalidated_with_their_block() {
+        let entries: Vec<Entry> = (1..=400).map(|i| Entry::new(i, 1, vec![i as u8; 256])).collect();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let stored = block::encode(9, &entries, &mut z).unwrap();
+        let parsed = block::parse(&stored).unwrap();
+        let frames: Vec<Arc<DecodedFrame>> = parsed.decode_all().unwrap().into_iter().map(Arc::new).collect();
+        assert!(frames.len() > 2);
+        let cache = BlockCache::new(1 << 20);
+        cache.insert(frames[1].clone());
+        let f1 = &frames[1];
+        assert!(cache.contains(9, f1.first) && cache.contains(9, f1.last()));
+        assert!(!cache.contains(9, f1.last() + 1) && !cache.contains(9, f1.first - 1));
+        assert_eq!(cache.get(9, f1.first + 1).map(|f| f.first), Some(f1.first));
+        assert!(cache.get(8, f1.first).is_none(), "another block's index");
+        for f in &frames {
+            cache.insert(f.clone());
+        }
+        let sum: u64 = frames.iter().map(|f| cost(f)).sum();
+        assert_eq!(cache.bytes(), sum);
+        cache.check().unwrap();
+        cache.insert(block(10, 100));
+        cache.invalidate(9);
+        assert!((1..=400).all(|i| !cache.contains(9, i)));
+        assert!(cache.contains(10, 1));
+        assert_eq!(cache.bytes(), cost(&block(10, 100)));
+        cache.check().unwrap();
+    }
 }
