@@ -57,9 +57,11 @@ pub struct Config {
     ///
     /// Default: 8388608 (8 MiB). Accepted: any value; 0 deletes every retired segment.
     pub recycle_bytes: u64,
-    /// Target uncompressed size of one cold block (a point read decompresses one block).
+    /// Largest uncompressed size of one cold block; a block also ends before its stored form
+    /// outgrows a 64 KiB redb page bucket. A point read decompresses one ~16 KiB frame of a
+    /// block, whatever this is.
     ///
-    /// Default: 65536 (64 KiB). Accepted: 1024 (1 KiB) to 16777216 (16 MiB), both included.
+    /// Default: 262144 (256 KiB). Accepted: 1024 (1 KiB) to 16777216 (16 MiB), both included.
     pub block_target_bytes: u64,
     /// zstd level for cold blocks (1 measured best on KV payloads: 4.3x at ~880 MB/s).
     ///
@@ -113,7 +115,7 @@ impl Default for Config {
             segment_bytes: 8 << 20,
             recycle_segments: 4,
             recycle_bytes: 8 << 20,
-            block_target_bytes: 64 << 10,
+            block_target_bytes: 256 << 10,
             compression_level: 1,
             compaction_trigger_bytes: 4 << 20,
             hot_tail_entries: 1024,

@@ -96,6 +96,49 @@ fn forge_block(id: u64, first: u64, count: u32, raw_len: u32, compressed: &[u8])
     h
 }
 
+/// A version-2 stored block with hostile header and frame-table fields but valid checksums: frames
+/// are `(first entry position, raw length, compressed bytes)`.
+fn forge_block_v2(id: u64, first: u64, count: u32, frames: &[(u32, u32, &[u8])]) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(b"TLB2");
+    h.extend_from_slice(&id.to_le_bytes());
+    h.extend_from_slice(&first.to_le_bytes());
+    h.extend_from_slice(&count.to_le_bytes());
+    h.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    for (pos, raw, bytes) in frames {
+        h.extend_from_slice(&pos.to_le_bytes());
+        h.extend_from_slice(&raw.to_le_bytes());
+        h.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        h.extend_from_slice(&crc32c::crc32c(bytes).to_le_bytes());
+    }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..32]), &h[36..]);
+    h[32..36].copy_from_slice(&crc.to_le_bytes());
+    for (_, _, bytes) in frames {
+        h.extend_from_slice(bytes);
+    }
+    h
+}
+
+/// Entries big enough that a block of them has several frames.
+fn multi_frame_entries_strategy() -> impl Strategy<Value = (u64, Vec<(u64, Vec<u8>)>)> {
+    (
+        1u64..u64::MAX / 2,
+        proptest::collection::vec(
+            (
+                any::<u64>(),
+                (0usize..6000, any::<u8>()).prop_map(|(n, b)| {
+                    (0..n)
+                        .map(|k| b.wrapping_add((k % 13) as u8))
+                        .collect::<Vec<u8>>()
+                }),
+            ),
+            1..40,
+        ),
+    )
+}
+
 /// Record bodies whose count/length fields claim far more than is there.
 fn hostile_bodies() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
@@ -219,6 +262,62 @@ proptest! {
     }
 
     #[test]
+    fn multi_frame_blocks_round_trip_and_damage_never_yields_a_wrong_entry(
+        id in any::<u64>(),
+        (first, es) in multi_frame_entries_strategy(),
+        muts in proptest::collection::vec(mutation(), 1..4),
+        (lo, len) in (0usize..40, 0usize..40),
+    ) {
+        let entries = to_entries(first, &es);
+        let stored = fuzzing::block_encode(id, &entries);
+        prop_assert_eq!(fuzzing::block_decode(&stored), Ok(entries.clone()));
+        let lo = lo % entries.len();
+        let hi = (lo + len).min(entries.len() - 1);
+        let (from, to) = (entries[lo].index, entries[hi].index);
+        let want = entries[lo..=hi].to_vec();
+        prop_assert_eq!(fuzzing::block_read(&stored, from, to), Ok(want.clone()));
+        let damaged = apply(stored.clone(), &muts);
+        if damaged != stored {
+            prop_assert!(fuzzing::block_decode(&damaged).is_err(), "damaged block accepted");
+            // A read of part of the block may not touch the damage, but what it returns is right.
+            if let Ok(got) = fuzzing::block_read(&damaged, from, to) {
+                prop_assert_eq!(got, want, "a damaged block returned a wrong entry");
+            }
+        }
+    }
+
+    #[test]
+    fn v2_block_decoder_never_panics_on_forged_frame_tables(
+        count in any::<u32>(),
+        first in any::<u64>(),
+        frames in proptest::collection::vec(
+            (any::<u32>(), 0u32..(1 << 22), proptest::collection::vec(any::<u8>(), 0..256), any::<bool>()),
+            0..6,
+        ),
+        from in any::<u64>(),
+        to in any::<u64>(),
+    ) {
+        let zs: Vec<(u32, u32, Vec<u8>)> = frames
+            .iter()
+            .map(|(pos, raw, bytes, compress)| {
+                let b = if *compress { zstd::bulk::compress(bytes, 1).unwrap() } else { bytes.clone() };
+                (*pos, *raw, b)
+            })
+            .collect();
+        let refs: Vec<(u32, u32, &[u8])> = zs.iter().map(|(p, r, b)| (*p, *r, b.as_slice())).collect();
+        let forged = forge_block_v2(1, first, count, &refs);
+        if let Ok(es) = fuzzing::block_decode(&forged) {
+            prop_assert_eq!(es.len() as u64, u64::from(count));
+            for (k, e) in es.iter().enumerate() {
+                prop_assert_eq!(e.index, first + k as u64);
+            }
+        }
+        if let Ok(es) = fuzzing::block_read(&forged, from.min(to), from.max(to)) {
+            prop_assert!(es.iter().all(|e| e.index >= from.min(to) && e.index <= from.max(to)));
+        }
+    }
+
+    #[test]
     fn config_parser_never_panics_and_accepts_only_valid_configs(
         text in "[a-z_ =\"0-9.\\n\\[\\]-]{0,200}",
         key in prop::sample::select(vec![
@@ -310,6 +409,11 @@ fn hostile_lengths_child() {
                 assert!(
                     fuzzing::block_decode(&forged).is_err(),
                     "forged block (count {count}, raw_len {raw_len}) decoded"
+                );
+                let forged = forge_block_v2(1, 1, count, &[(0, raw_len, frame)]);
+                assert!(
+                    fuzzing::block_decode(&forged).is_err(),
+                    "forged v2 block (count {count}, raw_len {raw_len}) decoded"
                 );
             }
         }

@@ -10,11 +10,12 @@ use crate::wal;
 
 /// Largest payload of one entry: 1 GiB − 16 MiB − 16 bytes (1,056,964,592 bytes).
 ///
-/// An entry must fit a cold block, and a cold block decompresses to at most 1 GiB (the block
-/// reader's limit). The compactor closes a block as soon as its raw size reaches
-/// `block_target_bytes` (at most 16 MiB), so a block holds less than that before its last entry;
-/// the rest of the 1 GiB is the last entry, its 12 bytes of block framing (offset and term) and the
-/// block's 4-byte end offset.
+/// An entry must fit a cold frame, and a frame decompresses to at most 1 GiB (the block reader's
+/// limit). Version-2 blocks give an entry bigger than a frame's 16 KiB target a frame of its own;
+/// the limit still leaves the room a version-1 block needed (its writer closed a block once its raw
+/// size reached `block_target_bytes`, at most 16 MiB, so it held less than that before its last
+/// entry; the rest of the 1 GiB is the last entry, its 12 bytes of framing (offset and term) and
+/// the 4-byte end offset).
 pub const MAX_ENTRY_BYTES: usize =
     block::MAX_RAW_LEN - MAX_BLOCK_TARGET_BYTES as usize - block::BLOCK_FRAMING - block::ENTRY_FRAMING;
 
@@ -154,7 +155,10 @@ mod tests {
             term: 1,
             payload: buf.clone(),
         };
-        let len = block::raw_len(&[filler, last]).unwrap();
+        // Version 1 (one frame per block, still read): the filled block plus the entry.
+        let len = block::frame_raw_len(&[filler, last.clone()]).unwrap();
         assert!(len <= block::MAX_RAW_LEN, "{len}");
+        // Version 2: an entry over the frame target gets a frame of its own.
+        assert!(block::frame_raw_len(&[last]).unwrap() <= block::MAX_RAW_LEN);
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::cold::block::BlockMeta;
+use crate::cold::reader::Hint;
 use crate::cold::store::{BlockIndex, Checkpoint};
 use crate::error::{Error, Result};
 use crate::hot::Ring;
@@ -51,13 +52,19 @@ pub(crate) struct LogState {
     pub in_flight: Option<Vec<ColdEffect>>,
 }
 
+/// Shortest cold range read whose successor is decoded ahead.
+const READ_AHEAD_MIN_ENTRIES: u64 = 32;
+/// Most blocks one read-ahead hint covers (about 12 MiB raw with the default packing).
+const READ_AHEAD_MAX_BLOCKS: usize = 64;
+
 /// What a read must fetch: hot entries already cloned, plus the cold blocks for `[cold_from, cold_to]`.
 pub(crate) struct ReadPlan {
     pub hot: Vec<Entry>,
     pub cold: Option<(u64, u64, Vec<BlockMeta>)>,
-    /// The cold block right after the last one planned, when the read ends in that block's last
-    /// quarter: a sequential scan will want it next, so it is worth decompressing ahead of time.
-    pub ahead: Option<BlockMeta>,
+    /// The range right after a cold range read, as long as it (within the cold tier): a sequential
+    /// reader (a follower catching up) will want it next, so it is worth decompressing ahead of
+    /// time. Point reads and short reads get none (they are rarely sequential).
+    pub ahead: Option<Hint>,
 }
 
 impl LogState {
@@ -363,12 +370,30 @@ impl LogState {
                 .collect();
             (a, to, metas)
         });
-        let ahead = cold.as_ref().and_then(|(_, to, metas)| {
-            let last = metas.last()?;
-            let near_end = *to >= last.last - (last.last - last.first) / 4;
-            let next = self.cold.blocks.range(last.last + 1..).next().map(|(_, m)| *m)?;
-            (near_end && next.first == last.last + 1 && next.first < rf && next.last <= self.cold.hi)
-                .then_some(next)
+        let ahead = cold.as_ref().and_then(|&(from, to, _)| {
+            let len = to - from + 1;
+            if to != b || len < READ_AHEAD_MIN_ENTRIES {
+                return None;
+            }
+            let end = to.saturating_add(len).min(rf - 1).min(self.cold.hi);
+            let metas: Vec<BlockMeta> = self
+                .cold
+                .blocks
+                .range(..=end)
+                .rev()
+                .take_while(|(_, m)| m.last > to)
+                .map(|(_, m)| *m)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .take(READ_AHEAD_MAX_BLOCKS)
+                .collect();
+            let last = metas.last()?.last.min(end);
+            (end > to && metas[0].first <= to + 1).then_some(Hint {
+                from: to + 1,
+                to: last,
+                metas,
+            })
         });
         ReadPlan { hot, cold, ahead }
     }

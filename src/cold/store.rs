@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use redb::{
     Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
 
-use super::block::{self, BlockMeta, DecodedBlock};
+use super::block::{self, BlockMeta};
 use crate::error::{Error, Result};
 use crate::proto::LogId;
 
@@ -259,14 +258,14 @@ impl ColdStore {
     /// Reads and decodes every stored block in key order, calling `f` with each (offline verify).
     pub(crate) fn for_each_block(
         &self,
-        mut f: impl FnMut(u64, std::result::Result<DecodedBlock, String>),
+        mut f: impl FnMut(u64, std::result::Result<block::Verified, String>),
     ) -> Result<()> {
         self.with_db(|db| {
             let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
             let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
             for row in table.iter().map_err(|e| self.err(e))? {
                 let (k, v) = row.map_err(|e| self.err(e))?;
-                f(k.value(), block::decode(v.value()));
+                f(k.value(), block::verify(v.value()));
             }
             Ok(())
         })
@@ -304,43 +303,41 @@ impl ColdStore {
         &self.path
     }
 
-    /// Reads the stored blocks of `metas` in one read transaction. A block that is gone or was
-    /// replaced by another (different id) yields `None`: the caller's view of the index is older than
-    /// the last commit and it must look again.
-    pub(crate) fn read_blocks(&self, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
+    /// Runs `f` on the stored bytes of the blocks of `metas` (`None` where no block starts at a
+    /// meta's first index), all read in one read transaction. The caller checks that each is the
+    /// block it planned (same id): its view of the index may be older than the last commit.
+    pub(crate) fn with_stored<T>(
+        &self,
+        metas: &[BlockMeta],
+        mut f: impl FnMut(&[Option<&[u8]>]) -> Result<T>,
+    ) -> Result<T> {
         crate::failpoints::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
         // A commit failing at the same moment (a full disk) makes redb refuse this read too: the
         // database is reopened (by this call or another) and the read tried again.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.with_db(|db| self.read_blocks_in(db, metas)) {
+            match self.with_db(|db| self.with_stored_in(db, metas, &mut f)) {
                 Err(Error::Io { .. } | Error::Database { .. }) if attempts < READ_ATTEMPTS => {}
                 r => return r,
             }
         }
     }
 
-    fn read_blocks_in(&self, db: &Db, metas: &[BlockMeta]) -> Result<Vec<Option<Arc<DecodedBlock>>>> {
+    fn with_stored_in<T>(
+        &self,
+        db: &Db,
+        metas: &[BlockMeta],
+        f: &mut impl FnMut(&[Option<&[u8]>]) -> Result<T>,
+    ) -> Result<T> {
         let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
         let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(metas.len());
+        let mut guards = Vec::with_capacity(metas.len());
         for m in metas {
-            let Some(guard) = table.get(m.first).map_err(|e| self.err(e))? else {
-                out.push(None);
-                continue;
-            };
-            let stored = guard.value();
-            let id = block::check(stored).map(|h| h.0);
-            if matches!(id, Ok(id) if id != m.id) {
-                out.push(None);
-                continue;
-            }
-            let decoded = block::decode(stored)
-                .map_err(|reason| Error::corruption_at_index(&self.path, m.first, reason))?;
-            out.push(Some(Arc::new(decoded)));
+            guards.push(table.get(m.first).map_err(|e| self.err(e))?);
         }
-        Ok(out)
+        let stored: Vec<Option<&[u8]>> = guards.iter().map(|g| g.as_ref().map(|g| g.value())).collect();
+        f(&stored)
     }
 
     /// Applies one round durably (fsync before returning).
