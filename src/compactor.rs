@@ -77,7 +77,9 @@ impl Compactor {
     /// is logged, not returned: the file keeps its size and the next try waits a whole interval.
     pub(crate) fn maybe_reclaim(&mut self, core: &Core) {
         let cfg = &core.config;
-        if cfg.reclaim_free_share >= 1.0 || core.is_closed() {
+        // A reclamation needs room for its own commits: after a failed write it waits for a round
+        // to commit again.
+        if cfg.reclaim_free_share >= 1.0 || core.is_closed() || core.cold.store().writes_failing() {
             return;
         }
         let interval = Duration::from_millis(cfg.reclaim_interval_ms);

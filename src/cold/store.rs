@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -137,10 +137,15 @@ impl ColdStore {
 
     /// Runs `f` on the open database, reopening it first if an earlier call met an I/O error.
     fn with_db<T>(&self, f: impl FnOnce(&Db) -> Result<T>) -> Result<T> {
-        if self.needs_reopen.load(Ordering::Acquire) {
-            self.reopen();
-        }
-        let guard = self.db.read();
+        let guard = if self.needs_reopen.load(Ordering::Acquire) {
+            // Downgraded, not released: a failing commit (the disk still full) cannot slip in
+            // between the reopen and this call's use of the fresh database and fail it again.
+            let mut guard = self.db.write();
+            self.reopen(&mut guard);
+            RwLockWriteGuard::downgrade(guard)
+        } else {
+            self.db.read()
+        };
         let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
         guarded(&self.path, || f(db)).inspect_err(|e| {
             if e.is_corruption() {
@@ -163,8 +168,7 @@ impl ColdStore {
 
     /// Closes the database redb has marked failed and opens it again (redb repairs it from the last
     /// commit). On failure the store stays without a database and the next call tries again.
-    fn reopen(&self) {
-        let mut guard = self.db.write();
+    fn reopen(&self, guard: &mut Option<Db>) {
         if self.closed.load(Ordering::Acquire) || !self.needs_reopen.load(Ordering::Acquire) {
             return;
         }
@@ -299,6 +303,11 @@ impl ColdStore {
         }
     }
 
+    /// The last write failed with an I/O error and no commit has succeeded since (a full disk, say).
+    pub(crate) fn writes_failing(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -344,10 +353,10 @@ impl ColdStore {
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
         crate::failpoints::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
         if self.degraded.load(Ordering::Acquire) {
+            let mut guard = self.db.write();
             if self.needs_reopen.load(Ordering::Acquire) {
-                self.reopen();
+                self.reopen(&mut guard);
             }
-            let guard = self.db.write();
             let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
             guarded(&self.path, || self.commit_in(db, plan, index)).inspect_err(|e| {
                 if e.is_corruption() {
@@ -434,11 +443,11 @@ impl ColdStore {
     /// in the middle leaves the last committed state, which the next open (or `reopen`) repairs.
     pub(crate) fn reclaim(&self) -> Result<Reclaimed> {
         crate::failpoints::io_fault("cold::reclaim").map_err(|e| Error::io(&self.path, e))?;
+        let mut guard = self.db.write();
         if self.needs_reopen.load(Ordering::Acquire) {
-            self.reopen();
+            self.reopen(&mut guard);
         }
         let before = self.file_bytes();
-        let mut guard = self.db.write();
         let start = Instant::now();
         let db = match guard.as_mut() {
             Some(Db::ReadWrite(db)) => db,
