@@ -247,14 +247,11 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
     check_after_reopen(dir.path(), config::tiny_forced_only(), &m).await;
 }
 
-/// A store written by the first release (write-ahead segments of version 1, `TLB1` cold blocks),
-/// kept under `tests/fixtures/store-v1`: entries 1..=600 in batches of 20 (batch k has term k + 1),
-/// 1..=300 compacted, then a purge through (3, 50), a truncation from 590, a hard state and an
-/// application-metadata blob, closed cleanly. It opens, reads back whole, verifies, and takes writes
-/// that survive the next open.
-#[tokio::test]
-async fn a_store_written_by_the_first_release_opens_and_reads() {
-    const FIXTURE_SEED: u64 = 0xF1C5;
+/// The seed of the fixture's payloads.
+const FIXTURE_SEED: u64 = 0xF1C5;
+
+/// A copy of `tests/fixtures/store-v1` and the model of what it holds.
+fn first_release_store() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     crate::support::copy_dir(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
@@ -266,6 +263,17 @@ async fn a_store_written_by_the_first_release_opens_and_reads() {
     }
     m.purge(tierlog::LogId::new(3, 50));
     m.truncate(590);
+    (dir, m)
+}
+
+/// A store written by the first release (write-ahead segments of version 1, `TLB1` cold blocks),
+/// kept under `tests/fixtures/store-v1`: entries 1..=600 in batches of 20 (batch k has term k + 1),
+/// 1..=300 compacted, then a purge through (3, 50), a truncation from 590, a hard state and an
+/// application-metadata blob, closed cleanly. It opens, reads back whole, verifies, and takes writes
+/// that survive the next open.
+#[tokio::test]
+async fn a_store_written_by_the_first_release_opens_and_reads() {
+    let (dir, mut m) = first_release_store();
     let check = |e: &TieredEngine, m: &Model| {
         let log = e.log_store();
         assert_eq!(log.last_index(), m.last_index());
@@ -311,18 +319,7 @@ async fn a_store_written_by_the_first_release_opens_and_reads() {
 #[tokio::test]
 async fn a_first_release_store_compacts_into_a_mix_of_block_versions() {
     use tierlog::LogStore;
-    const FIXTURE_SEED: u64 = 0xF1C5;
-    let dir = tempfile::tempdir().unwrap();
-    crate::support::copy_dir(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
-        dir.path(),
-    );
-    let mut m = Model::default();
-    for (k, first) in (1..=600u64).step_by(20).enumerate() {
-        m.persist(first, 20, k as u64 + 1);
-    }
-    m.purge(tierlog::LogId::new(3, 50));
-    m.truncate(590);
+    let (dir, mut m) = first_release_store();
     let check = |e: &TieredEngine, m: &Model, what: &str| {
         let log = e.log_store();
         assert_eq!(log.last_index(), m.last_index(), "{what}");
