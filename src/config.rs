@@ -85,10 +85,11 @@ pub struct Config {
     /// Default: [`RecoveryMode::TolerateTornTail`]. Accepted: the three [`RecoveryMode`]s, in TOML
     /// `"absolute_consistency"`, `"tolerate_torn_tail"` or `"tolerate_any_corruption"`.
     pub recovery_mode: RecoveryMode,
-    /// Share of the cold-tier file that must be free (estimated: file size minus the pages the
-    /// live blocks occupy) before the compactor gives the space back with a brief exclusive
-    /// compaction of the file, during which cold reads wait. Above one half, the slack redb leaves
-    /// after doubling the file never triggers it, so it runs after purges, not after growth.
+    /// Share of the cold-tier file's bytes on disk that must be free (estimated: its allocated
+    /// bytes minus the pages the live blocks occupy) before the compactor gives the space back
+    /// with a brief exclusive compaction of the file, during which cold reads wait. redb reuses
+    /// freed pages for new blocks, so in a steady state of appends and purges the free share stays
+    /// small; it grows when retention shrinks for good (large purges, truncations).
     ///
     /// Default: 0.5. Accepted: 0.0 to 1.0, both included; 1.0 never reclaims.
     pub reclaim_free_share: f64,

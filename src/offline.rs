@@ -72,7 +72,7 @@ pub struct Inspection {
     pub cold_stored_bytes: u64,
     /// Uncompressed / stored.
     pub compression_ratio: f64,
-    /// Size of the redb file.
+    /// Bytes the redb file takes on disk (allocated blocks), as [`Stats::redb_file_bytes`](crate::Stats::redb_file_bytes).
     pub redb_file_bytes: u64,
     /// Bytes of the redb file holding no live block content (free pages, page rounding, metadata);
     /// as [`Stats::redb_fragmented_bytes`](crate::Stats::redb_fragmented_bytes).

@@ -51,7 +51,7 @@ pub struct Stats {
     pub wal_segments: u64,
     /// Bytes of write-ahead segment files on disk.
     pub wal_bytes: u64,
-    /// Size of the redb file.
+    /// Bytes the redb file takes on disk (allocated blocks; redb's unwritten tail takes none).
     pub redb_file_bytes: u64,
     /// Bytes of the redb file that hold no live block content: free pages, the rounding of every
     /// block up to a power-of-two number of 4 KiB pages, and redb's metadata
@@ -59,7 +59,7 @@ pub struct Stats {
     /// blocks whose deletion has not been committed yet).
     pub redb_fragmented_bytes: u64,
     /// The part of `redb_fragmented_bytes` in free pages, which a reclamation gives back: the file
-    /// size minus the pages the blocks occupy, estimated from redb's allocation rule (it errs low).
+    /// bytes on disk minus the pages the blocks occupy, estimated from redb's allocation rule (it errs low).
     pub redb_free_bytes: u64,
     /// Reclamations run (brief exclusive compactions of the redb file, see `reclaim_free_share`).
     pub reclamations: u64,

@@ -431,9 +431,12 @@ impl ColdStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Size of the redb file.
+    /// Bytes the redb file takes on disk (its allocated blocks, as `du` counts them). Not its
+    /// length: redb extends the file ahead of use (doubling it while small) without writing the new
+    /// tail, which takes no space until pages there are written.
     pub(crate) fn file_bytes(&self) -> u64 {
-        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.path).map_or(0, |m| m.blocks() * 512)
     }
 
     /// Gives the file's free pages back to the filesystem: redb's `compact()` moves the pages in
