@@ -525,6 +525,13 @@ impl Block<'_> {
         self.frame_of(from)..=self.frame_of(to)
     }
 
+    /// Byte range of frame `i`'s compressed bytes in the stored block, and its raw length.
+    #[cfg(test)]
+    pub(crate) fn frame_bytes(&self, i: usize) -> (usize, usize, usize) {
+        let f = &self.frames[i];
+        (f.start, f.end, f.raw_len)
+    }
+
     /// Verifies and decompresses frame `i`, validating its offset table.
     pub(crate) fn decode_frame(&self, i: usize) -> Result<DecodedFrame, String> {
         let f = self

@@ -291,7 +291,7 @@ mod tests {
     use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
 
     /// About 2:1 compressible, like the bench's KV payloads (half noise, half a repeated byte).
-    fn entry(i: u64) -> Entry {
+    pub(super) fn entry(i: u64) -> Entry {
         let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let p: Vec<u8> = (0..256)
             .map(|k| {
@@ -306,7 +306,17 @@ mod tests {
 
     /// A cold tier holding entries `1..=n` in blocks packed like the compactor packs them, and the
     /// blocks' metas.
-    fn reader_with(n: u64, dir: &std::path::Path) -> (ColdReader, Vec<BlockMeta>) {
+    pub(super) fn reader_with(n: u64, dir: &std::path::Path) -> (ColdReader, Vec<BlockMeta>) {
+        reader_packed(n, dir, 32 << 10, entry)
+    }
+
+    /// [`reader_with`] with blocks packed to `bucket` stored bytes.
+    pub(super) fn reader_packed(
+        n: u64,
+        dir: &std::path::Path,
+        bucket: usize,
+        entry: impl Fn(u64) -> Entry,
+    ) -> (ColdReader, Vec<BlockMeta>) {
         let (store, _, _) = ColdStore::open(&dir.join("cold.redb"), 1 << 20).unwrap();
         let entries: Vec<Entry> = (1..=n).map(entry).collect();
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
@@ -314,7 +324,7 @@ mod tests {
         let mut rest = &entries[..];
         let mut id = 1;
         while !rest.is_empty() {
-            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, 32 << 10), &mut z).unwrap();
+            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, bucket), &mut z).unwrap();
             let (chunk, after) = rest.split_at(b.entries);
             let m = BlockMeta {
                 id,
@@ -444,6 +454,149 @@ mod tests {
             r.cache().inserted.load(Ordering::Relaxed),
             before,
             "the read found every frame decoded"
+        );
+    }
+}
+
+/// The peers benchmark's payload generator, for [`breakdown`].
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../cli/src/cli/payload.rs"]
+mod bench_payload;
+
+/// Where a cold read's time goes, part by part (`cargo test --release --lib -- --ignored
+/// --nocapture cold_read_breakdown`; figures in docs/performance.md). Not a timed test: it prints
+/// and asserts only that the reads are right.
+#[cfg(test)]
+mod breakdown {
+    use std::time::{Duration, Instant};
+
+    use super::tests::reader_packed;
+    use super::*;
+
+    use super::bench_payload as payload;
+
+    /// The peers benchmark's kv payloads (256 bytes, exact size, seed 42).
+    fn entry(i: u64) -> Entry {
+        static GEN: std::sync::OnceLock<payload::PayloadGen> = std::sync::OnceLock::new();
+        let g = GEN.get_or_init(|| payload::PayloadGen::new(payload::PayloadKind::Kv, 42, 256).unwrap().exact_size());
+        Entry::new(i, 1, g.payload(i, 1))
+    }
+
+    fn p50(mut v: Vec<Duration>) -> f64 {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    }
+
+    /// GNU dd's `nocache` drops the file's pages (the library has no fadvise of its own).
+    fn drop_page_cache(path: &std::path::Path) {
+        std::fs::File::open(path).unwrap().sync_all().unwrap();
+        let ok = std::process::Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    #[test]
+    #[ignore]
+    fn cold_read_breakdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 300_000u64;
+        // Packed like the compactor packs them (64 KiB page buckets), redb's cache as the peers
+        // long-retention engine's (64 MiB budget / 32).
+        let (r, metas) = reader_packed(n, dir.path(), 64 << 10, entry);
+        println!("{} blocks, {:.0} stored bytes each", metas.len(), metas.iter().map(|m| m.stored_len).sum::<u64>() as f64 / metas.len() as f64);
+        let meta_of = |i: u64| *metas.iter().find(|m| m.first <= i && i <= m.last).unwrap();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            1 + x % n
+        };
+        let samples = 3000;
+        let (mut tx, mut parse, mut crc, mut zstd_fresh, mut zstd_reuse, mut decode, mut insert, mut get, mut total) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut reuse = Vec::with_capacity(1 << 20);
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        for _ in 0..samples {
+            let i = rand();
+            let m = meta_of(i);
+            let t = Instant::now();
+            let stored = r.store.with_stored(&[m], |s| Ok(s[0].map(|b| b.len()))).unwrap();
+            tx.push(t.elapsed());
+            assert!(stored.is_some());
+            let copy = r.store.with_stored(&[m], |s| Ok(s[0].unwrap().to_vec())).unwrap();
+            let t = Instant::now();
+            let blk = block::parse(&copy).unwrap();
+            parse.push(t.elapsed());
+            let k = blk.frame_of(i);
+            let (fs, fe, raw_len) = blk.frame_bytes(k);
+            let t = Instant::now();
+            std::hint::black_box(crc32c::crc32c(&copy[fs..fe]));
+            crc.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(d.decompress(&copy[fs..fe], raw_len).unwrap());
+            zstd_fresh.push(t.elapsed());
+            let t = Instant::now();
+            reuse.clear();
+            d.decompress_to_buffer(&copy[fs..fe], &mut reuse).unwrap();
+            zstd_reuse.push(t.elapsed());
+            let t = Instant::now();
+            let f = Arc::new(blk.decode_frame(k).unwrap());
+            decode.push(t.elapsed());
+            let t = Instant::now();
+            r.cache.insert(f.clone());
+            insert.push(t.elapsed());
+            let t = Instant::now();
+            let e = f.get(i).unwrap();
+            get.push(t.elapsed());
+            assert_eq!(e, entry(i));
+            r.cache.clear();
+            let t = Instant::now();
+            let got = r.fetch(i, i, &[m]).unwrap().unwrap();
+            total.push(t.elapsed());
+            assert_eq!(got, vec![entry(i)]);
+            r.cache.clear();
+        }
+        println!(
+            "point read p50 µs: redb tx+get {:.1} | parse {:.2} | crc32c of frame {:.2} | zstd fresh buf {:.1} | \
+             zstd reused buf {:.1} | decode_frame {:.1} | cache insert {:.2} | entry {:.2} | fetch total {:.1}",
+            p50(tx),
+            p50(parse),
+            p50(crc),
+            p50(zstd_fresh),
+            p50(zstd_reuse),
+            p50(decode),
+            p50(insert),
+            p50(get),
+            p50(total)
+        );
+        // Cold 10k ranges, page cache dropped before each, cache empty.
+        let path = dir.path().join("cold.redb");
+        let mut cold = vec![];
+        let mut warm = vec![];
+        for k in 0..20u64 {
+            let (a, b) = (1 + k * 10_000, (k + 1) * 10_000);
+            let ms: Vec<BlockMeta> = metas.iter().filter(|m| m.last >= a && m.first <= b).copied().collect();
+            r.cache.clear();
+            drop_page_cache(&path);
+            let t = Instant::now();
+            let got = r.fetch(a, b, &ms).unwrap().unwrap();
+            cold.push(t.elapsed());
+            assert_eq!(got.len(), 10_000);
+            r.cache.clear();
+            let t = Instant::now();
+            let got = r.fetch(a, b, &ms).unwrap().unwrap();
+            warm.push(t.elapsed());
+            assert_eq!(got.len(), 10_000);
+        }
+        println!(
+            "10k range p50 µs: page cache dropped {:.0} | page cache warm {:.0} (frame cache empty in both)",
+            p50(cold),
+            p50(warm)
         );
     }
 }
