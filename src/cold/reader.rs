@@ -166,42 +166,49 @@ impl ColdReader {
         }
         let _span = tracing::debug_span!("cold_read", blocks = missing.len()).entered();
         let metas: Vec<BlockMeta> = missing.iter().map(|&k| parts[k].meta).collect();
-        let decoded = self.store.with_stored(&metas, |stored| {
-            let mut blocks = Vec::with_capacity(stored.len());
-            let mut jobs: Vec<(usize, usize)> = Vec::new();
-            for (j, s) in stored.iter().enumerate() {
-                let (m, p) = (&metas[j], &parts[missing[j]]);
-                let Some(s) = s else { return Ok(None) };
-                let blk = block::parse(s).map_err(|r| self.corrupt(m, r))?;
-                if blk.id != m.id || blk.last() < p.hi {
-                    return Ok(None);
-                }
-                if blk.first != m.first {
-                    return Err(self.corrupt(m, format!("block starts at index {}", blk.first)));
-                }
-                let from = p.gap.unwrap_or(p.lo);
-                jobs.extend(blk.frames_for(from, p.hi).map(|i| (j, i)));
-                blocks.push(blk);
+        // Verifies block `j`'s header and decodes the frames its part still needs; `None`: the
+        // block was replaced or deleted since the plan was made.
+        let decode_block = |j: usize, stored: Option<&[u8]>, pool: bool| -> Result<Option<Vec<Arc<DecodedFrame>>>> {
+            let (m, p) = (&metas[j], &parts[missing[j]]);
+            let Some(s) = stored else { return Ok(None) };
+            let blk = block::parse(s).map_err(|r| self.corrupt(m, r))?;
+            if blk.id != m.id || blk.last() < p.hi {
+                return Ok(None);
             }
-            let decode = |&(j, i): &(usize, usize)| {
-                blocks[j]
-                    .decode_frame(i)
-                    .map(|f| (j, Arc::new(f)))
-                    .map_err(|r| self.corrupt(&metas[j], r))
-            };
-            let frames: Result<Vec<_>> = if jobs.len() >= PARALLEL_MIN_FRAMES && caller == Caller::Reader {
-                jobs.par_iter().map(decode).collect()
+            if blk.first != m.first {
+                return Err(self.corrupt(m, format!("block starts at index {}", blk.first)));
+            }
+            let frames = blk.frames_for(p.gap.unwrap_or(p.lo), p.hi);
+            let decode = |i: usize| blk.decode_frame(i).map(Arc::new).map_err(|r| self.corrupt(m, r));
+            if pool && frames.clone().count() >= PARALLEL_MIN_FRAMES {
+                frames.into_par_iter().map(decode).collect::<Result<Vec<_>>>().map(Some)
             } else {
-                jobs.iter().map(decode).collect()
-            };
-            frames.map(Some)
-        })?;
+                frames.map(decode).collect::<Result<Vec<_>>>().map(Some)
+            }
+        };
+        let decoded: Option<Vec<Vec<Arc<DecodedFrame>>>> = if metas.len() >= 2 && caller == Caller::Reader {
+            // One task per block: each reads its block and decodes it, so disk reads overlap
+            // decompression and each other.
+            let per_block = self.store.map_stored_par(&metas, |j, s| decode_block(j, s, false))?;
+            per_block.into_iter().collect()
+        } else {
+            self.store.with_stored(&metas, |stored| {
+                let per_block = stored
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| decode_block(j, *s, caller == Caller::Reader))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(per_block.into_iter().collect())
+            })?
+        };
         let Some(decoded) = decoded else {
             return Ok(None);
         };
-        for (j, f) in decoded {
-            self.cache.insert(f.clone());
-            parts[missing[j]].frames.push(f);
+        for (j, frames) in decoded.into_iter().enumerate() {
+            for f in frames {
+                self.cache.insert(f.clone());
+                parts[missing[j]].frames.push(f);
+            }
         }
         Ok(Some(parts))
     }
