@@ -582,7 +582,9 @@ impl Block<'_> {
             }
         }
         buf.clear();
-        buf.reserve_exact(raw_len);
+        // Fallible: a forged frame can claim the length its slot claims (up to `MAX_RAW_LEN`).
+        buf.try_reserve_exact(raw_len)
+            .map_err(|e| format!("block frame {i} of {raw_len} bytes: {e}"))?;
         let raw = DECOMPRESSOR
             .with(|d| match d.borrow_mut().as_mut() {
                 Some(d) => d.decompress_to_buffer(bytes, &mut buf).map(|_| buf),
