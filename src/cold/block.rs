@@ -97,6 +97,7 @@ impl DecodedFrame {
         self.first + self.count - 1
     }
 
+    #[cfg(test)]
     pub(crate) fn raw_len(&self) -> u64 {
         self.raw.len() as u64
     }
@@ -574,12 +575,12 @@ impl Block<'_> {
         }
         // The frame's own header bounds the buffer too: a slot claiming more than the frame holds
         // must not make a reader reserve it.
-        if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes) {
-            if n != raw_len as u64 {
-                return Err(format!(
-                    "block frame {i} holds {n} bytes, its header says {raw_len}"
-                ));
-            }
+        if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes)
+            && n != raw_len as u64
+        {
+            return Err(format!(
+                "block frame {i} holds {n} bytes, its header says {raw_len}"
+            ));
         }
         buf.clear();
         // Fallible: a forged frame can claim the length its slot claims (up to `MAX_RAW_LEN`).
