@@ -34,6 +34,7 @@ pub struct Config {
     /// Default: 268435456 (256 MiB). Accepted: at least 1048576 (1 MiB).
     pub memory_budget_bytes: u64,
     /// Share of the memory budget given to the decompressed-block cache; the rest is the ring's.
+    /// A sixteenth of this share (at most 4 MiB) holds the cold reader's reusable frame buffers.
     ///
     /// Default: 0.25. Accepted: 0.0 to 0.9, both included.
     pub block_cache_fraction: f64,

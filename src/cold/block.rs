@@ -88,6 +88,8 @@ pub(crate) struct DecodedFrame {
     pub first: u64,
     count: u64,
     raw: Bytes,
+    /// Bytes the frame's buffer holds (its capacity: a reused buffer may be larger than `raw`).
+    held: u64,
 }
 
 impl DecodedFrame {
@@ -95,8 +97,14 @@ impl DecodedFrame {
         self.first + self.count - 1
     }
 
+    #[cfg(test)]
     pub(crate) fn raw_len(&self) -> u64 {
         self.raw.len() as u64
+    }
+
+    /// Heap bytes the decoded frame keeps alive (what the frame cache accounts).
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.held
     }
 
     fn offset(&self, i: usize) -> usize {
@@ -525,8 +533,31 @@ impl Block<'_> {
         self.frame_of(from)..=self.frame_of(to)
     }
 
+    /// Raw length frame `i`'s slot declares (0 for a frame the block lacks).
+    pub(crate) fn frame_raw_len(&self, i: usize) -> usize {
+        self.frames.get(i).map_or(0, |f| f.raw_len)
+    }
+
+    /// Byte range of frame `i`'s compressed bytes in the stored block, and its raw length.
+    #[cfg(test)]
+    pub(crate) fn frame_bytes(&self, i: usize) -> (usize, usize, usize) {
+        let f = &self.frames[i];
+        (f.start, f.end, f.raw_len)
+    }
+
     /// Verifies and decompresses frame `i`, validating its offset table.
     pub(crate) fn decode_frame(&self, i: usize) -> Result<DecodedFrame, String> {
+        self.decode_frame_into(i, Vec::new(), Bytes::from)
+    }
+
+    /// [`Block::decode_frame`] into `buf` (its contents are discarded; a reader passes a buffer
+    /// it reuses), which `own` turns into the frame's bytes once it checked out.
+    pub(crate) fn decode_frame_into(
+        &self,
+        i: usize,
+        mut buf: Vec<u8>,
+        own: impl FnOnce(Vec<u8>) -> Bytes,
+    ) -> Result<DecodedFrame, String> {
         let f = self
             .frames
             .get(i)
@@ -542,9 +573,22 @@ impl Block<'_> {
                 "block frame {i} is inconsistent ({count} entries, raw length {raw_len})"
             ));
         }
+        // The frame's own header bounds the buffer too: a slot claiming more than the frame holds
+        // must not make a reader reserve it.
+        if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(bytes)
+            && n != raw_len as u64
+        {
+            return Err(format!(
+                "block frame {i} holds {n} bytes, its header says {raw_len}"
+            ));
+        }
+        buf.clear();
+        // Fallible: a forged frame can claim the length its slot claims (up to `MAX_RAW_LEN`).
+        buf.try_reserve_exact(raw_len)
+            .map_err(|e| format!("block frame {i} of {raw_len} bytes: {e}"))?;
         let raw = DECOMPRESSOR
             .with(|d| match d.borrow_mut().as_mut() {
-                Some(d) => d.decompress(bytes, raw_len),
+                Some(d) => d.decompress_to_buffer(bytes, &mut buf).map(|_| buf),
                 None => zstd::bulk::decompress(bytes, raw_len),
             })
             .map_err(|e| format!("zstd: {e}"))?;
@@ -569,11 +613,13 @@ impl Block<'_> {
                 "block frame {i} offset table does not end at the frame's end"
             ));
         }
+        let held = raw.capacity() as u64;
         Ok(DecodedFrame {
             block: self.id,
             first: self.frame_first(i),
             count: count as u64,
-            raw: Bytes::from(raw),
+            raw: own(raw),
+            held,
         })
     }
 

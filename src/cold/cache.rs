@@ -67,11 +67,11 @@ pub(crate) struct BlockCache {
     clear_hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
-/// Accounted cost of one cached frame beyond its decompressed bytes.
+/// Accounted cost of one cached frame beyond its buffer.
 const SLOT_OVERHEAD: u64 = 128;
 
 fn cost(frame: &DecodedFrame) -> u64 {
-    frame.raw_len() + SLOT_OVERHEAD
+    frame.held_bytes() + SLOT_OVERHEAD
 }
 
 impl BlockCache {
@@ -86,6 +86,18 @@ impl BlockCache {
             #[cfg(test)]
             clear_hook: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Gives up `bytes` of the cache's capacity (to the reader's buffer pool, which the same share
+    /// of the budget pays for); returns the bytes given.
+    pub(crate) fn carve_out(&mut self, bytes: u64) -> u64 {
+        let given = bytes.min(self.capacity);
+        self.capacity -= given;
+        given
     }
 
     /// The cached frame of block `block` holding `index`, if any (counts a hit or a miss).

@@ -1,7 +1,9 @@
 //! The cold tier: zstd blocks in redb (`store`), their codec (`block`), the decompressed-block
-//! cache (`cache`) and the read path over both (`reader`).
+//! cache (`cache`), the reused buffers of decoded frames (`pool`) and the read path over them
+//! (`reader`).
 
 pub(crate) mod block;
 pub(crate) mod cache;
+pub(crate) mod pool;
 pub(crate) mod reader;
 pub(crate) mod store;

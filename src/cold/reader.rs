@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use super::block::{self, BlockMeta, DecodedFrame};
 use super::cache::BlockCache;
+use super::pool::FramePool;
 use super::store::ColdStore;
 use crate::error::{Error, Result};
 use crate::proto::Entry;
@@ -29,6 +30,16 @@ const READ_AHEAD_WAIT: Duration = Duration::from_millis(50);
 /// more than it saves (a 16 KiB frame decodes in about 15 µs here).
 const PARALLEL_MIN_FRAMES: usize = 3;
 
+/// Most frames a reader's decode inserts into the cache: a read missing more is a scan (a follower
+/// catching up reads each range once), whose frames would only evict those point readers reuse;
+/// its buffers go back to the pool once the reader drops the entries, and the next scan decodes
+/// into them instead of fresh pages.
+const SCAN_FRAMES: usize = 64;
+/// The buffer pool's share of the frame cache's capacity, and its cap: 4 MiB holds the frames of a
+/// 10,000-entry range of 256-byte entries.
+const POOL_SHARE_DIVISOR: u64 = 16;
+const POOL_MAX_BYTES: u64 = 4 << 20;
+
 /// A range a sequential reader will probably ask for next, with the blocks that hold it.
 #[derive(Clone, Debug)]
 pub(crate) struct Hint {
@@ -41,6 +52,8 @@ pub(crate) struct Hint {
 pub(crate) struct ColdReader {
     store: ColdStore,
     cache: BlockCache,
+    /// Buffers of frames no one holds any more, decoded into again.
+    pool: Arc<FramePool>,
     /// Hints for the read-ahead thread, while it runs.
     hints: Mutex<Option<SyncSender<Hint>>>,
     /// Blocks the read-ahead thread is decoding now; a reader that needs one waits on `loaded`
@@ -77,10 +90,13 @@ struct Part {
 }
 
 impl ColdReader {
-    pub(crate) fn new(store: ColdStore, cache: BlockCache) -> Self {
+    /// The pool's bytes come out of `cache`'s capacity.
+    pub(crate) fn new(store: ColdStore, mut cache: BlockCache) -> Self {
+        let pool = cache.carve_out((cache.capacity() / POOL_SHARE_DIVISOR).min(POOL_MAX_BYTES));
         ColdReader {
             store,
             cache,
+            pool: Arc::new(FramePool::new(pool)),
             hints: Mutex::new(None),
             loading: Mutex::new(HashSet::new()),
             loaded: Condvar::new(),
@@ -166,12 +182,12 @@ impl ColdReader {
         }
         let _span = tracing::debug_span!("cold_read", blocks = missing.len()).entered();
         let metas: Vec<BlockMeta> = missing.iter().map(|&k| parts[k].meta).collect();
-        let decoded = self.store.with_stored(&metas, |stored| {
-            let mut blocks = Vec::with_capacity(stored.len());
-            let mut jobs: Vec<(usize, usize)> = Vec::new();
-            for (j, s) in stored.iter().enumerate() {
+        // Verifies block `j`'s header and decodes the frames its part still needs; `None`: the
+        // block was replaced or deleted since the plan was made.
+        let decode_block =
+            |j: usize, stored: Option<&[u8]>, pool: bool| -> Result<Option<Vec<Arc<DecodedFrame>>>> {
                 let (m, p) = (&metas[j], &parts[missing[j]]);
-                let Some(s) = s else { return Ok(None) };
+                let Some(s) = stored else { return Ok(None) };
                 let blk = block::parse(s).map_err(|r| self.corrupt(m, r))?;
                 if blk.id != m.id || blk.last() < p.hi {
                     return Ok(None);
@@ -179,29 +195,50 @@ impl ColdReader {
                 if blk.first != m.first {
                     return Err(self.corrupt(m, format!("block starts at index {}", blk.first)));
                 }
-                let from = p.gap.unwrap_or(p.lo);
-                jobs.extend(blk.frames_for(from, p.hi).map(|i| (j, i)));
-                blocks.push(blk);
-            }
-            let decode = |&(j, i): &(usize, usize)| {
-                blocks[j]
-                    .decode_frame(i)
-                    .map(|f| (j, Arc::new(f)))
-                    .map_err(|r| self.corrupt(&metas[j], r))
+                let frames = blk.frames_for(p.gap.unwrap_or(p.lo), p.hi);
+                let decode = |i: usize| {
+                    blk.decode_frame_into(i, self.pool.take(blk.frame_raw_len(i)), |b| self.pool.own(b))
+                        .map(Arc::new)
+                        .map_err(|r| self.corrupt(m, r))
+                };
+                if pool && frames.clone().count() >= PARALLEL_MIN_FRAMES {
+                    frames
+                        .into_par_iter()
+                        .map(decode)
+                        .collect::<Result<Vec<_>>>()
+                        .map(Some)
+                } else {
+                    frames.map(decode).collect::<Result<Vec<_>>>().map(Some)
+                }
             };
-            let frames: Result<Vec<_>> = if jobs.len() >= PARALLEL_MIN_FRAMES && caller == Caller::Reader {
-                jobs.par_iter().map(decode).collect()
-            } else {
-                jobs.iter().map(decode).collect()
-            };
-            frames.map(Some)
-        })?;
+        let decoded: Option<Vec<Vec<Arc<DecodedFrame>>>> = if metas.len() >= 2 && caller == Caller::Reader {
+            // One task per block: each reads its block and decodes it, so disk reads overlap
+            // decompression and each other.
+            let per_block = self
+                .store
+                .map_stored_par(&metas, |j, s| decode_block(j, s, false))?;
+            per_block.into_iter().collect()
+        } else {
+            self.store.with_stored(&metas, |stored| {
+                let per_block = stored
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| decode_block(j, *s, caller == Caller::Reader))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(per_block.into_iter().collect())
+            })?
+        };
         let Some(decoded) = decoded else {
             return Ok(None);
         };
-        for (j, f) in decoded {
-            self.cache.insert(f.clone());
-            parts[missing[j]].frames.push(f);
+        let scan = caller == Caller::Reader && decoded.iter().map(Vec::len).sum::<usize>() > SCAN_FRAMES;
+        for (j, frames) in decoded.into_iter().enumerate() {
+            for f in frames {
+                if !scan {
+                    self.cache.insert(f.clone());
+                }
+                parts[missing[j]].frames.push(f);
+            }
         }
         Ok(Some(parts))
     }
@@ -291,7 +328,7 @@ mod tests {
     use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
 
     /// About 2:1 compressible, like the bench's KV payloads (half noise, half a repeated byte).
-    fn entry(i: u64) -> Entry {
+    pub(super) fn entry(i: u64) -> Entry {
         let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let p: Vec<u8> = (0..256)
             .map(|k| {
@@ -306,7 +343,17 @@ mod tests {
 
     /// A cold tier holding entries `1..=n` in blocks packed like the compactor packs them, and the
     /// blocks' metas.
-    fn reader_with(n: u64, dir: &std::path::Path) -> (ColdReader, Vec<BlockMeta>) {
+    pub(super) fn reader_with(n: u64, dir: &std::path::Path) -> (ColdReader, Vec<BlockMeta>) {
+        reader_packed(n, dir, 32 << 10, entry)
+    }
+
+    /// [`reader_with`] with blocks packed to `bucket` stored bytes.
+    pub(super) fn reader_packed(
+        n: u64,
+        dir: &std::path::Path,
+        bucket: usize,
+        entry: impl Fn(u64) -> Entry,
+    ) -> (ColdReader, Vec<BlockMeta>) {
         let (store, _, _) = ColdStore::open(&dir.join("cold.redb"), 1 << 20).unwrap();
         let entries: Vec<Entry> = (1..=n).map(entry).collect();
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
@@ -314,7 +361,7 @@ mod tests {
         let mut rest = &entries[..];
         let mut id = 1;
         while !rest.is_empty() {
-            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, 32 << 10), &mut z).unwrap();
+            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, bucket), &mut z).unwrap();
             let (chunk, after) = rest.split_at(b.entries);
             let m = BlockMeta {
                 id,
@@ -409,6 +456,31 @@ mod tests {
     }
 
     #[test]
+    fn a_scan_leaves_the_cache_alone_and_the_next_scan_decodes_into_its_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, metas) = reader_with(20_000, dir.path());
+        r.fetch(7, 7, &metas_for(&metas, 7, 7)).unwrap().unwrap();
+        let (cached, inserted) = (r.cache().bytes(), r.cache().inserted.load(Ordering::Relaxed));
+        assert!(cached > 0, "a point read's frame is cached");
+        let scan = |a: u64, b: u64| r.fetch(a, b, &metas_for(&metas, a, b)).unwrap().unwrap();
+        let got = scan(1000, 9000);
+        assert!(got == (1000..=9000).map(entry).collect::<Vec<_>>());
+        assert_eq!(r.cache().bytes(), cached, "a scan's frames are not cached");
+        assert_eq!(r.cache().inserted.load(Ordering::Relaxed), inserted);
+        assert_eq!(r.pool.kept(), 0, "the reader still holds the scan's buffers");
+        drop(got);
+        let kept = r.pool.kept();
+        assert!(kept > SCAN_FRAMES, "the scan's buffers came back ({kept})");
+        let got = scan(11_000, 19_000);
+        assert!(got == (11_000..=19_000).map(entry).collect::<Vec<_>>());
+        assert!(
+            r.pool.kept() < kept / 4,
+            "the second scan decoded into kept buffers"
+        );
+        assert!(r.pool.kept_bytes() <= POOL_MAX_BYTES);
+    }
+
+    #[test]
     fn a_replaced_block_is_reported_as_a_stale_plan() {
         let dir = tempfile::tempdir().unwrap();
         let (r, metas) = reader_with(1000, dir.path());
@@ -444,6 +516,188 @@ mod tests {
             r.cache().inserted.load(Ordering::Relaxed),
             before,
             "the read found every frame decoded"
+        );
+    }
+}
+
+/// The peers benchmark's payload generator, for [`breakdown`].
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../cli/src/cli/payload.rs"]
+mod bench_payload;
+
+/// Where a cold read's time goes, part by part (`cargo test --release --lib -- --ignored
+/// --nocapture cold_read_breakdown`; figures in docs/performance.md). Not a timed test: it prints
+/// and asserts only that the reads are right.
+#[cfg(test)]
+mod breakdown {
+    use std::time::{Duration, Instant};
+
+    use super::tests::reader_packed;
+    use super::*;
+
+    use super::bench_payload as payload;
+
+    /// The peers benchmark's kv payloads (256 bytes, exact size, seed 42).
+    fn entry(i: u64) -> Entry {
+        static GEN: std::sync::OnceLock<payload::PayloadGen> = std::sync::OnceLock::new();
+        let g = GEN.get_or_init(|| {
+            payload::PayloadGen::new(payload::PayloadKind::Kv, 42, 256)
+                .unwrap()
+                .exact_size()
+        });
+        Entry::new(i, 1, g.payload(i, 1))
+    }
+
+    fn p50(mut v: Vec<Duration>) -> f64 {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e6
+    }
+
+    /// GNU dd's `nocache` drops the file's pages (the library has no fadvise of its own).
+    fn drop_page_cache(path: &std::path::Path) {
+        std::fs::File::open(path).unwrap().sync_all().unwrap();
+        let ok = std::process::Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    #[test]
+    #[ignore]
+    fn cold_read_breakdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 300_000u64;
+        // Packed like the compactor packs them (64 KiB page buckets), redb's cache as the peers
+        // long-retention engine's (64 MiB budget / 32).
+        let (r, metas) = reader_packed(n, dir.path(), 64 << 10, entry);
+        println!(
+            "{} blocks, {:.0} stored bytes each",
+            metas.len(),
+            metas.iter().map(|m| m.stored_len).sum::<u64>() as f64 / metas.len() as f64
+        );
+        let meta_of = |i: u64| *metas.iter().find(|m| m.first <= i && i <= m.last).unwrap();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            1 + x % n
+        };
+        let samples = 3000;
+        let (
+            mut tx,
+            mut parse,
+            mut crc,
+            mut zstd_fresh,
+            mut zstd_reuse,
+            mut decode,
+            mut insert,
+            mut get,
+            mut total,
+        ) = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
+        let mut reuse = Vec::with_capacity(1 << 20);
+        let mut d = zstd::bulk::Decompressor::new().unwrap();
+        for _ in 0..samples {
+            let i = rand();
+            let m = meta_of(i);
+            let t = Instant::now();
+            let stored = r.store.with_stored(&[m], |s| Ok(s[0].map(|b| b.len()))).unwrap();
+            tx.push(t.elapsed());
+            assert!(stored.is_some());
+            let copy = r.store.with_stored(&[m], |s| Ok(s[0].unwrap().to_vec())).unwrap();
+            let t = Instant::now();
+            let blk = block::parse(&copy).unwrap();
+            parse.push(t.elapsed());
+            let k = blk.frame_of(i);
+            let (fs, fe, raw_len) = blk.frame_bytes(k);
+            let t = Instant::now();
+            std::hint::black_box(crc32c::crc32c(&copy[fs..fe]));
+            crc.push(t.elapsed());
+            // Alternate which goes first: the first decompression also brings the compressed
+            // bytes into the CPU cache.
+            let fresh_first = tx.len() % 2 == 0;
+            for k in 0..2 {
+                if (k == 0) == fresh_first {
+                    let t = Instant::now();
+                    std::hint::black_box(d.decompress(&copy[fs..fe], raw_len).unwrap());
+                    zstd_fresh.push(t.elapsed());
+                } else {
+                    let t = Instant::now();
+                    reuse.clear();
+                    d.decompress_to_buffer(&copy[fs..fe], &mut reuse).unwrap();
+                    zstd_reuse.push(t.elapsed());
+                }
+            }
+            let t = Instant::now();
+            let f = Arc::new(blk.decode_frame(k).unwrap());
+            decode.push(t.elapsed());
+            let t = Instant::now();
+            r.cache.insert(f.clone());
+            insert.push(t.elapsed());
+            let t = Instant::now();
+            let e = f.get(i).unwrap();
+            get.push(t.elapsed());
+            assert_eq!(e, entry(i));
+            r.cache.clear();
+            let t = Instant::now();
+            let got = r.fetch(i, i, &[m]).unwrap().unwrap();
+            total.push(t.elapsed());
+            assert_eq!(got, vec![entry(i)]);
+            r.cache.clear();
+        }
+        println!(
+            "point read p50 µs: redb tx+get {:.1} | parse {:.2} | crc32c of frame {:.2} | zstd fresh buf {:.1} | \
+             zstd reused buf {:.1} | decode_frame {:.1} | cache insert {:.2} | entry {:.2} | fetch total {:.1}",
+            p50(tx),
+            p50(parse),
+            p50(crc),
+            p50(zstd_fresh),
+            p50(zstd_reuse),
+            p50(decode),
+            p50(insert),
+            p50(get),
+            p50(total)
+        );
+        // Cold 10k ranges, page cache dropped before each, cache empty.
+        let path = dir.path().join("cold.redb");
+        let mut cold = vec![];
+        let mut warm = vec![];
+        for k in 0..20u64 {
+            let (a, b) = (1 + k * 10_000, (k + 1) * 10_000);
+            let ms: Vec<BlockMeta> = metas
+                .iter()
+                .filter(|m| m.last >= a && m.first <= b)
+                .copied()
+                .collect();
+            r.cache.clear();
+            drop_page_cache(&path);
+            let t = Instant::now();
+            let got = r.fetch(a, b, &ms).unwrap().unwrap();
+            cold.push(t.elapsed());
+            assert_eq!(got.len(), 10_000);
+            r.cache.clear();
+            let t = Instant::now();
+            let got = r.fetch(a, b, &ms).unwrap().unwrap();
+            warm.push(t.elapsed());
+            assert_eq!(got.len(), 10_000);
+        }
+        println!(
+            "10k range p50 µs: page cache dropped {:.0} | page cache warm {:.0} (frame cache empty in both)",
+            p50(cold),
+            p50(warm)
         );
     }
 }

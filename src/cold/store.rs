@@ -349,6 +349,40 @@ impl ColdStore {
         f(&stored)
     }
 
+    /// Runs `f(j, stored)` for each block of `metas` on rayon's pool, all read in one read
+    /// transaction (`stored`: `None` where no block starts at the meta's first index). Each block
+    /// is read by the thread that then decodes it, so one block's disk read overlaps another's
+    /// decompression and two reads are in flight at once (a range read after the page cache was
+    /// dropped spent about 40 % of its time waiting on one read at a time).
+    pub(crate) fn map_stored_par<T: Send>(
+        &self,
+        metas: &[BlockMeta],
+        f: impl Fn(usize, Option<&[u8]>) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        use rayon::prelude::*;
+        crate::failpoints::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let r = self.with_db(|db| {
+                let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
+                let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+                (0..metas.len())
+                    .into_par_iter()
+                    .with_max_len(1)
+                    .map(|j| {
+                        let g = table.get(metas[j].first).map_err(|e| self.err(e))?;
+                        f(j, g.as_ref().map(|g| g.value()))
+                    })
+                    .collect()
+            });
+            match r {
+                Err(Error::Io { .. } | Error::Database { .. }) if attempts < READ_ATTEMPTS => {}
+                r => return r,
+            }
+        }
+    }
+
     /// Applies one round durably (fsync before returning).
     pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
         crate::failpoints::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
