@@ -3,5 +3,6 @@
 
 pub(crate) mod block;
 pub(crate) mod cache;
+pub(crate) mod dict;
 pub(crate) mod reader;
 pub(crate) mod store;

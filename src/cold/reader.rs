@@ -166,13 +166,14 @@ impl ColdReader {
         }
         let _span = tracing::debug_span!("cold_read", blocks = missing.len()).entered();
         let metas: Vec<BlockMeta> = missing.iter().map(|&k| parts[k].meta).collect();
+        let dicts = self.store.dictionaries();
         let decoded = self.store.with_stored(&metas, |stored| {
             let mut blocks = Vec::with_capacity(stored.len());
             let mut jobs: Vec<(usize, usize)> = Vec::new();
             for (j, s) in stored.iter().enumerate() {
                 let (m, p) = (&metas[j], &parts[missing[j]]);
                 let Some(s) = s else { return Ok(None) };
-                let blk = block::parse(s).map_err(|r| self.corrupt(m, r))?;
+                let blk = block::parse(s, &dicts).map_err(|r| self.corrupt(m, r))?;
                 if blk.id != m.id || blk.last() < p.hi {
                     return Ok(None);
                 }
@@ -314,7 +315,7 @@ mod tests {
         let mut rest = &entries[..];
         let mut id = 1;
         while !rest.is_empty() {
-            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, 32 << 10), &mut z).unwrap();
+            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, 32 << 10), &mut z, None).unwrap();
             let (chunk, after) = rest.split_at(b.entries);
             let m = BlockMeta {
                 id,
