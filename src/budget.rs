@@ -26,7 +26,7 @@ pub(crate) struct Budget {
     /// third above the budget while the engine's live heap stayed inside it.
     unseen: u64,
     /// The cold tier's compression dictionary once trained: its bytes and zstd's decoding and
-    /// compression tables (about 170 KiB for the default 32 KiB at level 1; several MiB at level 19).
+    /// compression tables (about 125 KiB for the default 16 KiB at level 1; over 0.5 MiB from level 3 up).
     dictionary: u64,
 }
 
@@ -40,7 +40,10 @@ impl Budget {
             redb_cache: (config.memory_budget_bytes / 32).clamp(256 << 10, 16 << 20),
             round: (config.memory_budget_bytes / 8).min(2 * MAX_ROUND_RAW_BYTES),
             unseen: config.memory_budget_bytes / UNSEEN_DIVISOR,
-            dictionary: crate::cold::dict::memory_estimate(config.dictionary_bytes as usize, config.compression_level),
+            dictionary: crate::cold::dict::memory_estimate(
+                config.dictionary_bytes as usize,
+                config.compression_level,
+            ),
         }
     }
 

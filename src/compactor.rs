@@ -94,7 +94,9 @@ impl Compactor {
             if self.encoder.as_ref().map(DictionaryEncoder::id) != Some(d.id()) {
                 self.encoder = d
                     .encoder(self.level)
-                    .inspect_err(|e| tracing::warn!(error = %e, "preparing the compression dictionary failed"))
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "preparing the compression dictionary failed"),
+                    )
                     .ok();
             }
             return;
@@ -112,11 +114,13 @@ impl Compactor {
             return;
         }
         let started = Instant::now();
-        let trained = self.samples(core, blocks, cfg.dictionary_training_bytes).and_then(|samples| {
-            let bytes = dict::train(&samples, cfg.dictionary_bytes as usize)
-                .map_err(|e| format!("zstd training on {} samples: {e}", samples.len()))?;
-            Dictionary::new(dict::FIRST_ID, bytes)
-        });
+        let trained = self
+            .samples(core, blocks, cfg.dictionary_training_bytes)
+            .and_then(|samples| {
+                let bytes = dict::train(&samples, cfg.dictionary_bytes as usize)
+                    .map_err(|e| format!("zstd training on {} samples: {e}", samples.len()))?;
+                Dictionary::new(dict::FIRST_ID, bytes)
+            });
         match trained {
             Ok(d) => {
                 tracing::info!(
@@ -128,7 +132,9 @@ impl Compactor {
                 let d = Arc::new(d);
                 self.encoder = d
                     .encoder(self.level)
-                    .inspect_err(|e| tracing::warn!(error = %e, "preparing the compression dictionary failed"))
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "preparing the compression dictionary failed"),
+                    )
                     .ok();
                 if self.encoder.is_some() {
                     // Known to readers before the commit storing it (see `ColdStore::add_dictionary`).
@@ -145,7 +151,12 @@ impl Compactor {
 
     /// The raw frames of the newest cold blocks, about `want` raw bytes of them: the store's own
     /// data, as the dictionary will see it.
-    fn samples(&self, core: &Core, blocks: &BlockIndex, want: u64) -> std::result::Result<Vec<Vec<u8>>, String> {
+    fn samples(
+        &self,
+        core: &Core,
+        blocks: &BlockIndex,
+        want: u64,
+    ) -> std::result::Result<dict::Samples, String> {
         let mut metas = Vec::new();
         let mut raw = 0;
         for m in blocks.values().rev() {
@@ -159,12 +170,12 @@ impl Compactor {
         let dicts = store.dictionaries();
         store
             .with_stored(&metas, |stored| {
-                let mut samples = Vec::new();
+                let mut samples = dict::Samples::default();
                 for s in stored.iter().flatten() {
                     let frames = block::parse(s, &dicts)
                         .and_then(|b| b.decode_all())
                         .map_err(|r| Error::db(store.path(), r))?;
-                    samples.extend(frames.iter().map(|f| f.raw().to_vec()));
+                    frames.iter().for_each(|f| samples.push(f.raw()));
                 }
                 Ok(samples)
             })

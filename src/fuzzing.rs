@@ -60,13 +60,15 @@ pub(crate) const DICTIONARY_ID: u32 = dict::FIRST_ID;
 fn dictionaries() -> &'static (Dictionaries, DictionaryEncoder) {
     static D: OnceLock<(Dictionaries, DictionaryEncoder)> = OnceLock::new();
     D.get_or_init(|| {
-        let samples: Vec<Vec<u8>> = (0..300u64)
-            .map(|i| {
-                format!("PUT user:{i} {{\"name\":\"n{}\",\"city\":\"c{}\"}};", i % 31, i % 7)
-                    .repeat(1 + (i % 9) as usize)
-                    .into_bytes()
-            })
-            .collect();
+        let mut samples = dict::Samples::default();
+        for i in 0..300u64 {
+            let s = format!(
+                "PUT user:{i} {{\"name\":\"n{}\",\"city\":\"c{}\"}};",
+                i % 31,
+                i % 7
+            );
+            samples.push(s.repeat(1 + (i % 9) as usize).as_bytes());
+        }
         let bytes = dict::train(&samples, 2048).unwrap_or_else(|e| panic!("zstd training: {e}"));
         let d = Dictionary::new(DICTIONARY_ID, bytes).unwrap_or_else(|e| panic!("{e}"));
         let enc = d.encoder(1).unwrap_or_else(|e| panic!("zstd: {e}"));
@@ -113,7 +115,10 @@ pub(crate) fn block_encode_with_dictionary(id: u64, entries: &[Entry]) -> Vec<u8
 /// Compresses `raw` with the dictionary [`DICTIONARY_ID`] (to forge frames that name it).
 pub(crate) fn compress_with_dictionary(raw: &[u8]) -> Vec<u8> {
     let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
-    dictionaries().1.compress(&mut z, raw).unwrap_or_else(|e| panic!("zstd: {e}"))
+    dictionaries()
+        .1
+        .compress(&mut z, raw)
+        .unwrap_or_else(|e| panic!("zstd: {e}"))
 }
 
 /// A version-1 stored block's checksum over its header and compressed bytes, as the reader computes it,

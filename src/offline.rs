@@ -273,12 +273,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
         } else {
             raw as f64 / stored as f64
         },
-        dictionary_bytes: log
-            .cold
-            .store()
-            .dictionaries()
-            .current()
-            .map(|d| d.len() as u64),
+        dictionary_bytes: log.cold.store().dictionaries().current().map(|d| d.len() as u64),
         redb_file_bytes,
         redb_fragmented_bytes: redb_file_bytes
             .saturating_sub(st.cold.blocks.values().map(|m| m.stored_len).sum()),
@@ -319,7 +314,10 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     }
     // Damage no block may need yet (a block naming the dictionary fails below anyway).
     if let Some((_, reason)) = log.cold.store().dictionaries().damaged().next() {
-        return Err(Error::corruption_of_file(log.cold.store().path(), reason.to_string()));
+        return Err(Error::corruption_of_file(
+            log.cold.store().path(),
+            reason.to_string(),
+        ));
     }
     let index = log.state.cold.blocks.clone();
     let mut first_error: Option<Error> = None;

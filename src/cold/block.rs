@@ -531,13 +531,25 @@ thread_local! {
 
 /// Decompresses one frame of exactly `raw_len` bytes with `dict`, on this thread's context.
 fn decompress_with(bytes: &[u8], raw_len: usize, dict: &Dictionary) -> Result<Vec<u8>, String> {
+    // Our frames record their size: checked before the buffer is reserved, so a frame claiming
+    // another size costs no allocation.
+    match zstd::zstd_safe::get_frame_content_size(bytes) {
+        Ok(Some(n)) if n == raw_len as u64 => {}
+        _ => {
+            return Err(format!(
+                "zstd frame does not record the {raw_len} raw bytes its slot says"
+            ));
+        }
+    }
     let mut raw = Vec::new();
     raw.try_reserve_exact(raw_len)
         .map_err(|e| format!("no memory for a {raw_len}-byte frame: {e}"))?;
     let ddict = dict.decoder().as_ddict();
     let r = DICT_DECOMPRESSOR.with(|d| match d.borrow_mut().as_mut() {
         Some(d) => Some(d.decompress_using_ddict(&mut raw, bytes, ddict)),
-        None => zstd::zstd_safe::DCtx::try_create().map(|mut d| d.decompress_using_ddict(&mut raw, bytes, ddict)),
+        None => {
+            zstd::zstd_safe::DCtx::try_create().map(|mut d| d.decompress_using_ddict(&mut raw, bytes, ddict))
+        }
     });
     match r {
         Some(Ok(_)) => Ok(raw),

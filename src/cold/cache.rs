@@ -223,7 +223,12 @@ mod tests {
     fn block(id: u64, payload: usize) -> Arc<DecodedFrame> {
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
         let stored = block::encode(id, &[Entry::new(1, 1, vec![7u8; payload])], &mut z).unwrap();
-        Arc::new(block::parse(&stored, &crate::cold::dict::NONE).unwrap().decode_frame(0).unwrap())
+        Arc::new(
+            block::parse(&stored, &crate::cold::dict::NONE)
+                .unwrap()
+                .decode_frame(0)
+                .unwrap(),
+        )
     }
 
     impl BlockCache {

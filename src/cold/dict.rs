@@ -109,7 +109,11 @@ impl DictionaryEncoder {
 
     /// Compresses `raw` with the dictionary, reusing the context `zstd` (its level is the
     /// dictionary's, fixed when the tables were built).
-    pub(crate) fn compress(&self, zstd: &mut zstd::bulk::Compressor<'_>, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn compress(
+        &self,
+        zstd: &mut zstd::bulk::Compressor<'_>,
+        raw: &[u8],
+    ) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(zstd::compress_bound(raw.len()));
         zstd.context_mut()
             .compress_using_cdict(&mut out, raw, self.encoder.as_cdict())
@@ -195,10 +199,35 @@ pub(crate) fn memory_estimate(len: usize, level: i32) -> u64 {
     (len + decoder + encoder) as u64
 }
 
-/// Trains a dictionary of at most `max_bytes` from `samples` (raw frames). Fails when zstd finds
-/// too little to train on.
-pub(crate) fn train(samples: &[Vec<u8>], max_bytes: usize) -> std::io::Result<Vec<u8>> {
-    zstd::dict::from_samples(samples, max_bytes)
+/// Training samples: raw frames, one after the other in one buffer (zstd's trainer takes them so;
+/// one buffer rather than one allocation per frame keeps the round's memory at the samples' size).
+#[derive(Default)]
+pub(crate) struct Samples {
+    bytes: Vec<u8>,
+    sizes: Vec<usize>,
+}
+
+impl Samples {
+    pub(crate) fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.sizes.push(frame.len());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    /// Raw bytes held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Trains a dictionary of at most `max_bytes` from `samples`. Fails when zstd finds too little to
+/// train on.
+pub(crate) fn train(samples: &Samples, max_bytes: usize) -> std::io::Result<Vec<u8>> {
+    zstd::dict::from_continuous(&samples.bytes, &samples.sizes, max_bytes)
 }
 
 #[cfg(test)]
@@ -206,13 +235,19 @@ mod tests {
     use super::*;
 
     fn sample(i: u64) -> Vec<u8> {
-        format!("PUT user:{i} {{\"name\":\"n{}\",\"city\":\"c{}\",\"age\":{}}}", i % 97, i % 13, i % 80)
-            .repeat(40)
-            .into_bytes()
+        format!(
+            "PUT user:{i} {{\"name\":\"n{}\",\"city\":\"c{}\",\"age\":{}}}",
+            i % 97,
+            i % 13,
+            i % 80
+        )
+        .repeat(40)
+        .into_bytes()
     }
 
     fn trained() -> Dictionary {
-        let samples: Vec<Vec<u8>> = (0..400).map(sample).collect();
+        let mut samples = Samples::default();
+        (0..400).for_each(|i| samples.push(&sample(i)));
         Dictionary::new(FIRST_ID, train(&samples, 4096).unwrap()).unwrap()
     }
 
@@ -237,7 +272,10 @@ mod tests {
             let actual = d.memory_bytes() + d.encoder(level).unwrap().memory_bytes();
             let estimate = memory_estimate(d.len(), level);
             assert!(actual <= estimate, "level {level}: {actual} > {estimate}");
-            assert!(estimate < actual + actual / 4, "level {level}: {estimate} far above {actual}");
+            assert!(
+                estimate < actual + actual / 4,
+                "level {level}: {estimate} far above {actual}"
+            );
         }
         assert_eq!(memory_estimate(0, 1), 0);
     }
@@ -253,5 +291,68 @@ mod tests {
         assert!(ds.get(2).unwrap_err().contains("checksum mismatch"));
         // The newest is damaged: new blocks use none rather than an older one.
         assert!(ds.current().is_none());
+    }
+}
+
+/// The measurement behind the defaults (`docs/performance.md`, "Compression dictionary"): over the
+/// frames of a store written without a dictionary, the stored/raw ratio of every seventh frame
+/// without and with dictionaries of several sizes trained from the store's first N MiB of frames.
+/// `TIERLOG_DICT_STORE=DIR/cold.redb cargo test --release --lib training_choices -- --ignored --nocapture`
+#[cfg(test)]
+mod measurement {
+    use super::*;
+    use crate::cold::block;
+    use crate::cold::store::ColdStore;
+
+    #[test]
+    #[ignore = "measurement over the store named by TIERLOG_DICT_STORE"]
+    fn training_choices() {
+        let Ok(path) = std::env::var("TIERLOG_DICT_STORE") else {
+            return;
+        };
+        let (store, _, index) = ColdStore::open_read_only(std::path::Path::new(&path)).unwrap();
+        let metas: Vec<_> = index.values().copied().collect();
+        let dicts = store.dictionaries();
+        let frames: Vec<Vec<u8>> = store
+            .with_stored(&metas, |stored| {
+                let mut out = Vec::new();
+                for s in stored.iter().flatten() {
+                    for f in block::parse(s, &dicts).unwrap().decode_all().unwrap() {
+                        out.push(f.raw().to_vec());
+                    }
+                }
+                Ok(out)
+            })
+            .unwrap();
+        let test: Vec<&Vec<u8>> = frames.iter().step_by(7).collect();
+        let raw: usize = test.iter().map(|f| f.len()).sum();
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        let none: usize = test.iter().map(|f| z.compress(f).unwrap().len()).sum();
+        eprintln!(
+            "{} frames; without a dictionary {:.4}",
+            frames.len(),
+            none as f64 / raw as f64
+        );
+        for train_mib in [1usize, 2, 4, 16] {
+            let mut samples = Samples::default();
+            for f in &frames {
+                if samples.bytes() >= train_mib << 20 {
+                    break;
+                }
+                samples.push(f);
+            }
+            for size in [16usize << 10, 32 << 10, 64 << 10] {
+                let t = std::time::Instant::now();
+                let d = Dictionary::new(1, train(&samples, size).unwrap()).unwrap();
+                let ms = t.elapsed().as_millis();
+                let e = d.encoder(1).unwrap();
+                let with: usize = test.iter().map(|f| e.compress(&mut z, f).unwrap().len()).sum();
+                eprintln!(
+                    "trained on {train_mib} MiB, {} KiB: {:.4} (training {ms} ms)",
+                    size >> 10,
+                    with as f64 / raw as f64
+                );
+            }
+        }
     }
 }

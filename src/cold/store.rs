@@ -261,7 +261,11 @@ impl ColdStore {
             .map_err(|e| Error::redb(path, e))?;
         let (cp, index) = read_state(&db, path)?;
         let dicts = read_dictionaries(&db, path)?;
-        Ok((Self::wrap(Db::ReadWrite(db), path, Some(scratch), dicts), cp, index))
+        Ok((
+            Self::wrap(Db::ReadWrite(db), path, Some(scratch), dicts),
+            cp,
+            index,
+        ))
     }
 
     /// True when an offline tool reads a repaired scratch copy because the file was not closed

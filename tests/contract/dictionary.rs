@@ -49,11 +49,19 @@ async fn blocks_before_and_after_the_dictionary_read_back_exactly_also_after_reo
     let dir = tempfile::tempdir().unwrap();
     let (last, dict_bytes) = store_across_training(dir.path()).await;
     let engine = TieredEngine::open(dir.path(), config()).await.unwrap();
-    assert_eq!(engine.stats().dictionary_bytes, dict_bytes, "reopen lost the dictionary");
+    assert_eq!(
+        engine.stats().dictionary_bytes,
+        dict_bytes,
+        "reopen lost the dictionary"
+    );
     let got = read_all(&engine, last).await.unwrap();
     assert!(got == ents(1..=last, 1), "entries differ after reopen");
     // Everything compacted is read from the cold tier after a reopen.
-    assert_eq!(engine.stats().cold_reads, last, "reads did not all come from the cold tier");
+    assert_eq!(
+        engine.stats().cold_reads,
+        last,
+        "reads did not all come from the cold tier"
+    );
     // The dictionary is trained once: more rounds keep it.
     write_cold(&engine, last + 1..=last + 300).await;
     assert_eq!(engine.stats().dictionary_bytes, dict_bytes);
@@ -91,14 +99,25 @@ async fn a_store_with_dictionaries_off_never_trains_one() {
         ..config()
     };
     let engine = TieredEngine::open(dir.path(), cfg.clone()).await.unwrap();
-    engine.log_store().persist_entries(ents(1..=1200, 1)).await.unwrap();
+    engine
+        .log_store()
+        .persist_entries(ents(1..=1200, 1))
+        .await
+        .unwrap();
     engine.compact_now().await.unwrap();
-    engine.log_store().persist_entries(ents(1201..=1300, 1)).await.unwrap();
+    engine
+        .log_store()
+        .persist_entries(ents(1201..=1300, 1))
+        .await
+        .unwrap();
     engine.compact_now().await.unwrap();
     assert_eq!(engine.stats().dictionary_bytes, 0);
     assert_eq!(engine.stats().dictionary_reserve_bytes, 0);
     engine.close().await.unwrap();
-    assert_eq!(tierlog::offline::inspect(dir.path()).unwrap().dictionary_bytes, None);
+    assert_eq!(
+        tierlog::offline::inspect(dir.path()).unwrap().dictionary_bytes,
+        None
+    );
 }
 
 /// Rewrites (or with `None` deletes) the stored dictionary 1.
@@ -107,7 +126,12 @@ fn tamper_dictionary(dir: &std::path::Path, f: impl FnOnce(&mut Vec<u8>) -> bool
     let tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_table(DICTIONARIES).unwrap();
-        let mut v = t.get(1).unwrap().expect("dictionary 1 is stored").value().to_vec();
+        let mut v = t
+            .get(1)
+            .unwrap()
+            .expect("dictionary 1 is stored")
+            .value()
+            .to_vec();
         if f(&mut v) {
             t.insert(1, v.as_slice()).unwrap();
         } else {
@@ -122,7 +146,10 @@ fn tamper_dictionary(dir: &std::path::Path, f: impl FnOnce(&mut Vec<u8>) -> bool
 async fn assert_dictionary_damage_is_reported(dir: &std::path::Path, last: u64, what: &str) {
     let engine = TieredEngine::open(dir, config()).await.unwrap();
     let before = engine.log_store().get_entries(1..=150).unwrap();
-    assert!(before == ents(1..=150, 1), "{what}: blocks without the dictionary differ");
+    assert!(
+        before == ents(1..=150, 1),
+        "{what}: blocks without the dictionary differ"
+    );
     match read_all(&engine, last).await {
         Err(e @ Error::Corruption { .. }) => {
             assert!(e.to_string().contains("cold.redb"), "{what}: {e}");

@@ -187,7 +187,10 @@ mod offline {
             s,
             "dictionary       {}",
             match i.dictionary_bytes {
-                Some(b) => format!("{} zstd dictionary in use (blocks written before it was trained have none)", human_bytes(b)),
+                Some(b) => format!(
+                    "{} zstd dictionary in use (blocks written before it was trained have none)",
+                    human_bytes(b)
+                ),
                 None => "none (blocks are compressed without one)".into(),
             }
         );

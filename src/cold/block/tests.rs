@@ -204,3 +204,36 @@ fn allocated_bytes_follows_redb_page_buckets() {
     assert_eq!(allocated_bytes((64 << 10) - 16), 64 << 10);
     assert_eq!(allocated_bytes(64 << 10), 128 << 10);
 }
+
+#[test]
+fn dictionary_blocks_round_trip_name_their_dictionary_and_need_it() {
+    use crate::cold::dict::{self, Dictionaries, Dictionary};
+    let es = entries(1, 2000, 256);
+    let plain = encode(1, &es, &mut z()).unwrap();
+    let mut samples = dict::Samples::default();
+    for f in parse(&plain, &NONE).unwrap().decode_all().unwrap() {
+        samples.push(f.raw());
+    }
+    let d = Dictionary::new(dict::FIRST_ID, dict::train(&samples, 4096).unwrap()).unwrap();
+    let encoder = d.encoder(1).unwrap();
+    let mut dicts = Dictionaries::default();
+    dicts.insert(std::sync::Arc::new(d));
+    let stored = encode_with(1, &es, &mut z(), &encoder).unwrap();
+    assert_eq!(u32_at(&stored, V2_DICT_AT), dict::FIRST_ID);
+    let b = parse(&stored, &dicts).unwrap();
+    let got: Vec<Entry> = b
+        .decode_all()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.range(0, u64::MAX).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(got, es);
+    // Without the dictionary the block does not parse; with a damaged frame that frame fails.
+    assert!(parse(&stored, &NONE).unwrap_err().contains("dictionary 1"));
+    let victim = b.frames[1];
+    let mut bad = stored.clone();
+    bad[victim.start + 3] ^= 4;
+    let b = parse(&bad, &dicts).unwrap();
+    assert!(b.decode_frame(1).is_err());
+    assert_eq!(b.decode_frame(0).unwrap().get(1).as_ref(), Some(&es[0]));
+}
