@@ -341,15 +341,39 @@ mod measurement {
                 }
                 samples.push(f);
             }
-            for size in [16usize << 10, 32 << 10, 64 << 10] {
+            // The same bytes with every entry a sample of its own.
+            let mut entries = Samples::default();
+            for f in frames.iter().take(samples.len()) {
+                let n = crate::le::u32_at(f, 0) as usize / 4 - 1;
+                for i in 0..n {
+                    let (a, b) = (
+                        crate::le::u32_at(f, 4 * i) as usize,
+                        crate::le::u32_at(f, 4 * i + 4) as usize,
+                    );
+                    entries.push(&f[a..b]);
+                }
+            }
+            for (size, per_entry) in [16usize << 10, 32 << 10, 64 << 10]
+                .into_iter()
+                .flat_map(|s| [(s, false), (s, true)])
+            {
                 let t = std::time::Instant::now();
-                let d = Dictionary::new(1, train(&samples, size).unwrap()).unwrap();
+                let d = Dictionary::new(
+                    1,
+                    train(if per_entry { &entries } else { &samples }, size).unwrap(),
+                )
+                .unwrap();
                 let ms = t.elapsed().as_millis();
                 let e = d.encoder(1).unwrap();
                 let with: usize = test.iter().map(|f| e.compress(&mut z, f).unwrap().len()).sum();
                 eprintln!(
-                    "trained on {train_mib} MiB, {} KiB: {:.4} (training {ms} ms)",
+                    "trained on {train_mib} MiB, {} KiB, {}: {:.4} (training {ms} ms)",
                     size >> 10,
+                    if per_entry {
+                        "entries as samples"
+                    } else {
+                        "frames as samples"
+                    },
                     with as f64 / raw as f64
                 );
             }

@@ -266,7 +266,12 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
         drop(e);
         std::fs::remove_dir_all(&dir).ok();
         std::fs::remove_dir_all(&crashed).ok();
-        return (states.len() - 1 - k, states.len() - 1 - durable, lost, with_dictionary);
+        return (
+            states.len() - 1 - k,
+            states.len() - 1 - durable,
+            lost,
+            with_dictionary,
+        );
     }
     // Life goes on after the power cut: these writes must survive a clean reopen exactly.
     let mut m = states[k].clone();
@@ -296,7 +301,12 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     drop(e);
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&crashed).ok();
-    (states.len() - 1 - k, states.len() - 1 - durable, lost, with_dictionary)
+    (
+        states.len() - 1 - k,
+        states.len() - 1 - durable,
+        lost,
+        with_dictionary,
+    )
 }
 
 async fn power_cuts(mode: Mode, after_writes: bool) {
