@@ -1,5 +1,6 @@
-//! The cold tier: zstd blocks in redb (`store`), their codec (`block`), the decompressed-block
-//! cache (`cache`) and the read path over both (`reader`).
+//! The cold tier: zstd blocks in redb (`store`), their codec (`block`), the store's compression
+//! dictionary (`dict`), the decompressed-block cache (`cache`) and the read path over both
+//! (`reader`).
 
 pub(crate) mod block;
 pub(crate) mod cache;
