@@ -25,6 +25,9 @@ pub(crate) struct Budget {
     /// (docs/performance.md, "Where the RSS goes"): without this share the process peaked about a
     /// third above the budget while the engine's live heap stayed inside it.
     unseen: u64,
+    /// The cold tier's compression dictionary once trained: its bytes and zstd's decoding and
+    /// compression tables (about 125 KiB for the default 16 KiB at level 1; over 0.5 MiB from level 3 up).
+    dictionary: u64,
 }
 
 /// The share of the budget set aside for `Budget::unseen`.
@@ -37,6 +40,10 @@ impl Budget {
             redb_cache: (config.memory_budget_bytes / 32).clamp(256 << 10, 16 << 20),
             round: (config.memory_budget_bytes / 8).min(2 * MAX_ROUND_RAW_BYTES),
             unseen: config.memory_budget_bytes / UNSEEN_DIVISOR,
+            dictionary: crate::cold::dict::memory_estimate(
+                config.dictionary_bytes as usize,
+                config.compression_level,
+            ),
         }
     }
 
@@ -55,6 +62,11 @@ impl Budget {
         self.unseen
     }
 
+    /// The share set aside for the compression dictionary.
+    pub(crate) fn dictionary_bytes(&self) -> u64 {
+        self.dictionary
+    }
+
     /// Accounted memory of a block index of `blocks` entries.
     pub(crate) fn index_bytes(&self, blocks: usize) -> u64 {
         blocks as u64 * INDEX_ENTRY_COST
@@ -66,6 +78,7 @@ impl Budget {
             .saturating_sub(self.redb_cache)
             .saturating_sub(self.round)
             .saturating_sub(self.unseen)
+            .saturating_sub(self.dictionary)
             .saturating_sub(self.index_bytes(blocks))
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::MAX_ROUND_RAW_BYTES;
 use crate::cold::block::{self, BlockMeta, Packing, raw_cost};
+use crate::cold::dict::{self, Dictionary, DictionaryEncoder};
 use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan, estimated_bytes_in_use};
 use crate::core::Core;
 use crate::error::{Error, Result};
@@ -57,6 +58,14 @@ struct Bound {
 
 pub(crate) struct Compactor {
     zstd: zstd::bulk::Compressor<'static>,
+    level: i32,
+    /// The store's current dictionary, prepared for compression at `level`.
+    encoder: Option<DictionaryEncoder>,
+    /// A dictionary trained but not committed yet: the next commit stores it with its first blocks.
+    uncommitted: Option<Arc<Dictionary>>,
+    /// Cold raw bytes at which training is tried (again: a failed training waits until the cold
+    /// tier has doubled).
+    train_at: Option<u64>,
     /// When the last reclamation started (see `maybe_reclaim`).
     last_reclaim: Option<Instant>,
 }
@@ -67,8 +76,110 @@ impl Compactor {
             .map_err(|e| Error::Config(format!("zstd level {level}: {e}")))?;
         Ok(Compactor {
             zstd,
+            level,
+            encoder: None,
+            uncommitted: None,
+            train_at: None,
             last_reclaim: None,
         })
+    }
+
+    /// Makes `encoder` the store's current dictionary, training it first when the store has none
+    /// and holds enough cold bytes (`dictionary_training_bytes`). Training or preparing failing is
+    /// logged, not returned: blocks are then written without a dictionary.
+    fn prepare_dictionary(&mut self, core: &Core, blocks: &BlockIndex) {
+        let store = core.cold.store();
+        let dicts = store.dictionaries();
+        if let Some(d) = dicts.current() {
+            if self.encoder.as_ref().map(DictionaryEncoder::id) != Some(d.id()) {
+                self.encoder = d
+                    .encoder(self.level)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "preparing the compression dictionary failed"),
+                    )
+                    .ok();
+            }
+            return;
+        }
+        self.encoder = None;
+        let cfg = &core.config;
+        // A store whose only dictionaries are damaged writes without one rather than train a
+        // second: one dictionary per store (see `cold::dict`).
+        if cfg.dictionary_bytes == 0 || !dicts.is_empty() {
+            return;
+        }
+        let cold_raw: u64 = blocks.values().map(|m| m.raw_len).sum();
+        let train_at = *self.train_at.get_or_insert(cfg.dictionary_training_bytes);
+        if cold_raw < train_at {
+            return;
+        }
+        let started = Instant::now();
+        let trained = self
+            .samples(core, blocks, cfg.dictionary_training_bytes)
+            .and_then(|samples| {
+                let bytes = dict::train(&samples, cfg.dictionary_bytes as usize)
+                    .map_err(|e| format!("zstd training on {} samples: {e}", samples.len()))?;
+                Dictionary::new(dict::FIRST_ID, bytes)
+            });
+        match trained {
+            Ok(d) => {
+                tracing::info!(
+                    bytes = d.len(),
+                    from_raw_bytes = cfg.dictionary_training_bytes,
+                    ms = started.elapsed().as_millis() as u64,
+                    "cold-tier compression dictionary trained"
+                );
+                let d = Arc::new(d);
+                self.encoder = d
+                    .encoder(self.level)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, "preparing the compression dictionary failed"),
+                    )
+                    .ok();
+                if self.encoder.is_some() {
+                    // Known to readers before the commit storing it (see `ColdStore::add_dictionary`).
+                    store.add_dictionary(d.clone());
+                    self.uncommitted = Some(d);
+                }
+            }
+            Err(reason) => {
+                self.train_at = Some(cold_raw.saturating_mul(2));
+                tracing::warn!(%reason, "training the compression dictionary failed; blocks stay without one");
+            }
+        }
+    }
+
+    /// The raw frames of the newest cold blocks, about `want` raw bytes of them: the store's own
+    /// data, as the dictionary will see it.
+    fn samples(
+        &self,
+        core: &Core,
+        blocks: &BlockIndex,
+        want: u64,
+    ) -> std::result::Result<dict::Samples, String> {
+        let mut metas = Vec::new();
+        let mut raw = 0;
+        for m in blocks.values().rev() {
+            if raw >= want {
+                break;
+            }
+            raw += m.raw_len;
+            metas.push(*m);
+        }
+        let store = core.cold.store();
+        let dicts = store.dictionaries();
+        store
+            .with_stored(&metas, |stored| {
+                let mut samples = dict::Samples::default();
+                for s in stored.iter().flatten() {
+                    let frames = block::parse(s, &dicts)
+                        .and_then(|b| b.decode_all())
+                        .map_err(|r| Error::db(store.path(), r))?;
+                    frames.iter().for_each(|f| samples.push(f.raw()));
+                }
+                Ok(samples)
+            })
+            .map_err(|e| format!("reading samples: {e}"))
     }
 
     /// Gives the cold-tier file's free pages back when they are a large share of it
@@ -255,14 +366,17 @@ impl Compactor {
     /// blocks removed (for the cache).
     fn build_and_commit(&mut self, core: &Core, snap: &Snapshot) -> Result<(BlockIndex, u64, Vec<u64>)> {
         let mut next_id = core.checkpoint.lock().next_block_id;
+        self.prepare_dictionary(core, &snap.blocks);
         let mut plan = CommitPlan {
             cut_above: Some(snap.cut),
             purge_upto: snap.purged_index,
+            dictionary: self.uncommitted.clone(),
             ..CommitPlan::default()
         };
+        let dict = self.encoder.as_ref();
         if let Some(m) = snap.trim {
             let kept = core.cold.block_prefix(&m, snap.cut)?;
-            let built = block::encode_packed(m.id, &kept, Packing::unbounded(), &mut self.zstd)
+            let built = block::encode_packed(m.id, &kept, Packing::unbounded(), &mut self.zstd, dict)
                 .map_err(|e| Error::db(core.cold.store().path(), e))?;
             let meta = BlockMeta {
                 last: snap.cut,
@@ -275,7 +389,7 @@ impl Compactor {
         let packing = block_packing(core.config.block_target_bytes);
         let mut rest = &snap.entries[..];
         while !rest.is_empty() {
-            let built = block::encode_packed(next_id, rest, packing, &mut self.zstd)
+            let built = block::encode_packed(next_id, rest, packing, &mut self.zstd, dict)
                 .map_err(|e| Error::db(core.cold.store().path(), e))?;
             // A block that is not full waits for more entries, unless the round must flush it.
             let needed = rest[0].index <= snap.required;
@@ -320,6 +434,9 @@ impl Compactor {
             tracing::warn!(error = %e, "the cold-tier commit reported a failure but reached the disk");
         }
         *core.checkpoint.lock() = plan.checkpoint;
+        if plan.dictionary.is_some() {
+            self.uncommitted = None;
+        }
 
         let mut index: BlockIndex = (*snap.blocks).clone();
         let mut removed = Vec::new();

@@ -183,6 +183,13 @@ impl TieredEngine {
             block_index_bytes: core.budget.index_bytes(st.cold.blocks.len()),
             compaction_reserve_bytes: core.budget.round_bytes(),
             unseen_reserve_bytes: core.budget.unseen_bytes(),
+            dictionary_reserve_bytes: core.budget.dictionary_bytes(),
+            dictionary_bytes: core
+                .cold
+                .store()
+                .dictionaries()
+                .current()
+                .map_or(0, |d| d.len() as u64),
             block_cache_hits: cache.hits.load(Ordering::Relaxed),
             block_cache_misses: cache.misses.load(Ordering::Relaxed),
             hot_reads: c.hot_reads.load(Ordering::Relaxed),

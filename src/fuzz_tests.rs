@@ -1,5 +1,6 @@
 //! Property-based fuzzing of everything that parses bytes or text from disk: the write-ahead frame
-//! and record decoders, the segment header, the cold block decoder, and the config parser.
+//! and record decoders, the segment header, the cold block decoder (frames with and without the
+//! store's compression dictionary), and the config parser.
 //!
 //! Inputs are random bytes, valid encodings with random damage, and forged encodings whose checksum
 //! is valid but whose length and count fields are hostile (the case a plain random fuzzer almost
@@ -97,15 +98,16 @@ fn forge_block(id: u64, first: u64, count: u32, raw_len: u32, compressed: &[u8])
 }
 
 /// A version-2 stored block with hostile header and frame-table fields but valid checksums: frames
-/// are `(first entry position, raw length, compressed bytes)`.
-fn forge_block_v2(id: u64, first: u64, count: u32, frames: &[(u32, u32, &[u8])]) -> Vec<u8> {
+/// are `(first entry position, raw length, compressed bytes)`, all compressed with dictionary
+/// `dict` (0: none).
+fn forge_block_v2(id: u64, first: u64, count: u32, dict: u32, frames: &[(u32, u32, &[u8])]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(b"TLB2");
     h.extend_from_slice(&id.to_le_bytes());
     h.extend_from_slice(&first.to_le_bytes());
     h.extend_from_slice(&count.to_le_bytes());
     h.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&dict.to_le_bytes());
     h.extend_from_slice(&0u32.to_le_bytes());
     for (pos, raw, bytes) in frames {
         h.extend_from_slice(&pos.to_le_bytes());
@@ -232,9 +234,14 @@ proptest! {
         id in any::<u64>(),
         (first, es) in entries_strategy(),
         muts in proptest::collection::vec(mutation(), 1..4),
+        with_dictionary in any::<bool>(),
     ) {
         let entries = to_entries(first, &es);
-        let stored = fuzzing::block_encode(id, &entries);
+        let stored = if with_dictionary {
+            fuzzing::block_encode_with_dictionary(id, &entries)
+        } else {
+            fuzzing::block_encode(id, &entries)
+        };
         prop_assert_eq!(fuzzing::block_decode(&stored), Ok(entries.clone()));
         let damaged = apply(stored.clone(), &muts);
         if damaged != stored {
@@ -267,9 +274,14 @@ proptest! {
         (first, es) in multi_frame_entries_strategy(),
         muts in proptest::collection::vec(mutation(), 1..4),
         (lo, len) in (0usize..40, 0usize..40),
+        with_dictionary in any::<bool>(),
     ) {
         let entries = to_entries(first, &es);
-        let stored = fuzzing::block_encode(id, &entries);
+        let stored = if with_dictionary {
+            fuzzing::block_encode_with_dictionary(id, &entries)
+        } else {
+            fuzzing::block_encode(id, &entries)
+        };
         prop_assert_eq!(fuzzing::block_decode(&stored), Ok(entries.clone()));
         let lo = lo % entries.len();
         let hi = (lo + len).min(entries.len() - 1);
@@ -296,16 +308,23 @@ proptest! {
         ),
         from in any::<u64>(),
         to in any::<u64>(),
+        dict in prop_oneof![Just(0u32), Just(fuzzing::DICTIONARY_ID), any::<u32>()],
     ) {
+        // Frames compressed as the header says (with the dictionary it names, when it is the one
+        // the decoder has), or not at all.
         let zs: Vec<(u32, u32, Vec<u8>)> = frames
             .iter()
             .map(|(pos, raw, bytes, compress)| {
-                let b = if *compress { zstd::bulk::compress(bytes, 1).unwrap() } else { bytes.clone() };
+                let b = match (*compress, dict) {
+                    (false, _) => bytes.clone(),
+                    (true, fuzzing::DICTIONARY_ID) => fuzzing::compress_with_dictionary(bytes),
+                    (true, _) => zstd::bulk::compress(bytes, 1).unwrap(),
+                };
                 (*pos, *raw, b)
             })
             .collect();
         let refs: Vec<(u32, u32, &[u8])> = zs.iter().map(|(p, r, b)| (*p, *r, b.as_slice())).collect();
-        let forged = forge_block_v2(1, first, count, &refs);
+        let forged = forge_block_v2(1, first, count, dict, &refs);
         if let Ok(es) = fuzzing::block_decode(&forged) {
             prop_assert_eq!(es.len() as u64, u64::from(count));
             for (k, e) in es.iter().enumerate() {
@@ -396,13 +415,14 @@ fn hostile_lengths_child() {
     }
     // A tiny valid zstd frame under a header claiming up to u32::MAX raw bytes.
     let z = zstd::bulk::compress(b"0123456789abcdef", 1).unwrap();
+    let zd = fuzzing::compress_with_dictionary(b"0123456789abcdef");
     // A zstd frame that itself claims (1 GiB - 1) bytes of content but holds 16: magic, a frame
     // header with a 4-byte content size and no window descriptor, one raw last block.
     let mut liar = vec![0x28, 0xB5, 0x2F, 0xFD, 0b1010_0000];
     liar.extend_from_slice(&((1u32 << 30) - 1).to_le_bytes());
     liar.extend_from_slice(&[(16 << 3) | 1, 0, 0]);
     liar.extend_from_slice(b"0123456789abcdef");
-    for frame in [&z, &liar] {
+    for frame in [&z, &zd, &liar] {
         for raw_len in [u32::MAX, 1 << 30, (1 << 30) - 1, 1 << 29, 1 << 24] {
             for count in [1u32, 1000, u32::MAX] {
                 let forged = forge_block(1, 1, count, raw_len, frame);
@@ -410,11 +430,13 @@ fn hostile_lengths_child() {
                     fuzzing::block_decode(&forged).is_err(),
                     "forged block (count {count}, raw_len {raw_len}) decoded"
                 );
-                let forged = forge_block_v2(1, 1, count, &[(0, raw_len, frame)]);
-                assert!(
-                    fuzzing::block_decode(&forged).is_err(),
-                    "forged v2 block (count {count}, raw_len {raw_len}) decoded"
-                );
+                for dict in [0, fuzzing::DICTIONARY_ID] {
+                    let forged = forge_block_v2(1, 1, count, dict, &[(0, raw_len, frame)]);
+                    assert!(
+                        fuzzing::block_decode(&forged).is_err(),
+                        "forged v2 block (count {count}, raw_len {raw_len}, dictionary {dict}) decoded"
+                    );
+                }
             }
         }
     }

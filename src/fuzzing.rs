@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
+use std::sync::{Arc, OnceLock};
+
 use crate::cold::block;
+use crate::cold::dict::{self, Dictionaries, Dictionary, DictionaryEncoder};
 use crate::proto::Entry;
 use crate::wal::{Frame, Record, checksum, decode_header, parse_frame};
 
@@ -49,9 +52,36 @@ pub(crate) fn wal_segment_header(bytes: &[u8]) -> Result<(u64, u64), String> {
     decode_header(bytes)
 }
 
-/// Checks and decompresses a stored cold block (either version) and returns its entries.
+/// The id of [`block_encode_with_dictionary`]'s dictionary: the one a store's first training
+/// writes, so forged headers naming it reach the dictionary decoder.
+pub(crate) const DICTIONARY_ID: u32 = dict::FIRST_ID;
+
+/// The dictionaries the block decoders below read with: one, trained once from KV-like payloads.
+fn dictionaries() -> &'static (Dictionaries, DictionaryEncoder) {
+    static D: OnceLock<(Dictionaries, DictionaryEncoder)> = OnceLock::new();
+    D.get_or_init(|| {
+        let mut samples = dict::Samples::default();
+        for i in 0..300u64 {
+            let s = format!(
+                "PUT user:{i} {{\"name\":\"n{}\",\"city\":\"c{}\"}};",
+                i % 31,
+                i % 7
+            );
+            samples.push(s.repeat(1 + (i % 9) as usize).as_bytes());
+        }
+        let bytes = dict::train(&samples, 2048).unwrap_or_else(|e| panic!("zstd training: {e}"));
+        let d = Dictionary::new(DICTIONARY_ID, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let enc = d.encoder(1).unwrap_or_else(|e| panic!("zstd: {e}"));
+        let mut ds = Dictionaries::default();
+        ds.insert(Arc::new(d));
+        (ds, enc)
+    })
+}
+
+/// Checks and decompresses a stored cold block (either version, with or without the dictionary)
+/// and returns its entries.
 pub(crate) fn block_decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
-    let b = block::parse(stored)?;
+    let b = block::parse(stored, &dictionaries().0)?;
     let mut out = Vec::new();
     for f in b.decode_all()? {
         out.extend(f.range(0, u64::MAX));
@@ -62,7 +92,7 @@ pub(crate) fn block_decode(stored: &[u8]) -> Result<Vec<Entry>, String> {
 /// The entries `[from, to]` of a stored cold block as a reader gets them: decoding only the frames
 /// that range overlaps.
 pub(crate) fn block_read(stored: &[u8], from: u64, to: u64) -> Result<Vec<Entry>, String> {
-    let b = block::parse(stored)?;
+    let b = block::parse(stored, &dictionaries().0)?;
     let mut out = Vec::new();
     for i in b.frames_for(from, to) {
         out.extend(b.decode_frame(i)?.range(from, to));
@@ -74,6 +104,21 @@ pub(crate) fn block_read(stored: &[u8], from: u64, to: u64) -> Result<Vec<Entry>
 pub(crate) fn block_encode(id: u64, entries: &[Entry]) -> Vec<u8> {
     let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
     block::encode(id, entries, &mut z).unwrap_or_else(|e| panic!("zstd: {e}"))
+}
+
+/// As [`block_encode`], every frame compressed with the dictionary [`DICTIONARY_ID`].
+pub(crate) fn block_encode_with_dictionary(id: u64, entries: &[Entry]) -> Vec<u8> {
+    let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
+    block::encode_with(id, entries, &mut z, &dictionaries().1).unwrap_or_else(|e| panic!("zstd: {e}"))
+}
+
+/// Compresses `raw` with the dictionary [`DICTIONARY_ID`] (to forge frames that name it).
+pub(crate) fn compress_with_dictionary(raw: &[u8]) -> Vec<u8> {
+    let mut z = zstd::bulk::Compressor::new(1).unwrap_or_else(|e| panic!("zstd: {e}"));
+    dictionaries()
+        .1
+        .compress(&mut z, raw)
+        .unwrap_or_else(|e| panic!("zstd: {e}"))
 }
 
 /// A version-1 stored block's checksum over its header and compressed bytes, as the reader computes it,

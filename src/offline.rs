@@ -72,6 +72,9 @@ pub struct Inspection {
     pub cold_stored_bytes: u64,
     /// Uncompressed / stored.
     pub compression_ratio: f64,
+    /// Size of the store's compression dictionary, when it has trained one (`None`: every block
+    /// is compressed without).
+    pub dictionary_bytes: Option<u64>,
     /// Bytes the redb file takes on disk (allocated blocks), as [`Stats::redb_file_bytes`](crate::Stats::redb_file_bytes).
     pub redb_file_bytes: u64,
     /// Bytes of the redb file holding no live block content (free pages, page rounding, metadata);
@@ -270,6 +273,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
         } else {
             raw as f64 / stored as f64
         },
+        dictionary_bytes: log.cold.store().dictionaries().current().map(|d| d.len() as u64),
         redb_file_bytes,
         redb_fragmented_bytes: redb_file_bytes
             .saturating_sub(st.cold.blocks.values().map(|m| m.stored_len).sum()),
@@ -307,6 +311,13 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
         report
             .torn_tails
             .push(format!("{} at byte offset {offset}: {reason}", path.display()));
+    }
+    // Damage no block may need yet (a block naming the dictionary fails below anyway).
+    if let Some((_, reason)) = log.cold.store().dictionaries().damaged().next() {
+        return Err(Error::corruption_of_file(
+            log.cold.store().path(),
+            reason.to_string(),
+        ));
     }
     let index = log.state.cold.blocks.clone();
     let mut first_error: Option<Error> = None;

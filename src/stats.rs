@@ -35,6 +35,12 @@ pub struct Stats {
     /// Memory set aside in the budget for what no counter sees: memory the allocator keeps after
     /// the engine freed it, and blocks readers still hold after the cache dropped them.
     pub unseen_reserve_bytes: u64,
+    /// Memory set aside in the budget for the cold tier's compression dictionary (its bytes and
+    /// zstd's tables; 0 when `dictionary_bytes` is 0).
+    pub dictionary_reserve_bytes: u64,
+    /// Size of the cold tier's compression dictionary: 0 until the store has trained one (blocks
+    /// written before it stay without).
+    pub dictionary_bytes: u64,
     /// Block-cache hits.
     pub block_cache_hits: u64,
     /// Block-cache misses (each one a redb read and a decompression).

@@ -13,6 +13,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use super::dict::{Dictionaries, Dictionary, DictionaryEncoder};
 use crate::le::{u32_at, u64_at};
 use crate::proto::Entry;
 
@@ -28,8 +29,8 @@ const COUNT_AT: usize = FIRST_AT + 8;
 const V1_RAW_LEN_AT: usize = COUNT_AT + 4;
 const V1_CRC_AT: usize = V1_RAW_LEN_AT + 4;
 const V1_HEADER_LEN: usize = V1_CRC_AT + 4;
-/// Version 2 only: the number of frames, the dictionary id (0: none; no other is written yet) and
-/// the checksum of the header's first 32 bytes and the frame table.
+/// Version 2 only: the number of frames, the id of the compression dictionary every frame was
+/// compressed with (0: none; see `super::dict`) and the checksum of the header's first 32 bytes and the frame table.
 const V2_FRAMES_AT: usize = COUNT_AT + 4;
 const V2_DICT_AT: usize = V2_FRAMES_AT + 4;
 const V2_CRC_AT: usize = V2_DICT_AT + 4;
@@ -105,6 +106,11 @@ impl DecodedFrame {
     /// Heap bytes the decoded frame keeps alive (what the frame cache accounts).
     pub(crate) fn held_bytes(&self) -> u64 {
         self.held
+    }
+
+    /// The frame's raw form (a dictionary's training sample).
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     fn offset(&self, i: usize) -> usize {
@@ -242,8 +248,20 @@ fn frame_len(entries: &[Entry], raw_budget: usize, block_left: u64) -> usize {
     n
 }
 
+/// Compresses one raw frame, with the store's dictionary when there is one.
+fn compress(
+    zstd: &mut zstd::bulk::Compressor<'_>,
+    dict: Option<&DictionaryEncoder>,
+    raw: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    match dict {
+        Some(d) => d.compress(zstd, raw),
+        None => zstd.compress(raw),
+    }
+}
+
 /// Encodes a block with the given id from the longest prefix of consecutive `entries` that
-/// `packing` allows (at least one entry). Frames are cut at [`FRAME_TARGET_RAW`] from the block's
+/// `packing` allows (at least one entry), compressing its frames with `dict` when given. Frames are cut at [`FRAME_TARGET_RAW`] from the block's
 /// first entry, so a block re-encoded from a prefix of its entries (a trim) has the same frames
 /// up to its last, which holds a prefix of the original frame's entries.
 pub(crate) fn encode_packed(
@@ -251,6 +269,7 @@ pub(crate) fn encode_packed(
     entries: &[Entry],
     packing: Packing,
     zstd: &mut zstd::bulk::Compressor<'_>,
+    dict: Option<&DictionaryEncoder>,
 ) -> std::io::Result<Encoded> {
     if entries.is_empty() {
         return Err(invalid("a cold block holds at least one entry".into()));
@@ -274,7 +293,7 @@ pub(crate) fn encode_packed(
         let block_left = packing.raw_cap - raw_total;
         let n = frame_len(&entries[pos..], usize::MAX, block_left);
         let raw = raw_frame(&entries[pos..pos + n])?;
-        let mut bytes = zstd.compress(&raw)?;
+        let mut bytes = compress(zstd, dict, &raw)?;
         let mut frame = (n, raw.len());
         let room = packing.stored_cap.saturating_sub(stored + FRAME_SLOT_LEN);
         if !frames.is_empty() && bytes.len() > room {
@@ -288,7 +307,7 @@ pub(crate) fn encode_packed(
                 break;
             }
             let raw = raw_frame(&entries[pos..pos + m])?;
-            bytes = zstd.compress(&raw)?;
+            bytes = compress(zstd, dict, &raw)?;
             if bytes.len() > room {
                 break;
             }
@@ -313,7 +332,7 @@ pub(crate) fn encode_packed(
     out.put_u64_le(entries[0].index);
     out.put_u32_le(count as u32);
     out.put_u32_le(frames.len() as u32);
-    out.put_u32_le(0);
+    out.put_u32_le(dict.map_or(0, DictionaryEncoder::id));
     out.put_u32_le(0); // the header checksum, written below
     for f in &frames {
         out.put_u32_le(f.first_pos);
@@ -341,7 +360,18 @@ pub(crate) fn encode(
     entries: &[Entry],
     zstd: &mut zstd::bulk::Compressor<'_>,
 ) -> std::io::Result<Vec<u8>> {
-    encode_packed(id, entries, Packing::unbounded(), zstd).map(|e| e.stored)
+    encode_packed(id, entries, Packing::unbounded(), zstd, None).map(|e| e.stored)
+}
+
+/// Encodes all of `entries` (consecutive) into one stored block compressed with `dict`.
+#[cfg(test)]
+pub(crate) fn encode_with(
+    id: u64,
+    entries: &[Entry],
+    zstd: &mut zstd::bulk::Compressor<'_>,
+    dict: &DictionaryEncoder,
+) -> std::io::Result<Vec<u8>> {
+    encode_packed(id, entries, Packing::unbounded(), zstd, Some(dict)).map(|e| e.stored)
 }
 
 /// The version-2 header checksum over the header (checksum field excluded) and the frame table.
@@ -373,13 +403,16 @@ pub(crate) struct Block<'a> {
     pub first: u64,
     count: u64,
     frames: Vec<FrameRef>,
+    /// The dictionary its frames were compressed with.
+    dict: Option<&'a Dictionary>,
 }
 
 /// Parses and checks a stored block's header: for version 1 the checksum of the whole block, for
 /// version 2 that of the header and frame table (each frame's own is checked when it is decoded).
-pub(crate) fn parse(stored: &[u8]) -> Result<Block<'_>, String> {
+/// A version-2 block naming a dictionary `dicts` lacks (or holds damaged) is an error.
+pub(crate) fn parse<'a>(stored: &'a [u8], dicts: &'a Dictionaries) -> Result<Block<'a>, String> {
     match stored.get(..4) {
-        Some(m) if m == MAGIC_V2 => parse_v2(stored),
+        Some(m) if m == MAGIC_V2 => parse_v2(stored, dicts),
         Some(m) if m == MAGIC_V1 => parse_v1(stored),
         _ => Err("not a tierlog block (bad magic or too short)".into()),
     }
@@ -419,10 +452,11 @@ fn parse_v1(stored: &[u8]) -> Result<Block<'_>, String> {
             end: stored.len(),
             crc: None,
         }],
+        dict: None,
     })
 }
 
-fn parse_v2(stored: &[u8]) -> Result<Block<'_>, String> {
+fn parse_v2<'a>(stored: &'a [u8], dicts: &'a Dictionaries) -> Result<Block<'a>, String> {
     if stored.len() < V2_HEADER_LEN {
         return Err("not a tierlog block (bad magic or too short)".into());
     }
@@ -441,11 +475,10 @@ fn parse_v2(stored: &[u8]) -> Result<Block<'_>, String> {
     if header_crc(&stored[..table_end]) != u32_at(stored, V2_CRC_AT) {
         return Err("block header checksum mismatch".into());
     }
-    if dict != 0 {
-        return Err(format!(
-            "block names compression dictionary {dict}, which this store does not have"
-        ));
-    }
+    let dict = match dict {
+        0 => None,
+        id => Some(dicts.get(id)?),
+    };
     if count == 0 || nframes == 0 || nframes as u64 > count {
         return Err(format!(
             "block header is inconsistent (count {count}, {nframes} frames)"
@@ -489,6 +522,7 @@ fn parse_v2(stored: &[u8]) -> Result<Block<'_>, String> {
         first,
         count,
         frames,
+        dict,
     })
 }
 
@@ -497,6 +531,37 @@ thread_local! {
     /// share of a cold range read (each allocates and initialises its tables).
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+    /// The same for frames compressed with a dictionary: the dictionary is passed with each frame
+    /// (zstd's prepared `DDict`, digested once per store), so one context serves every dictionary.
+    static DICT_DECOMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::try_create());
+}
+
+/// Decompresses one frame of exactly `raw_len` bytes with `dict`, on this thread's context.
+fn decompress_with(
+    bytes: &[u8],
+    raw_len: usize,
+    mut raw: Vec<u8>,
+    dict: &Dictionary,
+) -> Result<Vec<u8>, String> {
+    // Our frames record their size (the caller reserved it after checking any recorded size).
+    if !matches!(zstd::zstd_safe::get_frame_content_size(bytes), Ok(Some(n)) if n == raw_len as u64) {
+        return Err(format!(
+            "zstd frame does not record the {raw_len} raw bytes its slot says"
+        ));
+    }
+    let ddict = dict.decoder().as_ddict();
+    let r = DICT_DECOMPRESSOR.with(|d| match d.borrow_mut().as_mut() {
+        Some(d) => Some(d.decompress_using_ddict(&mut raw, bytes, ddict)),
+        None => {
+            zstd::zstd_safe::DCtx::try_create().map(|mut d| d.decompress_using_ddict(&mut raw, bytes, ddict))
+        }
+    });
+    match r {
+        Some(Ok(_)) => Ok(raw),
+        Some(Err(code)) => Err(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))),
+        None => Err("zstd: no decompression context (out of memory)".into()),
+    }
 }
 
 impl Block<'_> {
@@ -586,12 +651,15 @@ impl Block<'_> {
         // Fallible: a forged frame can claim the length its slot claims (up to `MAX_RAW_LEN`).
         buf.try_reserve_exact(raw_len)
             .map_err(|e| format!("block frame {i} of {raw_len} bytes: {e}"))?;
-        let raw = DECOMPRESSOR
-            .with(|d| match d.borrow_mut().as_mut() {
-                Some(d) => d.decompress_to_buffer(bytes, &mut buf).map(|_| buf),
-                None => zstd::bulk::decompress(bytes, raw_len),
-            })
-            .map_err(|e| format!("zstd: {e}"))?;
+        let raw = match self.dict {
+            Some(dict) => decompress_with(bytes, raw_len, buf, dict)?,
+            None => DECOMPRESSOR
+                .with(|d| match d.borrow_mut().as_mut() {
+                    Some(d) => d.decompress_to_buffer(bytes, &mut buf).map(|_| buf),
+                    None => zstd::bulk::decompress(bytes, raw_len),
+                })
+                .map_err(|e| format!("zstd: {e}"))?,
+        };
         if raw.len() != raw_len {
             return Err(format!(
                 "block frame {i} decompressed to {} bytes, its header says {raw_len}",
@@ -644,8 +712,8 @@ impl Verified {
 }
 
 /// Checks every byte of a stored block (header, frame table, every frame).
-pub(crate) fn verify(stored: &[u8]) -> Result<Verified, String> {
-    let b = parse(stored)?;
+pub(crate) fn verify(stored: &[u8], dicts: &Dictionaries) -> Result<Verified, String> {
+    let b = parse(stored, dicts)?;
     b.decode_all()?;
     Ok(Verified {
         id: b.id,

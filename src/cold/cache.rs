@@ -235,7 +235,12 @@ mod tests {
     fn block(id: u64, payload: usize) -> Arc<DecodedFrame> {
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
         let stored = block::encode(id, &[Entry::new(1, 1, vec![7u8; payload])], &mut z).unwrap();
-        Arc::new(block::parse(&stored).unwrap().decode_frame(0).unwrap())
+        Arc::new(
+            block::parse(&stored, &crate::cold::dict::NONE)
+                .unwrap()
+                .decode_frame(0)
+                .unwrap(),
+        )
     }
 
     impl BlockCache {
@@ -373,7 +378,7 @@ mod tests {
         let entries: Vec<Entry> = (1..=400).map(|i| Entry::new(i, 1, vec![i as u8; 256])).collect();
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
         let stored = block::encode(9, &entries, &mut z).unwrap();
-        let parsed = block::parse(&stored).unwrap();
+        let parsed = block::parse(&stored, &crate::cold::dict::NONE).unwrap();
         let frames: Vec<Arc<DecodedFrame>> = parsed.decode_all().unwrap().into_iter().map(Arc::new).collect();
         assert!(frames.len() > 2);
         let cache = BlockCache::new(1 << 20);

@@ -182,13 +182,14 @@ impl ColdReader {
         }
         let _span = tracing::debug_span!("cold_read", blocks = missing.len()).entered();
         let metas: Vec<BlockMeta> = missing.iter().map(|&k| parts[k].meta).collect();
+        let dicts = self.store.dictionaries();
         // Verifies block `j`'s header and decodes the frames its part still needs; `None`: the
         // block was replaced or deleted since the plan was made.
         let decode_block =
             |j: usize, stored: Option<&[u8]>, pool: bool| -> Result<Option<Vec<Arc<DecodedFrame>>>> {
                 let (m, p) = (&metas[j], &parts[missing[j]]);
                 let Some(s) = stored else { return Ok(None) };
-                let blk = block::parse(s).map_err(|r| self.corrupt(m, r))?;
+                let blk = block::parse(s, &dicts).map_err(|r| self.corrupt(m, r))?;
                 if blk.id != m.id || blk.last() < p.hi {
                     return Ok(None);
                 }
@@ -361,7 +362,7 @@ mod tests {
         let mut rest = &entries[..];
         let mut id = 1;
         while !rest.is_empty() {
-            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, bucket), &mut z).unwrap();
+            let b = block::encode_packed(id, rest, Packing::new(u64::MAX, bucket), &mut z, None).unwrap();
             let (chunk, after) = rest.split_at(b.entries);
             let m = BlockMeta {
                 id,

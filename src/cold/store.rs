@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use redb::{
 };
 
 use super::block::{self, BlockMeta};
+use super::dict::{Dictionaries, Dictionary};
 use crate::error::{Error, Result};
 use crate::proto::LogId;
 
@@ -24,6 +26,9 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// without reading any block.
 const INDEX: TableDefinition<u64, (u64, u64, u64, u64)> = TableDefinition::new("block_index");
 const CHECKPOINT: TableDefinition<&str, u64> = TableDefinition::new("checkpoint");
+/// Dictionary id -> the dictionary's stored form (`dict::Dictionary::stored`). Created by the first
+/// commit that writes a dictionary: a store without one has no such table.
+const DICTIONARIES: TableDefinition<u32, &[u8]> = TableDefinition::new("dictionaries");
 
 /// The durable cold checkpoint: the log at write-ahead sequence `applied_seq`, restricted to indices
 /// `<= cold_hi`, is exactly the blocks (minus the purged prefix).
@@ -45,6 +50,9 @@ pub(crate) struct CommitPlan {
     /// Delete every block whose last index is at or below this (purged).
     pub purge_upto: u64,
     pub inserts: Vec<(BlockMeta, Vec<u8>)>,
+    /// A dictionary the round's blocks are the first to name: committed with them, so no durable
+    /// block names a dictionary that is not durable too.
+    pub dictionary: Option<Arc<Dictionary>>,
     pub checkpoint: Checkpoint,
 }
 
@@ -55,6 +63,9 @@ pub(crate) struct ColdStore {
     /// happens under the read guard, so a reopen (write guard) never closes the database under one.
     db: RwLock<Option<Db>>,
     path: PathBuf,
+    /// The file's compression dictionaries, read at open; a new one is added before the commit
+    /// that stores it, so a reader never meets a block naming a dictionary it lacks.
+    dicts: RwLock<Arc<Dictionaries>>,
     /// redb's read cache, for a reopen.
     cache_bytes: usize,
     /// Set when redb reported an I/O error. redb then fails every later call, reads included, with
@@ -113,20 +124,22 @@ fn closed() -> Error {
 impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
     pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
-        let (db, cp, index) = guarded(path, || {
+        let (db, cp, index, dicts) = guarded(path, || {
             let db = open_db(path, cache_bytes)?;
             let (cp, index) = read_state(&db, path)?;
-            Ok((db, cp, index))
+            let dicts = read_dictionaries(&db, path)?;
+            Ok((db, cp, index, dicts))
         })?;
-        let mut store = Self::wrap(Db::ReadWrite(db), path, None);
+        let mut store = Self::wrap(Db::ReadWrite(db), path, None, dicts);
         store.cache_bytes = cache_bytes;
         Ok((store, cp, index))
     }
 
-    fn wrap(db: Db, path: &Path, scratch: Option<tempfile::TempDir>) -> ColdStore {
+    fn wrap(db: Db, path: &Path, scratch: Option<tempfile::TempDir>, dicts: Dictionaries) -> ColdStore {
         ColdStore {
             db: RwLock::new(Some(db)),
             path: path.to_path_buf(),
+            dicts: RwLock::new(Arc::new(dicts)),
             cache_bytes: 0,
             needs_reopen: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -222,7 +235,8 @@ impl ColdStore {
         {
             Ok(db) => {
                 let (cp, index) = read_state(&db, path)?;
-                Ok((Self::wrap(Db::ReadOnly(db), path, None), cp, index))
+                let dicts = read_dictionaries(&db, path)?;
+                Ok((Self::wrap(Db::ReadOnly(db), path, None, dicts), cp, index))
             }
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
             // A live file cannot be read consistently under its writer.
@@ -250,7 +264,12 @@ impl ColdStore {
             .create(&copy)
             .map_err(|e| Error::redb(path, e))?;
         let (cp, index) = read_state(&db, path)?;
-        Ok((Self::wrap(Db::ReadWrite(db), path, Some(scratch)), cp, index))
+        let dicts = read_dictionaries(&db, path)?;
+        Ok((
+            Self::wrap(Db::ReadWrite(db), path, Some(scratch), dicts),
+            cp,
+            index,
+        ))
     }
 
     /// True when an offline tool reads a repaired scratch copy because the file was not closed
@@ -264,12 +283,13 @@ impl ColdStore {
         &self,
         mut f: impl FnMut(u64, std::result::Result<block::Verified, String>),
     ) -> Result<()> {
+        let dicts = self.dictionaries();
         self.with_db(|db| {
             let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
             let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
             for row in table.iter().map_err(|e| self.err(e))? {
                 let (k, v) = row.map_err(|e| self.err(e))?;
-                f(k.value(), block::verify(v.value()));
+                f(k.value(), block::verify(v.value(), &dicts));
             }
             Ok(())
         })
@@ -310,6 +330,21 @@ impl ColdStore {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The compression dictionaries blocks may name (a snapshot: cheap to take per read).
+    pub(crate) fn dictionaries(&self) -> Arc<Dictionaries> {
+        self.dicts.read().clone()
+    }
+
+    /// Makes `d` known to readers. The compactor calls it before the commit that stores `d` with
+    /// the first blocks naming it: until that commit no reader can meet such a block, and if the
+    /// commit fails, `d` is only an unused entry (the next round stores it again, same id).
+    pub(crate) fn add_dictionary(&self, d: Arc<Dictionary>) {
+        let mut dicts = self.dicts.write();
+        let mut next = (**dicts).clone();
+        next.insert(d);
+        *dicts = Arc::new(next);
     }
 
     /// Runs `f` on the stored bytes of the blocks of `metas` (`None` where no block starts at a
@@ -446,6 +481,12 @@ impl ColdStore {
                     .insert(m.first, stored.as_slice())
                     .map_err(|e| self.err(e))?;
                 idx.insert(m.first, (m.id, m.last, m.raw_len, m.stored_len))
+                    .map_err(|e| self.err(e))?;
+            }
+            if let Some(d) = &plan.dictionary {
+                let mut dicts = tx.open_table(DICTIONARIES).map_err(|e| self.err(e))?;
+                dicts
+                    .insert(d.id(), d.stored().as_slice())
                     .map_err(|e| self.err(e))?;
             }
             let mut cp = tx.open_table(CHECKPOINT).map_err(|e| self.err(e))?;
@@ -620,6 +661,32 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, Bl
         );
     }
     Ok((cp, index))
+}
+
+/// Reads the compression dictionaries (none when the file has no `dictionaries` table: a store
+/// written before dictionaries, or one that has not trained its own yet). A damaged one is
+/// recorded as such: only the blocks naming it fail to read.
+fn read_dictionaries(db: &impl ReadableDatabase, path: &Path) -> Result<Dictionaries> {
+    let err = |e: redb::Error| Error::redb(path, e);
+    let tx = db.begin_read().map_err(|e| err(e.into()))?;
+    let table = match tx.open_table(DICTIONARIES) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Dictionaries::default()),
+        Err(e) => return Err(err(e.into())),
+    };
+    let mut dicts = Dictionaries::default();
+    for row in table.iter().map_err(|e| err(e.into()))? {
+        let (k, v) = row.map_err(|e| err(e.into()))?;
+        let id = k.value();
+        match Dictionary::from_stored(id, v.value()) {
+            Ok(d) => dicts.insert(Arc::new(d)),
+            Err(reason) => {
+                tracing::error!(path = %path.display(), %reason, "damaged compression dictionary");
+                dicts.insert_damaged(id, reason);
+            }
+        }
+    }
+    Ok(dicts)
 }
 
 /// Reads the checkpoint alone.

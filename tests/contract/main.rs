@@ -9,6 +9,7 @@
 //! - `concurrency`: readers racing a writer, the compactor, purge and truncate.
 //! - `recovery_cases`, `recovery_regressions`, `engine_drop_hang`: fixed reproductions of bugs the
 //!   random tests and the crash loop found, and the first release's on-disk format.
+//! - `dictionary`: the cold tier's compression dictionary (before/after training, reopen, damage).
 //! - `offline`: `verify` and `open` agree on damaged stores. (The decoders of bytes from disk are
 //!   fuzzed inside the crate, `src/fuzz_tests.rs`, where they are not public.)
 //!
@@ -20,6 +21,7 @@ mod support;
 
 mod bad_input;
 mod concurrency;
+mod dictionary;
 mod engine_drop_hang;
 mod model;
 mod offline;

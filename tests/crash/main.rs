@@ -365,6 +365,8 @@ struct Tally {
     killed_mid_truncate_or_replace: u64,
     killed_mid_append: u64,
     verified_entries: u64,
+    /// Reopens that found a compression dictionary in the store.
+    with_dictionary: u64,
 }
 
 enum Trigger {
@@ -549,14 +551,18 @@ fn parent_main() {
             let engine = TieredEngine::open(&dir, config::tiny())
                 .await
                 .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after SIGKILL failed: {e}"));
+            let with_dictionary = engine.stats().dictionary_bytes > 0;
             let r_before = check(&engine, &before, seed).await;
             let r_after = match &after {
                 Some(a) if r_before.is_err() => Some(check(&engine, a, seed).await),
                 _ => None,
             };
             drop(engine);
-            (r_before, r_after)
+            (r_before, r_after, with_dictionary)
         });
+        let (r_before, r_after, with_dictionary) = outcome;
+        tally.with_dictionary += u64::from(with_dictionary);
+        let outcome = (r_before, r_after);
         match outcome {
             (Ok(n), _) => {
                 tally.verified_entries += n;
@@ -587,7 +593,8 @@ fn parent_main() {
     eprintln!(
         "{TEST_NAME}: {} kills survived in {:.1}s: {} ops acknowledged, {} entries verified; \
          in flight at the kill: {} kept, {} dropped, {} no-ops; killed during open {}, \
-         mid-compaction {}, mid-purge {}, mid-truncate/replace {}, mid-append {}; final last_index {}",
+         mid-compaction {}, mid-purge {}, mid-truncate/replace {}, mid-append {}; final last_index {}; \
+         {} reopens found a compression dictionary",
         tally.kills,
         started.elapsed().as_secs_f64(),
         tally.acked,
@@ -601,6 +608,14 @@ fn parent_main() {
         tally.killed_mid_truncate_or_replace,
         tally.killed_mid_append,
         model.last_index(),
+        tally.with_dictionary,
+    );
+    // The tiny configuration trains a dictionary once 32 KiB are cold: the loop must reopen such
+    // stores, not only stores without one.
+    assert!(
+        tally.kills < 50 || tally.with_dictionary > 0,
+        "{TEST_NAME}: no reopen found a compression dictionary in {} kills",
+        tally.kills
     );
 }
 

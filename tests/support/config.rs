@@ -9,7 +9,8 @@ pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
 
 /// The smallest configuration `Config::validate` accepts, tuned so that every few dozen KiB of
 /// appends rotate a segment and trigger a compaction round, and the ring must evict to stay in
-/// budget (1 MiB budget, 4 KiB blocks, a round every 16 KiB, a hot tail of 16 entries).
+/// budget (1 MiB budget, 4 KiB blocks, a round every 16 KiB, a hot tail of 16 entries, a compression
+/// dictionary trained once 32 KiB are cold).
 pub fn tiny() -> Config {
     Config {
         memory_budget_bytes: 1 << 20,
@@ -29,6 +30,10 @@ pub fn tiny() -> Config {
         reclaim_free_share: 0.3,
         reclaim_min_bytes: 64 << 10,
         reclaim_interval_ms: 20,
+        // A dictionary as soon as 32 KiB of raw entries are cold, so every suite running on this
+        // configuration reads and writes blocks both before and after the store has one.
+        dictionary_bytes: 1 << 10,
+        dictionary_training_bytes: 32 << 10,
     }
 }
 

@@ -185,6 +185,17 @@ mod offline {
         );
         let _ = writeln!(
             s,
+            "dictionary       {}",
+            match i.dictionary_bytes {
+                Some(b) => format!(
+                    "{} zstd dictionary in use (blocks written before it was trained have none)",
+                    human_bytes(b)
+                ),
+                None => "none (blocks are compressed without one)".into(),
+            }
+        );
+        let _ = writeln!(
+            s,
             "redb file        {} on disk, {} of it live cold blocks, {} fragmented ({} of it free pages, estimated: `tierlog compact` gives them back)",
             human_bytes(i.redb_file_bytes),
             human_bytes(i.cold_stored_bytes),
