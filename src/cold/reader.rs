@@ -620,7 +620,8 @@ mod breakdown {
             assert!(stored.is_some());
             let copy = r.store.with_stored(&[m], |s| Ok(s[0].unwrap().to_vec())).unwrap();
             let t = Instant::now();
-            let blk = block::parse(&copy).unwrap();
+            let dicts = r.store.dictionaries();
+            let blk = block::parse(&copy, &dicts).unwrap();
             parse.push(t.elapsed());
             let k = blk.frame_of(i);
             let (fs, fe, raw_len) = blk.frame_bytes(k);
