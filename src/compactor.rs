@@ -93,6 +93,7 @@ impl Compactor {
             return;
         }
         self.last_reclaim = Some(Instant::now());
+        let _span = tracing::info_span!("reclamation", file_bytes = file, estimated_free = free).entered();
         match core.cold.store().reclaim() {
             Ok(r) => {
                 let c = &core.counters;
@@ -223,8 +224,18 @@ impl Compactor {
 
     /// Steps 2-4 of a round: build and commit with no lock held, publish, retire segments.
     fn complete(&mut self, core: &Core, snap: Snapshot) -> Result<()> {
-        let span = tracing::info_span!("compaction", seq = snap.seq, entries = snap.entries.len());
+        let span = tracing::info_span!(
+            "compaction_round",
+            seq = snap.seq,
+            entries = snap.entries.len(),
+            entries_moved = tracing::field::Empty,
+            bytes_moved = tracing::field::Empty,
+            blocks_written = tracing::field::Empty,
+            blocks_removed = tracing::field::Empty,
+            duration_us = tracing::field::Empty
+        );
         let _g = span.enter();
+        let start = Instant::now();
         let result = self.build_and_commit(core, &snap);
         let mut st = core.state.write();
         let effects = st.in_flight.take().unwrap_or_default();
@@ -247,6 +258,7 @@ impl Compactor {
         core.counters.compactions.fetch_add(1, Ordering::Relaxed);
         let cp = *core.checkpoint.lock();
         core.wal.retire_covered(cp.applied_seq, cp.cold_hi)?;
+        crate::metrics::round_finished(start);
         tracing::debug!(new_hi, "compaction round committed");
         Ok(())
     }
@@ -338,6 +350,7 @@ impl Compactor {
                 removed.push(m.id);
             }
         }
+        crate::metrics::round_wrote(plan.inserts.iter().map(|(m, _)| m), removed.len());
         for (m, _) in plan.trim.iter().chain(plan.inserts.iter()) {
             index.insert(m.first, *m);
         }
@@ -367,6 +380,7 @@ impl CompactorThread {
             .spawn(move || {
                 rt.block_on(async move {
                     let interval = std::time::Duration::from_millis(core.config.compaction_interval_ms);
+                    let mut metrics = crate::metrics::Throttle::default();
                     loop {
                         let request = tokio::select! {
                             r = rx.recv() => match r {
@@ -392,6 +406,7 @@ impl CompactorThread {
                         // left its eviction undone.
                         core.evict_clean();
                         core.backpressure.run_finished(&res);
+                        metrics.run(|| core.publish_metrics());
                         if let Some((_, reply)) = request {
                             let _ = reply.send(res);
                         }
