@@ -35,6 +35,8 @@ pub(crate) struct Core {
     pub(crate) app_meta: AppMetaFile,
     pub(crate) counters: Counters,
     pub(crate) backpressure: Backpressure,
+    /// What the metrics recorder last got of `counters` and the cache's totals.
+    metrics: crate::metrics::Mirror,
     closed: AtomicBool,
     /// The directory lock, released on close (not when the last handle drops) so the directory can
     /// be reopened at once.
@@ -70,6 +72,7 @@ impl Core {
             app_meta: p.app_meta,
             counters: Counters::default(),
             backpressure: Backpressure::default(),
+            metrics: Default::default(),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(p.lock)),
         }
@@ -192,6 +195,6 @@ impl Core {
                 st.ring.estimate_bytes_from(hi + 1),
             )
         };
-        crate::metrics::publish(&self.stats(), lag);
+        self.metrics.publish(&self.stats(), lag);
     }
 }

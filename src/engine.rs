@@ -48,6 +48,8 @@ impl Shared {
                 tracing::error!("a background thread panicked");
             }
         }
+        // The compactor copies the figures at most every so often: the last ones too.
+        self.core.publish_metrics();
         self.core.release_files();
     }
 }

@@ -263,17 +263,49 @@ pub(crate) fn opened(took: Duration) {
     histogram!(OPEN_SECONDS).record(took);
 }
 
-/// Copies the levels and the totals kept for [`Stats`] into the recorder. `lag` is the compaction
-/// lag in entries and accounted bytes.
-pub(crate) fn publish(s: &Stats, lag: (u64, u64)) {
-    counter!(BACKPRESSURE_WAITS).absolute(s.backpressure_waits);
-    counter!(COMPACTION_ROUNDS).absolute(s.compactions);
-    counter!(RECLAMATIONS).absolute(s.reclamations);
-    counter!(RECLAIMED_BYTES).absolute(s.reclaimed_bytes);
-    counter!(CACHE_HITS).absolute(s.block_cache_hits);
-    counter!(CACHE_MISSES).absolute(s.block_cache_misses);
-    counter!(READ_ENTRIES, "tier" => "hot").absolute(s.hot_reads);
-    counter!(READ_ENTRIES, "tier" => "cold").absolute(s.cold_reads);
+/// What one engine last copied of the totals it keeps for [`Stats`]: the recorder's counters
+/// get the increase since then, so they add up across engines and never go back when an engine is
+/// reopened (its totals start again at zero).
+#[derive(Default)]
+pub(crate) struct Mirror {
+    last: parking_lot::Mutex<[u64; 8]>,
+}
+
+impl Mirror {
+    /// Copies the levels and the increase of the totals into the recorder. `lag` is the compaction
+    /// lag in entries and accounted bytes.
+    pub(crate) fn publish(&self, s: &Stats, lag: (u64, u64)) {
+        let totals = [
+            s.backpressure_waits,
+            s.compactions,
+            s.reclamations,
+            s.reclaimed_bytes,
+            s.block_cache_hits,
+            s.block_cache_misses,
+            s.hot_reads,
+            s.cold_reads,
+        ];
+        let mut last = self.last.lock();
+        let d: Vec<u64> = totals
+            .iter()
+            .zip(last.iter())
+            .map(|(now, was)| now.saturating_sub(*was))
+            .collect();
+        *last = totals;
+        drop(last);
+        counter!(BACKPRESSURE_WAITS).increment(d[0]);
+        counter!(COMPACTION_ROUNDS).increment(d[1]);
+        counter!(RECLAMATIONS).increment(d[2]);
+        counter!(RECLAIMED_BYTES).increment(d[3]);
+        counter!(CACHE_HITS).increment(d[4]);
+        counter!(CACHE_MISSES).increment(d[5]);
+        counter!(READ_ENTRIES, "tier" => "hot").increment(d[6]);
+        counter!(READ_ENTRIES, "tier" => "cold").increment(d[7]);
+        publish_levels(s, lag);
+    }
+}
+
+fn publish_levels(s: &Stats, lag: (u64, u64)) {
     let levels = [
         (COMPACTION_LAG_ENTRIES, lag.0),
         (COMPACTION_LAG_BYTES, lag.1),
