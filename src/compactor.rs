@@ -224,16 +224,7 @@ impl Compactor {
 
     /// Steps 2-4 of a round: build and commit with no lock held, publish, retire segments.
     fn complete(&mut self, core: &Core, snap: Snapshot) -> Result<()> {
-        let span = tracing::info_span!(
-            "compaction_round",
-            seq = snap.seq,
-            entries = snap.entries.len(),
-            entries_moved = tracing::field::Empty,
-            bytes_moved = tracing::field::Empty,
-            blocks_written = tracing::field::Empty,
-            blocks_removed = tracing::field::Empty,
-            duration_us = tracing::field::Empty
-        );
+        let span = crate::metrics::round_span(snap.seq, snap.entries.len());
         let _g = span.enter();
         let start = Instant::now();
         let result = self.build_and_commit(core, &snap);

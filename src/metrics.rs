@@ -214,6 +214,21 @@ pub(crate) fn waited_for_room(waited: Duration) {
     histogram!(BACKPRESSURE_WAIT_SECONDS).record(waited);
 }
 
+/// The span of one compaction round; `round_wrote` and `round_finished` fill in its figures.
+pub(crate) fn round_span(seq: u64, entries: usize) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "compaction_round",
+        seq,
+        entries,
+        entries_moved = Empty,
+        bytes_moved = Empty,
+        blocks_written = Empty,
+        blocks_removed = Empty,
+        duration_us = Empty
+    )
+}
+
 /// A compaction round committed, writing the blocks `written` and deleting `removed` blocks;
 /// recorded on the round's span too.
 pub(crate) fn round_wrote<'a>(written: impl Iterator<Item = &'a BlockMeta>, removed: usize) {
