@@ -204,6 +204,7 @@ impl Compactor {
             return;
         }
         self.last_reclaim = Some(Instant::now());
+        let _span = tracing::info_span!("reclamation", file_bytes = file, estimated_free = free).entered();
         match core.cold.store().reclaim() {
             Ok(r) => {
                 let c = &core.counters;
@@ -334,8 +335,9 @@ impl Compactor {
 
     /// Steps 2-4 of a round: build and commit with no lock held, publish, retire segments.
     fn complete(&mut self, core: &Core, snap: Snapshot) -> Result<()> {
-        let span = tracing::info_span!("compaction", seq = snap.seq, entries = snap.entries.len());
+        let span = crate::metrics::round_span(snap.seq, snap.entries.len());
         let _g = span.enter();
+        let start = Instant::now();
         let result = self.build_and_commit(core, &snap);
         let mut st = core.state.write();
         let effects = st.in_flight.take().unwrap_or_default();
@@ -358,6 +360,7 @@ impl Compactor {
         core.counters.compactions.fetch_add(1, Ordering::Relaxed);
         let cp = *core.checkpoint.lock();
         core.wal.retire_covered(cp.applied_seq, cp.cold_hi)?;
+        crate::metrics::round_finished(start);
         tracing::debug!(new_hi, "compaction round committed");
         Ok(())
     }
@@ -455,6 +458,7 @@ impl Compactor {
                 removed.push(m.id);
             }
         }
+        crate::metrics::round_wrote(plan.inserts.iter().map(|(m, _)| m), removed.len());
         for (m, _) in plan.trim.iter().chain(plan.inserts.iter()) {
             index.insert(m.first, *m);
         }
@@ -484,6 +488,7 @@ impl CompactorThread {
             .spawn(move || {
                 rt.block_on(async move {
                     let interval = std::time::Duration::from_millis(core.config.compaction_interval_ms);
+                    let mut metrics = crate::metrics::Throttle::default();
                     loop {
                         let request = tokio::select! {
                             r = rx.recv() => match r {
@@ -509,6 +514,7 @@ impl CompactorThread {
                         // left its eviction undone.
                         core.evict_clean();
                         core.backpressure.run_finished(&res);
+                        metrics.run(|| core.publish_metrics());
                         if let Some((_, reply)) = request {
                             let _ = reply.send(res);
                         }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::meta::{AppMetaFile, HardStateFile};
 use crate::state::LogState;
-use crate::stats::Counters;
+use crate::stats::{Counters, Stats};
 use crate::wal::Wal;
 
 pub(crate) struct Core {
@@ -35,6 +35,8 @@ pub(crate) struct Core {
     pub(crate) app_meta: AppMetaFile,
     pub(crate) counters: Counters,
     pub(crate) backpressure: Backpressure,
+    /// What the metrics recorder last got of `counters` and the cache's totals.
+    metrics: crate::metrics::Mirror,
     closed: AtomicBool,
     /// The directory lock, released on close (not when the last handle drops) so the directory can
     /// be reopened at once.
@@ -70,6 +72,7 @@ impl Core {
             app_meta: p.app_meta,
             counters: Counters::default(),
             backpressure: Backpressure::default(),
+            metrics: Default::default(),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(p.lock)),
         }
@@ -130,5 +133,75 @@ impl Core {
             let budget = self.ring_budget(&st);
             st.evict(budget);
         }
+    }
+
+    /// The figures of [`TieredEngine::stats`](crate::TieredEngine::stats).
+    pub(crate) fn stats(&self) -> Stats {
+        let (wal_segments, wal_bytes) = self.wal.disk_usage();
+        let st = self.state.read();
+        let lo = st.purged_index();
+        let visible = st.cold.blocks.values().filter(|m| m.last > lo);
+        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
+        for m in visible {
+            cold_blocks += 1;
+            raw += m.raw_len;
+            stored += m.stored_len;
+        }
+        let in_use = crate::cold::store::estimated_bytes_in_use(st.cold.blocks.values());
+        let all_stored: u64 = st.cold.blocks.values().map(|m| m.stored_len).sum();
+        let redb_file_bytes = self.cold.store().file_bytes();
+        let c = &self.counters;
+        let cache = self.cold.cache();
+        Stats {
+            first_index: if st.is_empty() { 0 } else { st.first },
+            last_index: st.last_index(),
+            hot_entries: st.ring.len(),
+            hot_bytes: st.ring.bytes(),
+            cold_blocks,
+            cold_raw_bytes: raw,
+            cold_stored_bytes: stored,
+            compaction_high_water: self.checkpoint.lock().cold_hi,
+            block_cache_bytes: cache.bytes(),
+            redb_cache_bytes: self.budget.redb_cache_bytes(),
+            block_index_bytes: self.budget.index_bytes(st.cold.blocks.len()),
+            compaction_reserve_bytes: self.budget.round_bytes(),
+            unseen_reserve_bytes: self.budget.unseen_bytes(),
+            dictionary_reserve_bytes: self.budget.dictionary_bytes(),
+            dictionary_bytes: self
+                .cold
+                .store()
+                .dictionaries()
+                .current()
+                .map_or(0, |d| d.len() as u64),
+            block_cache_hits: cache.hits.load(Ordering::Relaxed),
+            block_cache_misses: cache.misses.load(Ordering::Relaxed),
+            hot_reads: c.hot_reads.load(Ordering::Relaxed),
+            cold_reads: c.cold_reads.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
+            wal_segments,
+            wal_bytes,
+            redb_file_bytes,
+            redb_fragmented_bytes: redb_file_bytes.saturating_sub(all_stored),
+            redb_free_bytes: redb_file_bytes.saturating_sub(in_use),
+            reclamations: c.reclamations.load(Ordering::Relaxed),
+            reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
+            reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),
+            purge_boundary: st.purged,
+            memory_budget_bytes: self.config.memory_budget_bytes,
+        }
+    }
+
+    /// Copies the figures into the metrics recorder (see `crate::metrics`).
+    pub(crate) fn publish_metrics(&self) {
+        let lag = {
+            let st = self.state.read();
+            let hi = st.cold.hi;
+            (
+                st.last_index().saturating_sub(hi),
+                st.ring.estimate_bytes_from(hi + 1),
+            )
+        };
+        self.metrics.publish(&self.stats(), lag);
     }
 }

@@ -3,10 +3,10 @@
 //! threads and releases the files. The read and write paths live in `log_store.rs`, the rounds in
 //! `compactor.rs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -48,6 +48,8 @@ impl Shared {
                 tracing::error!("a background thread panicked");
             }
         }
+        // The compactor copies the figures at most every so often: the last ones too.
+        self.core.publish_metrics();
         self.core.release_files();
     }
 }
@@ -79,8 +81,30 @@ impl TieredEngine {
     /// checkpoint from redb, then the write-ahead records it does not cover. What it recovers is
     /// durable when it returns.
     pub async fn open(dir: impl AsRef<Path>, config: Config) -> Result<TieredEngine> {
-        config.validate()?;
+        crate::metrics::describe();
         let dir = dir.as_ref().to_path_buf();
+        let span = tracing::info_span!(
+            "open",
+            dir = %dir.display(),
+            hot_entries = tracing::field::Empty,
+            cold_blocks = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let engine = span.in_scope(|| TieredEngine::open_here(dir, config))?;
+        let took = start.elapsed();
+        let st = engine.stats();
+        span.record("hot_entries", st.hot_entries);
+        span.record("cold_blocks", st.cold_blocks);
+        span.record("duration_us", took.as_micros() as u64);
+        crate::metrics::opened(took);
+        engine.shared.core.publish_metrics();
+        Ok(engine)
+    }
+
+    /// `open` inside its span.
+    fn open_here(dir: PathBuf, config: Config) -> Result<TieredEngine> {
+        config.validate()?;
         let lock = prepare_dir(&dir)?;
         let budget = Budget::new(&config);
         let (store, cp, index) = ColdStore::open(&dir.join(COLD_FILE), budget.redb_cache_bytes() as usize)?;
@@ -153,60 +177,7 @@ impl TieredEngine {
 
     /// A snapshot of the engine's figures.
     pub fn stats(&self) -> Stats {
-        let core = &self.shared.core;
-        let (wal_segments, wal_bytes) = core.wal.disk_usage();
-        let st = core.state.read();
-        let lo = st.purged_index();
-        let visible = st.cold.blocks.values().filter(|m| m.last > lo);
-        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
-        for m in visible {
-            cold_blocks += 1;
-            raw += m.raw_len;
-            stored += m.stored_len;
-        }
-        let in_use = crate::cold::store::estimated_bytes_in_use(st.cold.blocks.values());
-        let all_stored: u64 = st.cold.blocks.values().map(|m| m.stored_len).sum();
-        let redb_file_bytes = core.cold.store().file_bytes();
-        let c = &core.counters;
-        let cache = core.cold.cache();
-        Stats {
-            first_index: if st.is_empty() { 0 } else { st.first },
-            last_index: st.last_index(),
-            hot_entries: st.ring.len(),
-            hot_bytes: st.ring.bytes(),
-            cold_blocks,
-            cold_raw_bytes: raw,
-            cold_stored_bytes: stored,
-            compaction_high_water: core.checkpoint.lock().cold_hi,
-            block_cache_bytes: cache.bytes(),
-            redb_cache_bytes: core.budget.redb_cache_bytes(),
-            block_index_bytes: core.budget.index_bytes(st.cold.blocks.len()),
-            compaction_reserve_bytes: core.budget.round_bytes(),
-            unseen_reserve_bytes: core.budget.unseen_bytes(),
-            dictionary_reserve_bytes: core.budget.dictionary_bytes(),
-            dictionary_bytes: core
-                .cold
-                .store()
-                .dictionaries()
-                .current()
-                .map_or(0, |d| d.len() as u64),
-            block_cache_hits: cache.hits.load(Ordering::Relaxed),
-            block_cache_misses: cache.misses.load(Ordering::Relaxed),
-            hot_reads: c.hot_reads.load(Ordering::Relaxed),
-            cold_reads: c.cold_reads.load(Ordering::Relaxed),
-            compactions: c.compactions.load(Ordering::Relaxed),
-            backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
-            wal_segments,
-            wal_bytes,
-            redb_file_bytes,
-            redb_fragmented_bytes: redb_file_bytes.saturating_sub(all_stored),
-            redb_free_bytes: redb_file_bytes.saturating_sub(in_use),
-            reclamations: c.reclamations.load(Ordering::Relaxed),
-            reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
-            reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),
-            purge_boundary: st.purged,
-            memory_budget_bytes: core.config.memory_budget_bytes,
-        }
+        self.shared.core.stats()
     }
 
     /// Runs compaction now, moving every entry up to the last index at the time of the call to the

@@ -51,6 +51,7 @@ mod le;
 mod limits;
 mod log_store;
 mod meta;
+pub mod metrics;
 pub mod offline;
 pub mod proto;
 mod recovery;

@@ -8,6 +8,7 @@
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -32,6 +33,11 @@ pub struct TierLogStore {
 /// The engine's [`MetaStore`] handle; like [`TierLogStore`], it does not keep the engine open.
 pub struct TierMetaStore {
     pub(crate) core: Arc<Core>,
+}
+
+/// Payload bytes of a batch (what `tierlog_append_bytes_total` counts).
+fn payload_bytes(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.payload.len() as u64).sum()
 }
 
 /// `get_entries` core: the entries of `[a, b]` as of one moment.
@@ -71,6 +77,16 @@ fn read_range(core: &Core, a: u64, b: u64) -> Result<Vec<Entry>> {
 
 /// Waits while the ring is over budget and the compactor can still free memory.
 async fn wait_for_room(core: &Core) -> Result<()> {
+    let mut since = None;
+    let result = wait_for_room_since(core, &mut since).await;
+    if let Some(t) = since {
+        crate::metrics::waited_for_room(t.elapsed());
+    }
+    result
+}
+
+/// `wait_for_room`, setting `since` when it first waits.
+async fn wait_for_room_since(core: &Core, since: &mut Option<Instant>) -> Result<()> {
     loop {
         let announced = core.backpressure.room_announced();
         tokio::pin!(announced);
@@ -103,6 +119,7 @@ async fn wait_for_room(core: &Core) -> Result<()> {
         core.check_open()?;
         core.counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
         core.backpressure.ask_for_room();
+        since.get_or_insert_with(Instant::now);
         announced.await;
     }
 }
@@ -177,7 +194,10 @@ impl LogStore for TierLogStore {
         check_batch(&entries)?;
         wait_for_room(&self.core).await?;
         let _span = tracing::debug_span!("persist", first = entries[0].index, n = entries.len()).entered();
-        log_and_apply(&self.core, Record::Append(entries))
+        let (n, bytes) = (entries.len(), payload_bytes(&entries));
+        log_and_apply(&self.core, Record::Append(entries))?;
+        crate::metrics::appended(n, bytes);
+        Ok(())
     }
 
     async fn entry(&self, index: u64) -> Result<Option<Entry>> {
@@ -201,11 +221,18 @@ impl LogStore for TierLogStore {
                 "purge cutoff index u64::MAX is reserved".into(),
             ));
         }
-        let _span = tracing::debug_span!("purge", index = cutoff.index).entered();
+        let span = tracing::info_span!("purge", index = cutoff.index, entries = tracing::field::Empty);
+        let _in_span = span.enter();
         {
             let st = self.core.state.read();
             if cutoff.index <= st.purged_index() {
                 return Ok(());
+            }
+            if !st.is_empty() {
+                span.record(
+                    "entries",
+                    (cutoff.index.min(st.last) + 1).saturating_sub(st.first),
+                );
             }
         }
         log_and_apply(&self.core, Record::Purge { cutoff })?;
@@ -229,13 +256,19 @@ impl LogStore for TierLogStore {
         check_batch(&entries)?;
         wait_for_room(&self.core).await?;
         let _span = tracing::debug_span!("replace_range", from, n = entries.len()).entered();
-        log_and_apply(&self.core, Record::Replace { from, entries })
+        let (n, bytes) = (entries.len(), payload_bytes(&entries));
+        log_and_apply(&self.core, Record::Replace { from, entries })?;
+        crate::metrics::appended(n, bytes);
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
         let _span = tracing::debug_span!("flush").entered();
         self.core.check_open()?;
-        self.core.wal.sync()
+        let start = Instant::now();
+        self.core.wal.sync()?;
+        crate::metrics::flushed(start);
+        Ok(())
     }
 
     async fn flush_async(&self) -> Result<()> {

@@ -23,10 +23,24 @@ pub(crate) fn rebuild(
     cp: &Checkpoint,
     index: BlockIndex,
 ) -> Result<(LogState, wal::Recovered)> {
+    let span = tracing::info_span!(
+        "recovery",
+        segments = tracing::field::Empty,
+        records = tracing::field::Empty,
+        replayed = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    );
+    let _in_span = span.enter();
+    let start = std::time::Instant::now();
     let mut state = LogState::from_checkpoint(cp, index);
     let recovered = replay(wal_dir, config, cp, &mut state, |st, a, b| {
         read_at_rest(cold, st, a, b)
     })?;
+    let segments = recovered.segments();
+    span.record("segments", segments.len());
+    span.record("bytes", segments.iter().map(|s| s.end).sum::<u64>());
+    span.record("duration_us", start.elapsed().as_micros() as u64);
     Ok((state, recovered))
 }
 
@@ -88,6 +102,9 @@ fn replay(
     if covered {
         state.install_above(above, cp.applied_seq)?;
     }
+    let span = tracing::Span::current();
+    span.record("records", total);
+    span.record("replayed", replayed);
     tracing::info!(
         records = total,
         replayed,

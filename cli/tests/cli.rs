@@ -712,3 +712,134 @@ fn dump_and_inspect_salvage_a_damaged_store() {
     assert!(text.contains("hard state       damaged"), "{text}");
     assert!(text.contains("index range      1..=3000"), "{text}");
 }
+
+/// A port nobody listens on right now (the OS picks it; the listener is closed before bench binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One plain HTTP/1.0 GET; returns the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the metrics endpoint accepts connections");
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+    body.to_string()
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+fn sample(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{exposition}"))
+}
+
+/// `bench --metrics-addr` serves the engine's metrics while it runs: scraped once (while the bench
+/// lingers after its report, so the figures are final), the append and flush counters equal what
+/// the bench's own report counted, and the other families are there with plausible values.
+#[test]
+fn bench_serves_metrics_for_prometheus() {
+    use std::io::{BufRead, BufReader, Read};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let dir = tmp.path().join("log").display().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tierlog"))
+        .args([
+            "bench",
+            "--workload",
+            "leader-append",
+            "--entries",
+            "4000",
+            "--batch",
+            "16",
+        ])
+        .args([
+            "--json",
+            "--config",
+            &config,
+            "--dir",
+            &dir,
+            "--metrics-addr",
+            &addr,
+            "--metrics-linger",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tierlog binary runs");
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(WATCHDOG).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    // stdout is read only after the scrape: the JSON report is far below a pipe's capacity.
+    let mut stderr_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        match stderr_lines.next() {
+            Some(Ok(line)) if line.starts_with("metrics: serving at") => break,
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!(
+                "bench ended before serving its final metrics:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    let body = http_get(&addr, "/metrics");
+    drop(child.stdin.take()); // lets bench exit
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    assert!(status.success(), "bench failed: {status}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("stdout is JSON");
+    let phase = &report["phases"][0];
+
+    assert!(
+        body.contains("# HELP tierlog_flush_seconds "),
+        "descriptions missing:\n{body}"
+    );
+    assert_eq!(
+        sample(&body, "tierlog_append_entries_total"),
+        phase["entries_written"].as_u64().unwrap() as f64
+    );
+    assert_eq!(
+        sample(&body, "tierlog_append_bytes_total"),
+        phase["bytes_written"].as_u64().unwrap() as f64
+    );
+    let flushes = phase["flush"]["count"].as_u64().unwrap() as f64;
+    assert!(flushes > 0.0);
+    assert_eq!(sample(&body, "tierlog_flushes_total"), flushes);
+    assert_eq!(sample(&body, "tierlog_flush_seconds_count"), flushes);
+    assert!(sample(&body, "tierlog_flush_seconds_sum") > 0.0);
+    // The tiny configuration moves most of the 4000 entries (~1 MB) to the cold tier.
+    let rounds = sample(&body, "tierlog_compaction_rounds_total");
+    assert!(rounds >= 1.0, "{body}");
+    assert_eq!(sample(&body, "tierlog_compaction_round_seconds_count"), rounds);
+    assert!(sample(&body, "tierlog_compaction_entries_total") >= 1.0);
+    assert!(sample(&body, "tierlog_cold_bytes") > 0.0);
+    assert!(sample(&body, "tierlog_compaction_lag_entries") <= 4000.0);
+    assert_eq!(sample(&body, "tierlog_memory_budget_bytes"), 1048576.0);
+    assert!(body.contains("tierlog_disk_bytes{file=\"wal\"}"), "{body}");
+    assert!(body.contains("tierlog_disk_bytes{file=\"redb\"}"), "{body}");
+    assert_eq!(
+        sample(&body, "tierlog_open_seconds_count"),
+        2.0,
+        "the run's open and the reopen"
+    );
+}

@@ -33,6 +33,9 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         check_writable(path)?;
     }
     let payloads = PayloadGen::new(args.payload.clone(), args.seed, args.entry_size)?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+    }
     let (dir, temp) = match &args.dir {
         Some(d) => (prepare_dir(d)?, None),
         None => {
@@ -64,7 +67,28 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         plot::draw(path, &report.timeline, report.config.memory_budget_bytes)?;
         eprintln!("plot written to {}", path.display());
     }
+    if let (true, Some(addr)) = (args.metrics_linger, args.metrics_addr) {
+        eprintln!("metrics: serving at http://{addr}/metrics until standard input is closed");
+        // Any end of input, an error included, ends the wait.
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+    }
     Ok(if report.verification.ok { 0 } else { 1 })
+}
+
+/// Installs the Prometheus exporter as the process's metrics recorder, with its HTTP listener on
+/// `addr` (on a thread of its own, outside the bench's runtime). Latencies get buckets, so
+/// Prometheus can aggregate them (the exporter's default would be a summary).
+fn serve_metrics(addr: std::net::SocketAddr) -> CliResult<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    // 10 us to ~10 s, x2 per bucket (an fdatasync takes ~0.1-10 ms, a compaction round up to seconds).
+    let buckets: Vec<f64> = (0..21).map(|i| 10e-6 * f64::powi(2.0, i)).collect();
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .map_err(|e| format!("--metrics-addr: {e}"))?
+        .install()
+        .map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    Ok(())
 }
 
 /// Removes bench's temporary directory when SIGINT (Ctrl-C) or SIGTERM arrives, then ends the

@@ -88,6 +88,14 @@ pub struct BenchArgs {
     /// Draw throughput, RSS and tier sizes over time into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Serve the engine's metrics (docs/metrics.md) for Prometheus at http://HOST:PORT/metrics
+    /// while the bench runs.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// After the report, keep serving the metrics until standard input is closed (for tests and
+    /// one last scrape).
+    #[arg(long, hide = true, requires = "metrics_addr")]
+    pub metrics_linger: bool,
 }
 
 /// A directory argument.
