@@ -46,7 +46,7 @@ pub struct Config {
     /// it (zero-filled a few MiB ahead of the writer), and is retired whole once the cold tier covers
     /// it: the log keeps about one or two segments beyond the entries not yet compacted.
     ///
-    /// Default: 8388608 (8 MiB). Accepted: 65536 (64 KiB) to 4294967296 (4 GiB), both included.
+    /// Default: 4194304 (4 MiB). Accepted: 65536 (64 KiB) to 4294967296 (4 GiB), both included.
     pub segment_bytes: u64,
     /// Most retired segment files kept for reuse (writing into already-allocated space makes
     /// fdatasync cheaper, and a recycled file needs no zero-filling); see also `recycle_bytes`.
@@ -56,7 +56,7 @@ pub struct Config {
     /// Most bytes of retired segment files kept for reuse, all together; spares beyond it (or beyond
     /// `recycle_segments`) are deleted, also at open.
     ///
-    /// Default: 8388608 (8 MiB). Accepted: any value; 0 deletes every retired segment.
+    /// Default: 4194304 (4 MiB). Accepted: any value; 0 deletes every retired segment.
     pub recycle_bytes: u64,
     /// Largest uncompressed size of one cold block; a block also ends before its stored form
     /// outgrows a 64 KiB redb page bucket. A point read decompresses one ~16 KiB frame of a
@@ -133,9 +133,9 @@ impl Default for Config {
             memory_budget_bytes: 256 << 20,
             block_cache_fraction: 0.25,
             sync_on_persist: false,
-            segment_bytes: 8 << 20,
+            segment_bytes: 4 << 20,
             recycle_segments: 4,
-            recycle_bytes: 8 << 20,
+            recycle_bytes: 4 << 20,
             block_target_bytes: 256 << 10,
             compression_level: 1,
             compaction_trigger_bytes: 4 << 20,
