@@ -622,8 +622,8 @@ async fn zero_fill_fdatasync_failure_poisons_the_log() {
 }
 
 /// A reclamation (the exclusive compaction of the redb file) that fails, before redb starts or
-/// after its commits reached the disk, leaves the cold tier readable in the same engine; the next
-/// reclamation succeeds, and the store reopens with everything.
+/// after its commits reached the disk, leaves the cold tier readable in the same engine; once purges
+/// free space again the next reclamation succeeds, and the store reopens with everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reclamation_failure_leaves_the_store_whole_and_the_next_one_succeeds() {
     let _alone = crate::failpoints_exclusive();
@@ -639,27 +639,42 @@ async fn reclamation_failure_leaves_the_store_whole_and_the_next_one_succeeds() 
         let e = TieredEngine::open(dir.path(), cfg).await.unwrap();
         let log = e.log_store();
         let mut m = Model::default();
-        for first in (1..=20_000).step_by(100) {
-            log.persist_entries(batch(first, 100, 1, SEED)).await.unwrap();
-            m.persist(first, 100, 1);
+        // Writes 20,000 entries after the model's last, compacts them, then purges all but the
+        // newest 1,000: the redb file then holds mostly free pages.
+        async fn fill_then_purge(e: &TieredEngine, m: &mut Model) -> tierlog::Stats {
+            let log = e.log_store();
+            let start = m.last_index() + 1;
+            for first in (start..start + 20_000).step_by(100) {
+                log.persist_entries(batch(first, 100, 1, SEED)).await.unwrap();
+                m.persist(first, 100, 1);
+            }
+            e.compact_now().await.unwrap();
+            let full = e.stats();
+            let cutoff = LogId {
+                term: 1,
+                index: m.last_index() - 1_000,
+            };
+            log.purge(cutoff).await.unwrap();
+            m.purge(cutoff);
+            e.compact_now().await.unwrap();
+            full
         }
-        e.compact_now().await.unwrap();
-        let full = e.stats();
-        let before = full.reclamations;
-        // Fails the first try only: the compactor tries again after its next run.
+        // Fails the first try only.
         fail::cfg(point, "1*return(5)").unwrap();
-        let cutoff = LogId {
-            term: 1,
-            index: 19_000,
-        };
-        log.purge(cutoff).await.unwrap();
-        m.purge(cutoff);
-        e.compact_now().await.unwrap();
+        let full = fill_then_purge(&e, &mut m).await;
         check(&e, &m, &format!("{point}: after the failed reclamation"));
+        fail::remove(point);
+        // New free space for the next try: `cold::reclaim::after` stands for a compaction whose
+        // commits reached the disk, so that one already gave the first purge's space back.
+        let full = if point == "cold::reclaim::after" {
+            fill_then_purge(&e, &mut m).await
+        } else {
+            full
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        // Until a reclamation after the purge has given the space back (one that started before
-        // the failpoint was set may still be counted first).
-        while e.stats().reclamations == before || e.stats().redb_file_bytes >= full.redb_file_bytes {
+        // Counted from before the purge: the retry may have run already.
+        while e.stats().reclamations == full.reclamations || e.stats().redb_file_bytes >= full.redb_file_bytes
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{point}: no reclamation succeeded in 30 s: {:?}",
@@ -668,7 +683,6 @@ async fn reclamation_failure_leaves_the_store_whole_and_the_next_one_succeeds() 
             e.compact_now().await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        fail::remove(point);
         check(&e, &m, &format!("{point}: after the reclamation"));
         drop(log);
         drop(e);
