@@ -163,6 +163,15 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
     v
 }
 
+/// A block of `entries`, compressed with a trained dictionary or without.
+fn encode(id: u64, entries: &[Entry], with_dictionary: bool) -> Vec<u8> {
+    if with_dictionary {
+        fuzzing::block_encode_with_dictionary(id, entries)
+    } else {
+        fuzzing::block_encode(id, entries)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
@@ -237,11 +246,7 @@ proptest! {
         with_dictionary in any::<bool>(),
     ) {
         let entries = to_entries(first, &es);
-        let stored = if with_dictionary {
-            fuzzing::block_encode_with_dictionary(id, &entries)
-        } else {
-            fuzzing::block_encode(id, &entries)
-        };
+        let stored = encode(id, &entries, with_dictionary);
         prop_assert_eq!(fuzzing::block_decode(&stored), Ok(entries.clone()));
         let damaged = apply(stored.clone(), &muts);
         if damaged != stored {
@@ -277,11 +282,7 @@ proptest! {
         with_dictionary in any::<bool>(),
     ) {
         let entries = to_entries(first, &es);
-        let stored = if with_dictionary {
-            fuzzing::block_encode_with_dictionary(id, &entries)
-        } else {
-            fuzzing::block_encode(id, &entries)
-        };
+        let stored = encode(id, &entries, with_dictionary);
         prop_assert_eq!(fuzzing::block_decode(&stored), Ok(entries.clone()));
         let lo = lo % entries.len();
         let hi = (lo + len).min(entries.len() - 1);
