@@ -250,11 +250,14 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
 /// The seed of the fixture's payloads.
 const FIXTURE_SEED: u64 = 0xF1C5;
 
-/// A copy of `tests/fixtures/store-v1` and the model of what it holds.
-fn first_release_store() -> (tempfile::TempDir, Model) {
+/// A copy of the fixture store `tests/fixtures/<name>` and the model of what it holds (both fixtures
+/// hold the same log).
+fn fixture_store(name: &str) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     crate::support::copy_dir(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
         dir.path(),
     );
     let mut m = Model::default();
@@ -266,6 +269,10 @@ fn first_release_store() -> (tempfile::TempDir, Model) {
     (dir, m)
 }
 
+fn first_release_store() -> (tempfile::TempDir, Model) {
+    fixture_store("store-v1")
+}
+
 /// A store written by the first release (write-ahead segments of version 1, `TLB1` cold blocks),
 /// kept under `tests/fixtures/store-v1`: entries 1..=600 in batches of 20 (batch k has term k + 1),
 /// 1..=300 compacted, then a purge through (3, 50), a truncation from 590, a hard state and an
@@ -273,32 +280,41 @@ fn first_release_store() -> (tempfile::TempDir, Model) {
 /// that survive the next open.
 #[tokio::test]
 async fn a_store_written_by_the_first_release_opens_and_reads() {
-    let (dir, mut m) = first_release_store();
+    fixture_opens_and_reads("store-v1", b"app-meta-v1").await;
+}
+
+/// The same log written by the release before the cold format v2 and the stepped write-ahead files
+/// (main `3ebed44`: version-2 segment headers, `TLB1` blocks, fixed-size segments and a recycled
+/// spare), kept under `tests/fixtures/store-v2`.
+#[tokio::test]
+async fn a_store_written_by_the_previous_release_opens_and_reads() {
+    fixture_opens_and_reads("store-v2", b"app-meta-v2").await;
+}
+
+async fn fixture_opens_and_reads(name: &str, app_meta: &[u8]) {
+    let (dir, mut m) = fixture_store(name);
     let check = |e: &TieredEngine, m: &Model| {
         let log = e.log_store();
-        assert_eq!(log.last_index(), m.last_index());
-        assert_eq!(log.load_purge_boundary().unwrap(), m.boundary);
+        assert_eq!(log.last_index(), m.last_index(), "{name}");
+        assert_eq!(log.load_purge_boundary().unwrap(), m.boundary, "{name}");
         let got = log.get_entries(0..=1000).unwrap();
         if let Some(d) = diff_entries(&got, &m.slice(0, 1000, FIXTURE_SEED)) {
-            panic!("fixture store: {d}");
+            panic!("fixture store {name}: {d}");
         }
     };
     let report = tierlog::offline::verify(dir.path()).expect("the fixture verifies");
-    assert_eq!(report.entries, m.entries.len() as u64);
+    assert_eq!(report.entries, m.entries.len() as u64, "{name}");
     let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     check(&e, &m);
-    // The entries came out of the fixture's version-1 (`TLB1`) blocks, not only the write-ahead log.
+    // The entries came out of the fixture's `TLB1` blocks, not only the write-ahead log.
     assert!(
         e.stats().cold_reads > 0,
-        "no entry of the fixture was read from a cold block"
+        "{name}: no entry of the fixture was read from a cold block"
     );
     let meta = e.meta_store();
     let hard = meta.load_hard_state().unwrap().expect("hard state");
-    assert_eq!(hard.current_term, 31);
-    assert_eq!(
-        meta.load_app_meta().unwrap().as_deref(),
-        Some(&b"app-meta-v1"[..])
-    );
+    assert_eq!(hard.current_term, 31, "{name}");
+    assert_eq!(meta.load_app_meta().unwrap().as_deref(), Some(app_meta), "{name}");
     let log = e.log_store();
     log.persist_entries(crate::support::batch(590, 30, 100, FIXTURE_SEED))
         .await
