@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::MAX_ROUND_RAW_BYTES;
 use crate::cold::block::{self, BlockMeta, Packing, raw_cost};
 use crate::cold::dict::{self, Dictionary, DictionaryEncoder};
-use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan, estimated_bytes_in_use};
+use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
 use crate::core::Core;
 use crate::error::{Error, Result};
 use crate::proto::{Entry, LogId};
@@ -197,9 +197,8 @@ impl Compactor {
         if self.last_reclaim.is_some_and(|t| t.elapsed() < interval) {
             return;
         }
-        let in_use = estimated_bytes_in_use(core.state.read().cold.blocks.values());
-        let file = core.cold.store().file_bytes();
-        let free = file.saturating_sub(in_use);
+        let redb = core.cold.store().footprint(&core.state.read().cold.blocks);
+        let (file, free) = (redb.file_bytes, redb.free_bytes);
         if free < cfg.reclaim_min_bytes.max(1) || (free as f64) < cfg.reclaim_free_share * file as f64 {
             return;
         }

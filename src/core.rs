@@ -147,9 +147,7 @@ impl Core {
             raw += m.raw_len;
             stored += m.stored_len;
         }
-        let in_use = crate::cold::store::estimated_bytes_in_use(st.cold.blocks.values());
-        let all_stored: u64 = st.cold.blocks.values().map(|m| m.stored_len).sum();
-        let redb_file_bytes = self.cold.store().file_bytes();
+        let redb = self.cold.store().footprint(&st.cold.blocks);
         let c = &self.counters;
         let cache = self.cold.cache();
         Stats {
@@ -181,9 +179,9 @@ impl Core {
             backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
             wal_segments,
             wal_bytes,
-            redb_file_bytes,
-            redb_fragmented_bytes: redb_file_bytes.saturating_sub(all_stored),
-            redb_free_bytes: redb_file_bytes.saturating_sub(in_use),
+            redb_file_bytes: redb.file_bytes,
+            redb_fragmented_bytes: redb.fragmented_bytes,
+            redb_free_bytes: redb.free_bytes,
             reclamations: c.reclamations.load(Ordering::Relaxed),
             reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
             reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),

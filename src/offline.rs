@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::cold::cache::BlockCache;
 use crate::cold::reader::ColdReader;
-use crate::cold::store::{Checkpoint, ColdStore, estimated_bytes_in_use};
+use crate::cold::store::{Checkpoint, ColdStore};
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::layout::{APP_META_FILE, COLD_FILE, HARD_STATE_FILE, WAL_DIR, check_dir};
@@ -250,7 +250,7 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
     let stored: u64 = live.iter().map(|m| m.stored_len).sum();
     let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
     let segments = log.segments.clone();
-    let redb_file_bytes = log.cold.store().file_bytes();
+    let redb = log.cold.store().footprint(&st.cold.blocks);
     Ok(Inspection {
         dir: dir.to_path_buf(),
         index_range: (!st.is_empty()).then_some((st.first, st.last)),
@@ -274,10 +274,9 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
             raw as f64 / stored as f64
         },
         dictionary_bytes: log.cold.store().dictionaries().current().map(|d| d.len() as u64),
-        redb_file_bytes,
-        redb_fragmented_bytes: redb_file_bytes
-            .saturating_sub(st.cold.blocks.values().map(|m| m.stored_len).sum()),
-        redb_free_bytes: redb_file_bytes.saturating_sub(estimated_bytes_in_use(st.cold.blocks.values())),
+        redb_file_bytes: redb.file_bytes,
+        redb_fragmented_bytes: redb.fragmented_bytes,
+        redb_free_bytes: redb.free_bytes,
         redb_not_closed_cleanly: log.cold.store().read_from_repaired_copy(),
         segments,
         spare_segments: spares.len() as u64,

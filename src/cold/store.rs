@@ -578,12 +578,38 @@ const META_PER_BLOCK: u64 = 128;
 /// redb's header, region allocator state and system tables, rounded up.
 const FIXED_OVERHEAD: u64 = 128 << 10;
 
+/// What the redb file takes on disk against the blocks it holds (`stats()`, `tierlog inspect` and
+/// the reclamation trigger all read it from here).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Footprint {
+    /// The file's allocated bytes ([`ColdStore::file_bytes`]).
+    pub file_bytes: u64,
+    /// Bytes holding no block content: free pages, page rounding, redb's metadata.
+    pub fragmented_bytes: u64,
+    /// The part of it in free pages, estimated ([`estimated_bytes_in_use`]).
+    pub free_bytes: u64,
+}
+
+impl ColdStore {
+    /// The file's footprint against `index`, every block the file holds (purged ones included until
+    /// their deletion commits).
+    pub(crate) fn footprint(&self, index: &BlockIndex) -> Footprint {
+        let file_bytes = self.file_bytes();
+        let stored: u64 = index.values().map(|m| m.stored_len).sum();
+        Footprint {
+            file_bytes,
+            fragmented_bytes: file_bytes.saturating_sub(stored),
+            free_bytes: file_bytes.saturating_sub(estimated_bytes_in_use(index.values())),
+        }
+    }
+}
+
 /// Bytes of the file the blocks of `index` occupy, estimated from redb's allocation rule (each block
 /// is the only pair of its leaf, which takes the next power of two of 4 KiB pages). Blocks small
 /// enough to share a leaf are over-counted, so the free space derived from it errs low: the
 /// reclamation it triggers never runs for space that is not there. Reading the exact figure needs
 /// redb's `stats()`, which reads every leaf page, i.e. the whole file.
-pub(crate) fn estimated_bytes_in_use<'a>(blocks: impl IntoIterator<Item = &'a BlockMeta>) -> u64 {
+fn estimated_bytes_in_use<'a>(blocks: impl IntoIterator<Item = &'a BlockMeta>) -> u64 {
     blocks
         .into_iter()
         .map(|m| {
