@@ -269,10 +269,6 @@ fn fixture_store(name: &str) -> (tempfile::TempDir, Model) {
     (dir, m)
 }
 
-fn first_release_store() -> (tempfile::TempDir, Model) {
-    fixture_store("store-v1")
-}
-
 /// A store written by the first release (write-ahead segments of version 1, `TLB1` cold blocks),
 /// kept under `tests/fixtures/store-v1`: entries 1..=600 in batches of 20 (batch k has term k + 1),
 /// 1..=300 compacted, then a purge through (3, 50), a truncation from 590, a hard state and an
@@ -335,7 +331,7 @@ async fn fixture_opens_and_reads(name: &str, app_meta: &[u8]) {
 #[tokio::test]
 async fn a_first_release_store_compacts_into_a_mix_of_block_versions() {
     use tierlog::LogStore;
-    let (dir, mut m) = first_release_store();
+    let (dir, mut m) = fixture_store("store-v1");
     let check = |e: &TieredEngine, m: &Model, what: &str| {
         let log = e.log_store();
         assert_eq!(log.last_index(), m.last_index(), "{what}");
