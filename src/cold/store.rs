@@ -78,7 +78,7 @@ pub(crate) struct ColdStore {
     /// Set by an I/O error, cleared by the next successful commit. A failing write makes redb refuse
     /// every read in flight on the same database, so while the disk keeps failing (full) commits
     /// run alone, under the write guard: only the first failure can break a concurrent read, and
-    /// that read is tried again on the reopened database (`read_blocks`).
+    /// that read is tried again on the reopened database (`read`).
     degraded: AtomicBool,
     /// Where a repaired copy lives (offline tools over a crashed engine's file); declared after
     /// `db` so the database is closed before the directory is removed.
@@ -107,7 +107,7 @@ impl Db {
     }
 }
 
-/// Tries of a block read that redb refused after an I/O error (see `ColdStore::read_blocks`).
+/// Tries of a block read that redb refused after an I/O error (see `ColdStore::read`).
 const READ_ATTEMPTS: usize = 3;
 
 pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
@@ -355,13 +355,18 @@ impl ColdStore {
         metas: &[BlockMeta],
         mut f: impl FnMut(&[Option<&[u8]>]) -> Result<T>,
     ) -> Result<T> {
+        self.read(|db| self.with_stored_in(db, metas, &mut f))
+    }
+
+    /// Runs the block read `body` on the open database. A commit failing at the same moment (a
+    /// full disk) makes redb refuse the read too: the database is reopened (by this call or
+    /// another) and the read tried again, up to [`READ_ATTEMPTS`] times.
+    fn read<T>(&self, mut body: impl FnMut(&Db) -> Result<T>) -> Result<T> {
         crate::failpoints::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
-        // A commit failing at the same moment (a full disk) makes redb refuse this read too: the
-        // database is reopened (by this call or another) and the read tried again.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.with_db(|db| self.with_stored_in(db, metas, &mut f)) {
+            match self.with_db(&mut body) {
                 Err(Error::Io { .. } | Error::Database { .. }) if attempts < READ_ATTEMPTS => {}
                 r => return r,
             }
@@ -395,27 +400,18 @@ impl ColdStore {
         f: impl Fn(usize, Option<&[u8]>) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         use rayon::prelude::*;
-        crate::failpoints::io_fault("cold::read").map_err(|e| Error::io(&self.path, e))?;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let r = self.with_db(|db| {
-                let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
-                let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-                (0..metas.len())
-                    .into_par_iter()
-                    .with_max_len(1)
-                    .map(|j| {
-                        let g = table.get(metas[j].first).map_err(|e| self.err(e))?;
-                        f(j, g.as_ref().map(|g| g.value()))
-                    })
-                    .collect()
-            });
-            match r {
-                Err(Error::Io { .. } | Error::Database { .. }) if attempts < READ_ATTEMPTS => {}
-                r => return r,
-            }
-        }
+        self.read(|db| {
+            let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
+            let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            (0..metas.len())
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|j| {
+                    let g = table.get(metas[j].first).map_err(|e| self.err(e))?;
+                    f(j, g.as_ref().map(|g| g.value()))
+                })
+                .collect()
+        })
     }
 
     /// Applies one round durably (fsync before returning).
