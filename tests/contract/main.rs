@@ -9,6 +9,9 @@
 //! - `concurrency`: readers racing a writer, the compactor, purge and truncate.
 //! - `recovery_cases`, `recovery_regressions`, `engine_drop_hang`: fixed reproductions of bugs the
 //!   random tests and the crash loop found, and the first release's on-disk format.
+//! - `groups`: many Raft groups in one engine: each group's log, hard state and metadata are its
+//!   own (in every harness mode), creation is idempotent, removal is final and closes the group's
+//!   handles, every group comes back after a reopen.
 //! - `dictionary`: the cold tier's compression dictionary (before/after training, reopen, damage).
 //! - `offline`: `verify` and `open` agree on damaged stores. (The decoders of bytes from disk are
 //!   fuzzed inside the crate, `src/fuzz_tests.rs`, where they are not public.)
@@ -23,6 +26,7 @@ mod bad_input;
 mod concurrency;
 mod dictionary;
 mod engine_drop_hang;
+mod groups;
 mod model;
 mod offline;
 mod purge_truncate;

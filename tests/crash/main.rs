@@ -3,23 +3,34 @@
 //! This test binary has its own `main` (`harness = false`). Run plainly, it is the *parent*: it
 //! starts itself again as a *child* (selected by the `TIERLOG_CRASH_CHILD` variable), which opens a
 //! store in a tiny configuration (64 KiB segments, 1 MiB memory budget, a compaction round every
-//! 16 KiB) and runs random appends, overwrites, flushes, purges, truncates, `replace_range`s, resets,
-//! hard-state saves and forced compactions forever. Before each operation the child prints
-//! `B <op>` and after it returns `A` on stdout; the parent mirrors every acknowledged operation in a
-//! model and kills the child with `SIGKILL` at a random moment: after a random number of lines plus
-//! a random sub-millisecond delay, while a compaction or purge is in flight, or during open/recovery.
-//! Then it reopens the directory itself and checks the log against the model.
+//! 16 KiB) holding several Raft groups: group 0, three groups it creates on its first run (1-3), and
+//! groups of a small pool (10-12) that it creates and removes while it runs, so ids are reused.
+//! On a random group it runs random appends, overwrites, flushes, purges, truncates,
+//! `replace_range`s, resets, hard-state saves and forced compactions forever. Before each
+//! operation the child prints `B <op>` and after it returns `A` on stdout; the parent mirrors every
+//! acknowledged operation in a model per group and kills the child with `SIGKILL` at a random
+//! moment: after a random number of lines plus a random sub-millisecond delay, while a compaction,
+//! purge, truncate, group creation or group removal is in flight, or during open/recovery. Then it
+//! reopens the directory itself and checks every group against its model.
 //!
 //! What is checked after each kill:
 //! - `open` succeeds (a torn tail is never a reason to refuse);
-//! - the log equals, entry by entry and byte by byte (index, term, payload), the model after the
-//!   last acknowledged operation — or, if an operation was in flight (`B` seen, `A` not), the model
-//!   after that operation. Nothing in between is accepted: a batch append, `replace_range`,
-//!   `truncate`, `purge` and `reset` are each one write-ahead record, so a crash keeps all of it or
-//!   none of it, never a prefix of a batch;
+//! - `groups()` lists exactly the groups whose creation was acknowledged and whose removal was not;
+//!   a removed group's id is unknown to `group()` (and when the id is created again, the new group
+//!   starts empty: nothing of the removed one comes back);
+//! - every group's log equals, entry by entry and byte by byte (index, term, payload), its model
+//!   after the last acknowledged operation — or, if an operation was in flight (`B` seen, `A` not),
+//!   the models after that operation. Nothing in between is accepted: a batch append,
+//!   `replace_range`, `truncate`, `purge`, `reset`, a group's creation and its removal are each one
+//!   atomic operation, so a crash keeps all of it or none of it, never a prefix of a batch;
 //! - so no hole, no duplicate, no entry of a truncated/overwritten range (each write uses a fresh
-//!   term, so a stale entry has the wrong term), nothing at or below the purge boundary;
-//! - `last_index()`, `load_purge_boundary()` and `load_hard_state()` equal the model's.
+//!   term, so a stale entry has the wrong term), nothing at or below the purge boundary, and
+//!   nothing another group wrote (each group's payloads come from a seed of its own, and a
+//!   truncate, purge or reset of one group must leave every other group's entries as they were);
+//! - each group's `last_index()`, `load_purge_boundary()` and `load_hard_state()` equal its model's.
+//!
+//! The child also checks, after each operation, that every group's `last_index()` is its model's:
+//! an operation on one group that moved another group's end fails the run at once.
 //!
 //! This is a *process* crash: the page cache survives, so every operation that returned is expected
 //! back, flushed or not (the contract: `persist_entries` hands the bytes to the OS before returning).
@@ -38,8 +49,14 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{Model, Rng, config, copy_dir, diff_entries, env_u64};
-use tierlog::{Config, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use support::{Model, Rng, config, copy_dir, diff_entries, env_u64, mix};
+use tierlog::{
+    Config, Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore,
+    TieredEngine, VotedFor,
+};
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
 const TEST_NAME: &str = "crash_loop";
@@ -72,6 +89,17 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 // The operations and their one-line encoding on the pipe.
 
+/// The groups the child creates on its first run (or the first run a kill did not stop before) and
+/// never removes.
+const FIXED_GROUPS: [GroupId; 3] = [1, 2, 3];
+/// The groups the child creates and removes as it runs; the ids come back, so a group is created
+/// again under the id of a removed one.
+const POOL: [GroupId; 3] = [10, 11, 12];
+
+/// What every group should hold, by id.
+type Groups = BTreeMap<GroupId, Model>;
+
+/// An operation on one group's log or hard state.
 #[derive(Clone, Debug, PartialEq)]
 enum Op {
     Persist { first: u64, len: u64, term: u64 },
@@ -151,6 +179,20 @@ impl Op {
         })
     }
 
+    /// The one-letter tag the encoding starts with.
+    fn tag(&self) -> &'static str {
+        match self {
+            Op::Persist { .. } => "P",
+            Op::Truncate { .. } => "T",
+            Op::Replace { .. } => "R",
+            Op::Purge { .. } => "G",
+            Op::Reset => "X",
+            Op::Hard(_) => "H",
+            Op::Flush => "F",
+            Op::Compact => "C",
+        }
+    }
+
     fn apply(&self, m: &mut Model) {
         match *self {
             Op::Persist { first, len, term } => m.persist(first, len, term),
@@ -165,6 +207,66 @@ impl Op {
             Op::Flush | Op::Compact => {}
         }
     }
+}
+
+/// One step of the child: an operation on a group, or a group's creation or removal.
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    On(GroupId, Op),
+    Create(GroupId),
+    Remove(GroupId),
+}
+
+impl Step {
+    fn encode(&self) -> String {
+        match self {
+            Step::On(g, op) => format!("{g} {}", op.encode()),
+            Step::Create(g) => format!("N {g}"),
+            Step::Remove(g) => format!("D {g}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Step> {
+        let (head, rest) = s.split_once(' ')?;
+        Some(match head {
+            "N" => Step::Create(rest.parse().ok()?),
+            "D" => Step::Remove(rest.parse().ok()?),
+            g => Step::On(g.parse().ok()?, Op::decode(rest)?),
+        })
+    }
+
+    fn tag(&self) -> &'static str {
+        match self {
+            Step::On(_, op) => op.tag(),
+            Step::Create(_) => "N",
+            Step::Remove(_) => "D",
+        }
+    }
+
+    /// Applies the step to the models; `Err` when it names a group the models do not hold (the
+    /// child never does that: it would be a bug of this test).
+    fn apply(&self, gs: &mut Groups) -> Result<(), String> {
+        match self {
+            Step::On(g, op) => op.apply(
+                gs.get_mut(g)
+                    .ok_or_else(|| format!("{}: no group {g} in the model", self.encode()))?,
+            ),
+            // Creating an existing group is idempotent: it keeps what the group holds.
+            Step::Create(g) => {
+                gs.entry(*g).or_default();
+            }
+            Step::Remove(g) => {
+                gs.remove(g);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The payload seed of group `g`'s entries: each group writes bytes of its own, so an entry that
+/// shows up in the wrong group fails the byte compare even where index and term agree.
+fn group_seed(seed: u64, g: GroupId) -> u64 {
+    if g == 0 { seed } else { mix(seed ^ g) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,12 +307,21 @@ fn child_main(dir: PathBuf) -> ! {
     std::process::exit(3);
 }
 
-async fn load_model(engine: &TieredEngine) -> tierlog::Result<Model> {
-    let log = engine.log_store();
+/// Group `g`'s log and metadata handles. Group 0 is reached through the single-group accessors
+/// (what a user written before groups existed calls), the others through `group()`.
+fn handles(engine: &TieredEngine, g: GroupId) -> tierlog::Result<(Arc<TierLogStore>, Arc<TierMetaStore>)> {
+    if g == 0 {
+        return Ok((engine.log_store(), engine.meta_store()));
+    }
+    let group = engine.group(g)?;
+    Ok((group.log_store(), group.meta_store()))
+}
+
+async fn load_model(log: &TierLogStore, meta: &TierMetaStore) -> tierlog::Result<Model> {
     let last = log.last_index();
     let mut m = Model {
         boundary: log.load_purge_boundary()?,
-        hard: engine.meta_store().load_hard_state()?,
+        hard: meta.load_hard_state()?,
         ..Model::default()
     };
     for e in log.get_entries(0..=last)? {
@@ -219,57 +330,123 @@ async fn load_model(engine: &TieredEngine) -> tierlog::Result<Model> {
     Ok(m)
 }
 
+/// Every group the engine holds, read back into models.
+async fn load_groups(engine: &TieredEngine) -> tierlog::Result<Groups> {
+    let mut gs = Groups::new();
+    for g in engine.groups() {
+        let (log, meta) = handles(engine, g)?;
+        gs.insert(g, load_model(&log, &meta).await?);
+    }
+    Ok(gs)
+}
+
+async fn run_op(
+    engine: &TieredEngine,
+    log: &TierLogStore,
+    meta: &TierMetaStore,
+    op: &Op,
+    seed: u64,
+) -> tierlog::Result<()> {
+    match op {
+        Op::Persist { first, len, term } => {
+            log.persist_entries(support::batch(*first, *len, *term, seed))
+                .await
+        }
+        Op::Truncate { from } => log.truncate(*from).await,
+        Op::Replace { from, len, term } => {
+            log.replace_range(*from, support::batch(*from, *len, *term, seed))
+                .await
+        }
+        Op::Purge { cutoff } => log.purge(*cutoff).await,
+        Op::Reset => log.reset().await,
+        Op::Hard(h) => meta.save_hard_state(h),
+        Op::Flush => log.flush(),
+        Op::Compact => engine.compact_now().await,
+    }
+}
+
 async fn child_loop(dir: &Path, seed: u64, term_base: u64, sync: bool) -> Result<(), String> {
     let engine = TieredEngine::open(dir, child_config(sync))
         .await
         .map_err(|e| format!("open: {e}"))?;
-    let log = engine.log_store();
-    let meta = engine.meta_store();
-    let mut m = load_model(&engine).await.map_err(|e| format!("load: {e}"))?;
-    say(&format!("O {} {}", m.last_index(), m.boundary_index()));
+    let mut gs = load_groups(&engine).await.map_err(|e| format!("load: {e}"))?;
+    say(&format!("O {}", gs.len()));
     let mut rng = Rng::new(seed ^ term_base);
     let mut term = term_base;
+    let mut unmade: Vec<GroupId> = FIXED_GROUPS
+        .iter()
+        .copied()
+        .filter(|g| !gs.contains_key(g))
+        .collect();
     loop {
         term += 1;
-        let op = pick_op(&mut rng, &m, term, &log).await?;
-        say(&format!("B {}", op.encode()));
-        let res = match &op {
-            Op::Persist { first, len, term } => {
-                log.persist_entries(support::batch(*first, *len, *term, seed))
-                    .await
-            }
-            Op::Truncate { from } => log.truncate(*from).await,
-            Op::Replace { from, len, term } => {
-                log.replace_range(*from, support::batch(*from, *len, *term, seed))
-                    .await
-            }
-            Op::Purge { cutoff } => log.purge(*cutoff).await,
-            Op::Reset => log.reset().await,
-            Op::Hard(h) => meta.save_hard_state(h),
-            Op::Flush => log.flush(),
-            Op::Compact => engine.compact_now().await,
+        let step = match unmade.pop() {
+            Some(g) => Step::Create(g),
+            None => pick_step(&mut rng, &gs, term, &engine).await?,
         };
-        res.map_err(|e| format!("{}: {e}", op.encode()))?;
-        op.apply(&mut m);
-        if log.last_index() != m.last_index() {
+        say(&format!("B {}", step.encode()));
+        let res = match &step {
+            Step::Create(g) => engine.create_group(*g).await.map(drop),
+            Step::Remove(g) => engine.remove_group(*g).await,
+            Step::On(g, op) => match handles(&engine, *g) {
+                Ok((log, meta)) => run_op(&engine, &log, &meta, op, group_seed(seed, *g)).await,
+                Err(e) => Err(e),
+            },
+        };
+        res.map_err(|e| format!("{}: {e}", step.encode()))?;
+        step.apply(&mut gs)?;
+        if engine.groups() != gs.keys().copied().collect::<Vec<_>>() {
             return Err(format!(
-                "after {}: last_index() = {}, expected {}",
-                op.encode(),
-                log.last_index(),
-                m.last_index()
+                "after {}: groups() = {:?}, expected {:?}",
+                step.encode(),
+                engine.groups(),
+                gs.keys()
             ));
+        }
+        // Every group ends where its model does: an operation on one group moved no other's end.
+        for (g, m) in &gs {
+            let (log, _) = handles(&engine, *g).map_err(|e| format!("after {}: group {g}: {e}", step.encode()))?;
+            if log.last_index() != m.last_index() {
+                return Err(format!(
+                    "after {}: group {g}: last_index() = {}, expected {}",
+                    step.encode(),
+                    log.last_index(),
+                    m.last_index()
+                ));
+            }
         }
         say("A");
     }
 }
 
-async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStore) -> Result<Op, String> {
+async fn pick_step(rng: &mut Rng, gs: &Groups, term: u64, engine: &TieredEngine) -> Result<Step, String> {
+    let live_pool: Vec<GroupId> = POOL.iter().copied().filter(|g| gs.contains_key(g)).collect();
+    match rng.below(1000) {
+        // The id may exist already: creation is idempotent.
+        0..=9 => return Ok(Step::Create(POOL[rng.below(POOL.len() as u64) as usize])),
+        10..=17 if !live_pool.is_empty() => {
+            return Ok(Step::Remove(
+                live_pool[rng.below(live_pool.len() as u64) as usize],
+            ));
+        }
+        _ => {}
+    }
+    let ids: Vec<GroupId> = gs.keys().copied().collect();
+    if ids.is_empty() {
+        return Err("the engine lists no group (group 0 always exists)".into());
+    }
+    let g = ids[rng.below(ids.len() as u64) as usize];
+    let (log, _) = handles(engine, g).map_err(|e| format!("group {g}: {e}"))?;
+    Ok(Step::On(g, pick_op(rng, &gs[&g], term, &log).await?))
+}
+
+async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &TierLogStore) -> Result<Op, String> {
     let last = m.last_index();
     let b = m.boundary_index();
     let has = !m.entries.is_empty();
     let roll = rng.below(1000);
-    // Keep the retained log short so each check after a kill stays cheap.
-    if m.entries.len() > 3_000 && roll < 100 {
+    // Keep each group's retained log short so each check after a kill stays cheap.
+    if m.entries.len() > 1_500 && roll < 100 {
         return purge_op(m, last - 500, term, log).await;
     }
     Ok(match roll {
@@ -337,7 +514,7 @@ async fn pick_op(rng: &mut Rng, m: &Model, term: u64, log: &tierlog::TierLogStor
 
 /// A purge at `index` whose log id never sorts below the current boundary, so "highest purged"
 /// is unambiguous whichever way the engine orders log ids.
-async fn purge_op(m: &Model, index: u64, term: u64, log: &tierlog::TierLogStore) -> Result<Op, String> {
+async fn purge_op(m: &Model, index: u64, term: u64, log: &TierLogStore) -> Result<Op, String> {
     let entry_term = log
         .entry(index)
         .await
@@ -364,6 +541,14 @@ struct Tally {
     killed_mid_purge: u64,
     killed_mid_truncate_or_replace: u64,
     killed_mid_append: u64,
+    killed_mid_create_or_remove: u64,
+    groups_created: u64,
+    groups_removed: u64,
+    /// Acknowledged truncates, `replace_range`s, purges and resets of a group while another group
+    /// held entries (each then checked not to have touched that group at the next reopen).
+    cuts_beside_other_groups: u64,
+    /// Group logs compared after reopens.
+    groups_verified: u64,
     verified_entries: u64,
     /// Reopens that found a compression dictionary in the store.
     with_dictionary: u64,
@@ -374,7 +559,7 @@ enum Trigger {
     Timer(Duration),
     /// Kill after this many lines, then a random delay below 500 µs.
     Lines(u64),
-    /// Kill while an operation with this tag is in flight.
+    /// Kill while a step with this tag is in flight.
     InFlight(&'static str),
 }
 
@@ -398,17 +583,19 @@ fn parent_main() {
         .build()
         .expect("tokio runtime");
     let mut rng = Rng::new(seed);
-    let mut model = Model::default();
+    // A new directory holds group 0, empty.
+    let mut model = Groups::from([(0, Model::default())]);
     let mut tally = Tally::default();
     let started = Instant::now();
 
     for round in 0..kills {
         let sync = rng.chance(1, 4);
-        let trigger = match rng.below(10) {
+        let trigger = match rng.below(11) {
             0 => Trigger::Timer(Duration::from_micros(rng.below(40_000))),
             1 => Trigger::InFlight("C"),
             2 => Trigger::InFlight("G"),
             3 => Trigger::InFlight(if rng.chance(1, 2) { "T" } else { "R" }),
+            4 => Trigger::InFlight(if rng.chance(1, 2) { "N" } else { "D" }),
             _ => Trigger::Lines(rng.range(1, 600)),
         };
         let mut child = Command::new(&exe)
@@ -442,28 +629,39 @@ fn parent_main() {
         });
 
         let spawned = Instant::now();
-        let mut pending: Option<Op> = None;
+        let mut pending: Option<Step> = None;
         let mut opened = false;
         let mut lines = 0u64;
         let mut round_log: Vec<String> = Vec::new();
         let mut handle = |line: String,
-                          pending: &mut Option<Op>,
-                          model: &mut Model,
+                          pending: &mut Option<Step>,
+                          model: &mut Groups,
                           opened: &mut bool,
                           tally: &mut Tally| {
             if keep.is_some() {
                 round_log.push(line.clone());
             }
             if let Some(rest) = line.strip_prefix("B ") {
-                let op = Op::decode(rest)
+                let step = Step::decode(rest)
                     .unwrap_or_else(|| panic!("round {round}: bad line from child: {line:?}"));
-                assert!(pending.is_none(), "round {round}: B while an op is pending");
-                *pending = Some(op);
+                assert!(pending.is_none(), "round {round}: B while a step is pending");
+                *pending = Some(step);
             } else if line == "A" {
-                let op = pending
+                let step = pending
                     .take()
                     .unwrap_or_else(|| panic!("round {round}: A without B"));
-                op.apply(model);
+                match &step {
+                    Step::Create(g) if !model.contains_key(g) => tally.groups_created += 1,
+                    Step::Remove(_) => tally.groups_removed += 1,
+                    Step::On(g, Op::Truncate { .. } | Op::Replace { .. } | Op::Purge { .. } | Op::Reset)
+                        if model.iter().any(|(o, m)| o != g && !m.entries.is_empty()) =>
+                    {
+                        tally.cuts_beside_other_groups += 1
+                    }
+                    _ => {}
+                }
+                step.apply(model)
+                    .unwrap_or_else(|e| panic!("round {round}: acknowledged {e}"));
                 tally.acked += 1;
             } else if line.starts_with("O ") {
                 *opened = true;
@@ -487,9 +685,7 @@ fn parent_main() {
                     handle(line, &mut pending, &mut model, &mut opened, &mut tally);
                     let fire = match trigger {
                         Trigger::Lines(n) => lines >= n,
-                        Trigger::InFlight(tag) => {
-                            pending.as_ref().is_some_and(|p| p.encode().starts_with(tag))
-                        }
+                        Trigger::InFlight(tag) => pending.as_ref().is_some_and(|p| p.tag() == tag),
                         Trigger::Timer(_) => false,
                     } || lines >= 3_000;
                     if fire {
@@ -524,11 +720,12 @@ fn parent_main() {
         if !opened {
             tally.killed_during_open += 1;
         }
-        match pending.as_ref().map(|p| p.encode()) {
-            Some(s) if s.starts_with('C') => tally.killed_mid_compaction += 1,
-            Some(s) if s.starts_with('G') => tally.killed_mid_purge += 1,
-            Some(s) if s.starts_with('T') || s.starts_with('R') => tally.killed_mid_truncate_or_replace += 1,
-            Some(s) if s.starts_with('P') => tally.killed_mid_append += 1,
+        match pending.as_ref().map(Step::tag) {
+            Some("C") => tally.killed_mid_compaction += 1,
+            Some("G") => tally.killed_mid_purge += 1,
+            Some("T" | "R") => tally.killed_mid_truncate_or_replace += 1,
+            Some("P") => tally.killed_mid_append += 1,
+            Some("N" | "D") => tally.killed_mid_create_or_remove += 1,
             _ => {}
         }
 
@@ -542,9 +739,10 @@ fn parent_main() {
             let _ = std::fs::write(k.with_extension("ops"), round_log.join("\n"));
         }
         let before = model.clone();
-        let after = pending.as_ref().map(|op| {
+        let after = pending.as_ref().map(|step| {
             let mut m = model.clone();
-            op.apply(&mut m);
+            step.apply(&mut m)
+                .unwrap_or_else(|e| panic!("round {round}: in flight {e}"));
             m
         });
         let outcome = rt.block_on(async {
@@ -552,9 +750,9 @@ fn parent_main() {
                 .await
                 .unwrap_or_else(|e| panic!("round {round} (seed {seed}): open after SIGKILL failed: {e}"));
             let with_dictionary = engine.stats().dictionary_bytes > 0;
-            let r_before = check(&engine, &before, seed).await;
+            let r_before = check_groups(&engine, &before, seed).await;
             let r_after = match &after {
-                Some(a) if r_before.is_err() => Some(check(&engine, a, seed).await),
+                Some(a) if r_before.is_err() => Some(check_groups(&engine, a, seed).await),
                 _ => None,
             };
             drop(engine);
@@ -566,6 +764,7 @@ fn parent_main() {
         match outcome {
             (Ok(n), _) => {
                 tally.verified_entries += n;
+                tally.groups_verified += before.len() as u64;
                 if let Some(a) = &after {
                     if *a == before {
                         tally.in_flight_either += 1;
@@ -578,27 +777,33 @@ fn parent_main() {
                 tally.verified_entries += n;
                 tally.in_flight_kept += 1;
                 model = after.expect("after state");
+                tally.groups_verified += model.len() as u64;
             }
             (Err(eb), ra) => panic!(
-                "round {round} (seed {seed}): after SIGKILL the log matches neither the state \
-                 before the in-flight op ({eb}) nor after it ({}); in flight: {:?}",
+                "round {round} (seed {seed}): after SIGKILL the store matches neither the state \
+                 before the in-flight step ({eb}) nor after it ({}); in flight: {:?}",
                 match ra {
                     Some(Err(ea)) => ea,
-                    _ => "no op in flight".into(),
+                    _ => "no step in flight".into(),
                 },
                 pending
             ),
         }
     }
     eprintln!(
-        "{TEST_NAME}: {} kills survived in {:.1}s: {} ops acknowledged, {} entries verified; \
-         in flight at the kill: {} kept, {} dropped, {} no-ops; killed during open {}, \
-         mid-compaction {}, mid-purge {}, mid-truncate/replace {}, mid-append {}; final last_index {}; \
-         {} reopens found a compression dictionary",
+        "{TEST_NAME}: {} kills survived in {:.1}s: {} ops acknowledged, {} group logs and {} entries \
+         verified; groups created {}, removed {}, {} truncates/purges/resets beside another group's \
+         entries; in flight at the kill: {} kept, {} dropped, {} no-ops; killed during open {}, \
+         mid-compaction {}, mid-purge {}, mid-truncate/replace {}, mid-append {}, mid-create/remove \
+         {}; final groups {:?}; {} reopens found a compression dictionary",
         tally.kills,
         started.elapsed().as_secs_f64(),
         tally.acked,
+        tally.groups_verified,
         tally.verified_entries,
+        tally.groups_created,
+        tally.groups_removed,
+        tally.cuts_beside_other_groups,
         tally.in_flight_kept,
         tally.in_flight_dropped,
         tally.in_flight_either,
@@ -607,7 +812,11 @@ fn parent_main() {
         tally.killed_mid_purge,
         tally.killed_mid_truncate_or_replace,
         tally.killed_mid_append,
-        model.last_index(),
+        tally.killed_mid_create_or_remove,
+        model
+            .iter()
+            .map(|(g, m)| (*g, m.last_index()))
+            .collect::<Vec<_>>(),
         tally.with_dictionary,
     );
     // The tiny configuration trains a dictionary once 32 KiB are cold: the loop must reopen such
@@ -616,6 +825,14 @@ fn parent_main() {
         tally.kills < 50 || tally.with_dictionary > 0,
         "{TEST_NAME}: no reopen found a compression dictionary in {} kills",
         tally.kills
+    );
+    // A run long enough to matter must have removed a group and created one in its place.
+    assert!(
+        tally.kills < 50 || (tally.groups_removed > 0 && tally.groups_created > FIXED_GROUPS.len() as u64),
+        "{TEST_NAME}: {} kills created {} groups and removed {}: the run never exercised both",
+        tally.kills,
+        tally.groups_created,
+        tally.groups_removed
     );
 }
 
@@ -626,9 +843,34 @@ fn busy_wait(d: Duration) {
     }
 }
 
-/// Compares the reopened store with `m`; returns the number of entries compared.
-async fn check(engine: &TieredEngine, m: &Model, seed: u64) -> Result<u64, String> {
-    let log = engine.log_store();
+/// Compares the reopened store with `gs`, group by group; returns the number of entries compared.
+async fn check_groups(engine: &TieredEngine, gs: &Groups, seed: u64) -> Result<u64, String> {
+    let ids: Vec<GroupId> = gs.keys().copied().collect();
+    if engine.groups() != ids {
+        return Err(format!("groups() = {:?}, expected {ids:?}", engine.groups()));
+    }
+    for g in POOL {
+        if gs.contains_key(&g) {
+            continue;
+        }
+        match engine.group(g) {
+            Err(Error::InvalidInput(_)) => {}
+            Err(e) => return Err(format!("group({g}) of a removed group: {e}, expected InvalidInput")),
+            Ok(_) => return Err(format!("group({g}) exists, but it was removed or never created")),
+        }
+    }
+    let mut n = 0;
+    for (g, m) in gs {
+        let (log, meta) = handles(engine, *g).map_err(|e| format!("group {g}: {e}"))?;
+        n += check(&log, &meta, m, group_seed(seed, *g))
+            .await
+            .map_err(|e| format!("group {g}: {e}"))?;
+    }
+    Ok(n)
+}
+
+/// Compares one reopened group with `m`; returns the number of entries compared.
+async fn check(log: &TierLogStore, meta: &TierMetaStore, m: &Model, seed: u64) -> Result<u64, String> {
     let last = log.last_index();
     if last != m.last_index() {
         return Err(format!("last_index {last}, expected {}", m.last_index()));
@@ -639,8 +881,7 @@ async fn check(engine: &TieredEngine, m: &Model, seed: u64) -> Result<u64, Strin
     if boundary != m.boundary {
         return Err(format!("purge boundary {boundary:?}, expected {:?}", m.boundary));
     }
-    let hard = engine
-        .meta_store()
+    let hard = meta
         .load_hard_state()
         .map_err(|e| format!("load_hard_state: {e}"))?;
     if hard != m.hard {

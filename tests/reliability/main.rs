@@ -5,6 +5,9 @@
 //!   after, usability or a clear `Error::Closed`, and a reopen.
 //! - `power_loss`: only what was fdatasync'ed survives a simulated power cut; fault chains.
 //! - `corruption`: random damage to segments and cold blocks is detected, never read as valid.
+//! - `groups`: several groups in one engine through power cuts, crashes, I/O errors and chains of
+//!   them: every group's flushed operations survive, creation and removal are durable, one group's
+//!   truncate never touches another's log.
 //! - `full_disk`: a small tmpfs and ext4 filesystem run full (as root; skipped otherwise).
 //!
 //! Failpoints are process-wide, and the tests of this binary share a process: a test that
@@ -22,6 +25,7 @@ mod support;
 mod corruption;
 mod faults;
 mod full_disk;
+mod groups;
 mod power_loss;
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};

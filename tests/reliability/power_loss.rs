@@ -30,9 +30,9 @@ use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine
 
 const SEED: u64 = 0x90E8;
 
-type Snapshot = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+pub(crate) type Snapshot = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
-fn read_wal(dir: &Path) -> HashMap<String, Vec<u8>> {
+pub(crate) fn read_wal(dir: &Path) -> HashMap<String, Vec<u8>> {
     let mut out = HashMap::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for ent in rd.flatten() {
@@ -45,14 +45,14 @@ fn read_wal(dir: &Path) -> HashMap<String, Vec<u8>> {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Synced,
     InOrder,
     AnyPages,
 }
 
 /// Rewrites the copy's segment files as a power cut after the last snapshot would leave them.
-fn cut_power(wal: &Path, synced: &HashMap<String, Vec<u8>>, mode: Mode, rng: &mut Rng) -> u64 {
+pub(crate) fn cut_power(wal: &Path, synced: &HashMap<String, Vec<u8>>, mode: Mode, rng: &mut Rng) -> u64 {
     let mut lost = 0;
     for (name, now) in read_wal(wal) {
         // Created after the last sync: nothing says it is gone, keep it whole (also a legal outcome).
@@ -102,18 +102,18 @@ fn matches(e: &TieredEngine, m: &Model) -> Result<(), String> {
 
 /// Keeps, after every successful write-ahead fdatasync, a copy of `dir`'s segment files: what a
 /// power cut at that moment would leave at least.
-fn record_synced_wal(dir: &Path) -> Snapshot {
+pub(crate) fn record_synced_wal(dir: &Path) -> Snapshot {
     record_synced_wal_from(dir, HashMap::new())
 }
 
 /// Opens a quiet engine on `dir`, recording what each of its fdatasyncs makes durable.
-async fn open_recorded(dir: &Path) -> (Snapshot, TieredEngine) {
+pub(crate) async fn open_recorded(dir: &Path) -> (Snapshot, TieredEngine) {
     let snap = record_synced_wal(dir);
     (snap, TieredEngine::open(dir, config::quiet()).await.unwrap())
 }
 
 /// Like [`record_synced_wal`], for a directory whose files are already on disk as `on_disk`.
-fn record_synced_wal_from(dir: &Path, on_disk: HashMap<String, Vec<u8>>) -> Snapshot {
+pub(crate) fn record_synced_wal_from(dir: &Path, on_disk: HashMap<String, Vec<u8>>) -> Snapshot {
     let snap: Snapshot = Arc::new(Mutex::new(on_disk));
     let sink = snap.clone();
     let wal = dir.join("wal");
@@ -433,7 +433,7 @@ fn synced_now(snap: &Snapshot) -> HashMap<String, Vec<u8>> {
 /// round may fdatasync and then commit its checkpoint while the copy runs, and a file copy that
 /// overlaps redb commits can hold a mix of pages no crash leaves: the copy is taken again until no
 /// fdatasync happened and `cold.redb` did not change during it.
-fn copy_at_rest(dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<String, Vec<u8>> {
+pub(crate) fn copy_at_rest(dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<String, Vec<u8>> {
     let redb = || std::fs::read(dir.join("cold.redb")).ok();
     loop {
         let (before, cold_before) = (synced_now(snap), redb());
@@ -655,7 +655,7 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
 
 /// One event of a fault chain.
 #[derive(Clone, Copy, Debug)]
-enum Event {
+pub(crate) enum Event {
     /// kill -9: the next process sees the files as the page cache holds them; the disk still holds
     /// only what was synced.
     ProcessCrash,
@@ -667,7 +667,7 @@ enum Event {
     CleanRestart,
 }
 
-fn pick_event(rng: &mut Rng) -> Event {
+pub(crate) fn pick_event(rng: &mut Rng) -> Event {
     const IO: [(&str, i32); 7] = [
         ("wal::append", 28),
         ("wal::segment_create", 28),
