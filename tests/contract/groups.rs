@@ -34,8 +34,7 @@ impl Expected {
 
 /// The group's handles (group 0 through `group(0)`, which must serve the same log as `log_store()`).
 fn handles(e: &TieredEngine, g: GroupId) -> tierlog::Group {
-    e.group(g)
-        .unwrap_or_else(|err| panic!("group({g}): {err}"))
+    e.group(g).unwrap_or_else(|err| panic!("group({g}): {err}"))
 }
 
 /// Every group holds exactly what `want` says, and `groups()` lists exactly its keys.
@@ -78,7 +77,11 @@ async fn assert_groups(e: &TieredEngine, want: &BTreeMap<GroupId, Expected>, ctx
     }
     // Group 0 through the single-group accessors is the same group as `group(0)`.
     let x = &want[&0];
-    assert_eq!(e.log_store().last_index(), x.last_index(), "{ctx}: log_store() is group 0");
+    assert_eq!(
+        e.log_store().last_index(),
+        x.last_index(),
+        "{ctx}: log_store() is group 0"
+    );
     assert_eq!(
         e.meta_store().load_hard_state().unwrap(),
         x.hard,
@@ -208,7 +211,11 @@ async fn create_group_is_idempotent() {
     let g = h.engine().create_group(5).await.unwrap();
     g.log_store().persist_entries(gents(5, 1..=10, 1)).await.unwrap();
     g.meta_store().save_hard_state(&hard(1, 2)).unwrap();
-    h.engine().log_store().persist_entries(gents(0, 1..=3, 2)).await.unwrap();
+    h.engine()
+        .log_store()
+        .persist_entries(gents(0, 1..=3, 2))
+        .await
+        .unwrap();
     let want = BTreeMap::from([
         (
             0,
@@ -228,7 +235,11 @@ async fn create_group_is_idempotent() {
     ]);
     let again = h.engine().create_group(5).await.unwrap();
     assert_eq!(again.id(), 5);
-    assert_eq!(again.log_store().last_index(), 10, "a second create_group sees the group's log");
+    assert_eq!(
+        again.log_store().last_index(),
+        10,
+        "a second create_group sees the group's log"
+    );
     let zero = h.engine().create_group(0).await.unwrap();
     assert_eq!(zero.id(), 0);
     assert_eq!(zero.log_store().last_index(), 3, "create_group(0) is group 0");
@@ -243,7 +254,11 @@ async fn create_group_is_idempotent() {
 #[tokio::test]
 async fn unknown_groups_and_removing_group_zero_are_refused() {
     let h = Harness::new(Mode::Hot).await;
-    h.engine().log_store().persist_entries(ents(1..=5, 1)).await.unwrap();
+    h.engine()
+        .log_store()
+        .persist_entries(ents(1..=5, 1))
+        .await
+        .unwrap();
     for g in [1, 7, u64::MAX] {
         match h.engine().group(g) {
             Err(Error::InvalidInput(_)) => {}
@@ -271,7 +286,10 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
     let mut want: BTreeMap<GroupId, Expected> = BTreeMap::from([(0, Expected::default())]);
     for g in [1, 2] {
         let grp = h.engine().create_group(g).await.unwrap();
-        grp.log_store().persist_entries(gents(g, 1..=200, g)).await.unwrap();
+        grp.log_store()
+            .persist_entries(gents(g, 1..=200, g))
+            .await
+            .unwrap();
         grp.meta_store().save_hard_state(&hard(g, g)).unwrap();
         grp.meta_store().save_app_meta(b"meta").unwrap();
         want.insert(
@@ -287,7 +305,10 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
     // Part of group 2 in the cold tier, the rest hot.
     h.compact().await;
     let g2 = h.engine().group(2).unwrap();
-    g2.log_store().persist_entries(gents(2, 201..=220, 3)).await.unwrap();
+    g2.log_store()
+        .persist_entries(gents(2, 201..=220, 3))
+        .await
+        .unwrap();
     let (log2, meta2) = (g2.log_store(), g2.meta_store());
 
     h.engine().remove_group(2).await.unwrap();
@@ -296,7 +317,10 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
         Err(Error::Closed(_)) => {}
         other => panic!("{what} on a removed group's handle: {other:?}, expected Error::Closed"),
     };
-    closed("persist_entries", log2.persist_entries(gents(2, 221..=221, 4)).await);
+    closed(
+        "persist_entries",
+        log2.persist_entries(gents(2, 221..=221, 4)).await,
+    );
     closed("get_entries", log2.get_entries(1..=10).map(drop));
     closed("entry", log2.entry(5).await.map(drop));
     closed("truncate", log2.truncate(5).await);
@@ -321,7 +345,10 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
     want.insert(2, Expected::default());
     assert_groups(h.engine(), &want, "group 2 created again").await;
     closed("get_entries", log2.get_entries(1..=10).map(drop));
-    new2.log_store().persist_entries(gents(2, 1..=5, 7)).await.unwrap();
+    new2.log_store()
+        .persist_entries(gents(2, 1..=5, 7))
+        .await
+        .unwrap();
     want.get_mut(&2).unwrap().entries = gents(2, 1..=5, 7);
     h.reopen().await;
     assert_groups(h.engine(), &want, "group 2 created again and written, reopened").await;
@@ -378,4 +405,243 @@ async fn reopen_restores_every_group() {
     drop(e);
     let e = TieredEngine::open(dir.path(), cfg).await.unwrap();
     assert_groups(&e, &want, "dropped and opened").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random interleavings (proptest)
+
+/// One step of a random sequence over groups 0-3; `g` picks a live group (modulo their number) and
+/// positions are relative, so a shrunk sequence stays meaningful.
+#[derive(Clone, Debug)]
+enum Step {
+    Append {
+        g: u8,
+        len: u8,
+    },
+    Overwrite {
+        g: u8,
+        at: u16,
+        len: u8,
+    },
+    Truncate {
+        g: u8,
+        at: u16,
+    },
+    Purge {
+        g: u8,
+        at: u16,
+    },
+    Replace {
+        g: u8,
+        at: u16,
+        len: u8,
+    },
+    Reset {
+        g: u8,
+    },
+    Hard {
+        g: u8,
+    },
+    Flush {
+        g: u8,
+    },
+    /// Removes group 3 when it exists, creates it (empty) when not.
+    Toggle,
+    Compact,
+    Reopen,
+}
+
+fn step_strategy() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        12 => (any::<u8>(), 1u8..30).prop_map(|(g, len)| Step::Append { g, len }),
+        3 => (any::<u8>(), any::<u16>(), 1u8..10).prop_map(|(g, at, len)| Step::Overwrite { g, at, len }),
+        3 => (any::<u8>(), any::<u16>()).prop_map(|(g, at)| Step::Truncate { g, at }),
+        3 => (any::<u8>(), any::<u16>()).prop_map(|(g, at)| Step::Purge { g, at }),
+        2 => (any::<u8>(), any::<u16>(), 0u8..10).prop_map(|(g, at, len)| Step::Replace { g, at, len }),
+        1 => any::<u8>().prop_map(|g| Step::Reset { g }),
+        2 => any::<u8>().prop_map(|g| Step::Hard { g }),
+        2 => any::<u8>().prop_map(|g| Step::Flush { g }),
+        2 => Just(Step::Toggle),
+        2 => Just(Step::Compact),
+        2 => Just(Step::Reopen),
+    ]
+}
+
+/// `at` mapped into `lo..=hi`.
+fn pick(at: u16, lo: u64, hi: u64) -> u64 {
+    if hi <= lo {
+        lo
+    } else {
+        lo + u64::from(at) % (hi - lo + 1)
+    }
+}
+
+/// Every group of the engine equals its model, and no other group exists.
+fn check_models(e: &TieredEngine, models: &BTreeMap<GroupId, Model>) -> Result<(), String> {
+    let ids: Vec<GroupId> = models.keys().copied().collect();
+    if e.groups() != ids {
+        return Err(format!("groups() = {:?}, expected {ids:?}", e.groups()));
+    }
+    for (g, m) in models {
+        let grp = e.group(*g).map_err(|err| format!("group({g}): {err}"))?;
+        let (log, meta) = (grp.log_store(), grp.meta_store());
+        if log.last_index() != m.last_index() {
+            return Err(format!(
+                "group {g}: last_index {} vs {}",
+                log.last_index(),
+                m.last_index()
+            ));
+        }
+        let b = log.load_purge_boundary().map_err(|e| e.to_string())?;
+        if b != m.boundary {
+            return Err(format!("group {g}: boundary {b:?} vs {:?}", m.boundary));
+        }
+        let hard = meta.load_hard_state().map_err(|e| e.to_string())?;
+        if hard != m.hard {
+            return Err(format!("group {g}: hard state {hard:?} vs {:?}", m.hard));
+        }
+        let got = log
+            .get_entries(0..=m.last_index() + 5)
+            .map_err(|e| e.to_string())?;
+        if let Some(d) = diff_entries(&got, &m.slice(0, m.last_index() + 5, SEED ^ mix(*g))) {
+            return Err(format!("group {g}: {d}"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `steps` on an engine with groups 0-3 in the tiny configuration (background compaction
+/// every 16 KiB, 1 MiB budget), comparing every group with its model after each step.
+fn run_group_steps(steps: &[Step]) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cfg = config::tiny();
+    rt.block_on(async {
+        let mut e = TieredEngine::open(dir.path(), cfg.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut models: BTreeMap<GroupId, Model> = BTreeMap::from([(0, Model::default())]);
+        for g in [1, 2, 3] {
+            e.create_group(g).await.map_err(|e| e.to_string())?;
+            models.insert(g, Model::default());
+        }
+        for (k, step) in steps.iter().enumerate() {
+            let term = k as u64 + 1;
+            let ids: Vec<GroupId> = models.keys().copied().collect();
+            let at_group = |g: u8| ids[usize::from(g) % ids.len()];
+            let what = format!("step {k} {step:?}");
+            let r: tierlog::Result<()> = async {
+                match *step {
+                    Step::Append { g, len } => {
+                        let g = at_group(g);
+                        let m = models.get_mut(&g).expect("live");
+                        let first = m.last_index() + 1;
+                        let log = e.group(g)?.log_store();
+                        log.persist_entries(batch(first, len.into(), term, SEED ^ mix(g)))
+                            .await?;
+                        m.persist(first, len.into(), term);
+                    }
+                    Step::Overwrite { g, at, len } => {
+                        let g = at_group(g);
+                        let m = models.get_mut(&g).expect("live");
+                        let Some(lo) = m.first_index() else { return Ok(()) };
+                        let first = pick(at, lo, m.last_index());
+                        let log = e.group(g)?.log_store();
+                        log.persist_entries(batch(first, len.into(), term, SEED ^ mix(g)))
+                            .await?;
+                        m.persist(first, len.into(), term);
+                    }
+                    Step::Truncate { g, at } => {
+                        let g = at_group(g);
+                        let m = models.get_mut(&g).expect("live");
+                        let from = pick(at, m.boundary_index() + 1, m.last_index() + 1);
+                        e.group(g)?.log_store().truncate(from).await?;
+                        m.truncate(from);
+                    }
+                    Step::Purge { g, at } => {
+                        let g = at_group(g);
+                        let m = models.get_mut(&g).expect("live");
+                        let index = pick(at, m.boundary_index() + 1, m.last_index() + 2);
+                        let t = m
+                            .entries
+                            .get(&index)
+                            .copied()
+                            .unwrap_or(term)
+                            .max(m.boundary.map_or(0, |b| b.term));
+                        e.group(g)?.log_store().purge(LogId::new(t, index)).await?;
+                        m.purge(LogId::new(t, index));
+                    }
+                    Step::Replace { g, at, len } => {
+                        let g = at_group(g);
+                        let m = models.get_mut(&g).expect("live");
+                        let from = pick(at, m.boundary_index() + 1, m.last_index() + 1);
+                        let log = e.group(g)?.log_store();
+                        log.replace_range(from, batch(from, len.into(), term, SEED ^ mix(g)))
+                            .await?;
+                        m.truncate(from);
+                        m.persist(from, len.into(), term);
+                    }
+                    Step::Reset { g } => {
+                        let g = at_group(g);
+                        e.group(g)?.log_store().reset().await?;
+                        models.get_mut(&g).expect("live").reset();
+                    }
+                    Step::Hard { g } => {
+                        let g = at_group(g);
+                        let h = hard(term, g);
+                        e.group(g)?.meta_store().save_hard_state(&h)?;
+                        models.get_mut(&g).expect("live").hard = Some(h);
+                    }
+                    Step::Flush { g } => e.group(at_group(g))?.log_store().flush()?,
+                    Step::Toggle => {
+                        use std::collections::btree_map::Entry as Slot;
+                        match models.entry(3) {
+                            Slot::Occupied(live) => {
+                                e.remove_group(3).await?;
+                                live.remove();
+                            }
+                            Slot::Vacant(gone) => {
+                                e.create_group(3).await?;
+                                gone.insert(Model::default());
+                            }
+                        }
+                    }
+                    Step::Compact => e.compact_now().await?,
+                    Step::Reopen => {
+                        e.clone().close().await?;
+                        e = TieredEngine::open(dir.path(), cfg.clone()).await?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            r.map_err(|err| format!("{what}: {err}"))?;
+            check_models(&e, &models).map_err(|d| format!("after {what}: {d}"))?;
+        }
+        e.close().await.map_err(|e| e.to_string())?;
+        let e = TieredEngine::open(dir.path(), cfg)
+            .await
+            .map_err(|e| e.to_string())?;
+        check_models(&e, &models).map_err(|d| format!("after the final reopen: {d}"))
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
+        max_shrink_iters: 500,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Random interleavings of every operation over four groups (one removed and created again
+    /// and again), with compactions and reopens: every group equals its model after every step.
+    #[test]
+    fn interleaved_group_steps_match_their_models(steps in proptest::collection::vec(step_strategy(), 1..60)) {
+        run_group_steps(&steps).map_err(proptest::test_runner::TestCaseError::fail)?;
+    }
 }

@@ -54,8 +54,8 @@ use std::sync::Arc;
 
 use support::{Model, Rng, config, copy_dir, diff_entries, env_u64, mix};
 use tierlog::{
-    Config, Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore,
-    TieredEngine, VotedFor,
+    Config, Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore,
+    TierMetaStore, TieredEngine, VotedFor,
 };
 
 const CHILD_ENV: &str = "TIERLOG_CRASH_CHILD";
@@ -405,7 +405,8 @@ async fn child_loop(dir: &Path, seed: u64, term_base: u64, sync: bool) -> Result
         }
         // Every group ends where its model does: an operation on one group moved no other's end.
         for (g, m) in &gs {
-            let (log, _) = handles(&engine, *g).map_err(|e| format!("after {}: group {g}: {e}", step.encode()))?;
+            let (log, _) =
+                handles(&engine, *g).map_err(|e| format!("after {}: group {g}: {e}", step.encode()))?;
             if log.last_index() != m.last_index() {
                 return Err(format!(
                     "after {}: group {g}: last_index() = {}, expected {}",
@@ -855,7 +856,11 @@ async fn check_groups(engine: &TieredEngine, gs: &Groups, seed: u64) -> Result<u
         }
         match engine.group(g) {
             Err(Error::InvalidInput(_)) => {}
-            Err(e) => return Err(format!("group({g}) of a removed group: {e}, expected InvalidInput")),
+            Err(e) => {
+                return Err(format!(
+                    "group({g}) of a removed group: {e}, expected InvalidInput"
+                ));
+            }
             Ok(_) => return Err(format!("group({g}) exists, but it was removed or never created")),
         }
     }

@@ -27,8 +27,8 @@ use crate::power_loss::{
 use crate::support::{Model, Rng, batch, config, diff_entries, env_u64, mix};
 use fail::FailScenario;
 use tierlog::{
-    Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore, TieredEngine,
-    VotedFor,
+    Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore,
+    TieredEngine, VotedFor,
 };
 
 const SEED: u64 = 0x6E0B;
@@ -115,7 +115,10 @@ impl History {
             }
             let blob = meta.load_app_meta().map_err(|e| e.to_string())?;
             if blob.as_deref() != self.app_meta.get(&g).map(|v| v.as_slice()) {
-                return Err(format!("group {g}: app meta {blob:?} vs {:?}", self.app_meta.get(&g)));
+                return Err(format!(
+                    "group {g}: app meta {blob:?} vs {:?}",
+                    self.app_meta.get(&g)
+                ));
             }
         }
         Ok(())
@@ -237,7 +240,12 @@ impl History {
         let g = self.next_id;
         self.next_id += 1;
         let grp = e.create_group(g).await?;
-        assert_eq!(grp.id(), g, "{}: create_group({g}) returned another group", self.what);
+        assert_eq!(
+            grp.id(),
+            g,
+            "{}: create_group({g}) returned another group",
+            self.what
+        );
         let mut m = self.latest();
         m.insert(g, Model::default());
         self.states.push(m);
@@ -470,7 +478,10 @@ async fn random_op(e: &TieredEngine, rng: &mut Rng, h: &mut History, term: u64) 
     match rng.below(100) {
         0..=49 => h.append(e, g, rng.range(1, 30), term).await,
         50..=64 => h.flush(e, g),
-        65..=71 if has => h.truncate(e, g, rng.range((b + 1).max(last.saturating_sub(30)), last)).await,
+        65..=71 if has => {
+            h.truncate(e, g, rng.range((b + 1).max(last.saturating_sub(30)), last))
+                .await
+        }
         72..=78 if has => h.purge(e, g, rng.range(b + 1, last)).await,
         79..=85 => e.compact_now().await,
         86..=92 => h.save_hard(e, g, term),
