@@ -17,11 +17,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{batch, env_u64};
-use tierlog::{Config, GroupId, LogStore, StorageEngine, TieredEngine};
+use support::env_u64;
+use tierlog::{Config, Entry, GroupId, LogStore, StorageEngine, TieredEngine};
 
-/// Entries each idle group holds.
+/// Entries each idle group holds, and their payload size.
 const ENTRIES_PER_GROUP: u64 = 4;
+const PAYLOAD_BYTES: usize = 64;
 /// Groups created, written and compacted at once (their creations and flushes share fdatasyncs).
 const CHUNK: u64 = 250;
 
@@ -36,7 +37,7 @@ fn rss_bytes() -> u64 {
     kib << 10
 }
 
-/// Creates groups `ids`, writes `ENTRIES_PER_GROUP` small entries into each, flushes once and
+/// Creates groups `ids`, writes `ENTRIES_PER_GROUP` entries of `PAYLOAD_BYTES` into each, flushes once and
 /// compacts everything to the cold tier.
 async fn add_idle_groups(e: &TieredEngine, ids: std::ops::Range<GroupId>) {
     let mut start = ids.start;
@@ -47,11 +48,10 @@ async fn add_idle_groups(e: &TieredEngine, ids: std::ops::Range<GroupId>) {
             let e = e.clone();
             tasks.spawn(async move {
                 let grp = e.create_group(g).await?;
-                // Small entries (the payload scheme's lengths vary from 0 to a few KiB; these are
-                // the first of each group's term-1 batch).
-                grp.log_store()
-                    .persist_entries(batch(1, ENTRIES_PER_GROUP, 1, g))
-                    .await
+                let entries = (1..=ENTRIES_PER_GROUP)
+                    .map(|i| Entry::new(i, 1, vec![(g + i) as u8; PAYLOAD_BYTES]))
+                    .collect();
+                grp.log_store().persist_entries(entries).await
             });
         }
         while let Some(r) = tasks.join_next().await {
@@ -86,7 +86,7 @@ async fn memory_per_idle_group() {
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n as f64;
     let rss_per_group = per(rss0, rss1);
     eprintln!(
-        "memory per idle group: {n} groups of {ENTRIES_PER_GROUP} entries, created, written, flushed \
+        "memory per idle group: {n} groups of {ENTRIES_PER_GROUP} entries of {PAYLOAD_BYTES} bytes, created, written, flushed \
          and compacted in {:.1} s; VmRSS {:.1} MiB -> {:.1} MiB: {rss_per_group:.0} bytes per group; \
          engine figures per group: hot ring {:.0} bytes ({} -> {} hot entries), block index {:.0} \
          bytes, block cache {:.0} bytes; cold blocks {} -> {}",
