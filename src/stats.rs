@@ -7,6 +7,10 @@ use crate::proto::LogId;
 /// Point-in-time figures of a [`TieredEngine`](crate::TieredEngine), from [`TieredEngine::stats`](crate::TieredEngine::stats).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
+    /// Groups the engine hosts (group 0 included). The log bounds below (`first_index`,
+    /// `last_index`, `compaction_high_water`, `purge_boundary`) are group 0's; what the tiers hold
+    /// is summed over every group.
+    pub groups: u64,
     /// First index present (0 when the log is empty).
     pub first_index: u64,
     /// Last index (the purge boundary's index when the log is empty).
@@ -57,6 +61,9 @@ pub struct Stats {
     pub wal_segments: u64,
     /// Bytes of write-ahead segment files on disk.
     pub wal_bytes: u64,
+    /// fdatasyncs of the write-ahead log since open (group commits, rotations, open): with many
+    /// groups flushing at once, far fewer than flushes.
+    pub wal_syncs: u64,
     /// Bytes the redb file takes on disk (allocated blocks; redb's unwritten tail takes none).
     pub redb_file_bytes: u64,
     /// Bytes of the redb file that hold no live block content: free pages, the rounding of every
