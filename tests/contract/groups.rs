@@ -244,6 +244,8 @@ async fn create_group_is_idempotent() {
     assert_eq!(zero.id(), 0);
     assert_eq!(zero.log_store().last_index(), 3, "create_group(0) is group 0");
     assert_groups(h.engine(), &want, "created twice").await;
+    // A `Group` keeps its engine open, like an engine clone.
+    drop((g, again, zero));
     h.reopen().await;
     h.engine().create_group(5).await.unwrap();
     assert_groups(h.engine(), &want, "reopened, created a third time").await;
@@ -310,6 +312,7 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
         .await
         .unwrap();
     let (log2, meta2) = (g2.log_store(), g2.meta_store());
+    drop(g2);
 
     h.engine().remove_group(2).await.unwrap();
     want.remove(&2);
@@ -350,6 +353,7 @@ async fn a_removed_group_is_gone_and_its_handles_are_closed() {
         .await
         .unwrap();
     want.get_mut(&2).unwrap().entries = gents(2, 1..=5, 7);
+    drop(new2);
     h.reopen().await;
     assert_groups(h.engine(), &want, "group 2 created again and written, reopened").await;
 }

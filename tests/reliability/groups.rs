@@ -148,9 +148,9 @@ impl History {
                 )
             });
         let lost = self.states.len() - 1 - k;
-        let mut kept = self.states.swap_remove(k);
         // Groups created after state `k` exist (creation is durable), empty; removed ones are gone.
         let latest = self.latest();
+        let mut kept = self.states.swap_remove(k);
         kept.retain(|g, _| latest.contains_key(g));
         for g in latest.keys() {
             kept.entry(*g).or_default();
@@ -284,8 +284,8 @@ impl History {
 // Fixed sequences
 
 /// A `flush()` through one group's handle makes the earlier appends of every group survive a power
-/// cut that loses everything unsynced; group creation, removal, hard-state and metadata saves
-/// survive it without any flush.
+/// cut that loses everything unsynced (the appends after it may go); then, on the cut copy, group
+/// creation, removal, hard-state and metadata saves survive a second cut without any flush.
 #[tokio::test]
 async fn a_flush_of_one_group_makes_every_groups_earlier_appends_survive_a_power_cut() {
     let _alone = crate::failpoints_exclusive();
@@ -303,23 +303,41 @@ async fn a_flush_of_one_group_makes_every_groups_earlier_appends_survive_a_power
     }
     h.append(&e, g1, 20, 10).await.unwrap();
     h.flush(&e, g3).unwrap();
-    // After the flush: appends (lost in a power cut), and the operations durable on their own.
+    // Not flushed: a power cut may take these.
     h.append(&e, 0, 5, 11).await.unwrap();
     h.append(&e, g2, 5, 12).await.unwrap();
-    h.save_hard(&e, g1, 13).unwrap();
-    h.save_hard(&e, 0, 14).unwrap();
-    h.save_meta(&e, g2, b"g2 meta").unwrap();
-    h.remove(&e, g3).await.unwrap();
-    let g4 = h.create(&e).await.unwrap();
-    h.save_meta(&e, g4, b"g4 meta").unwrap();
     h.matches(&e, h.states.len() - 1).unwrap();
-
     let cut = root.path().join("cut");
     let synced = copy_at_rest(&live, &cut, &snap);
     drop(e);
     cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(3));
-    let (e, lost) = h.reopen(&cut, false).await;
-    eprintln!("flush of one group: {lost} unflushed operations lost in the power cut");
+    let (e, lost_first) = h.reopen(&cut, false).await;
+
+    // On the cut copy: operations durable on their own, no flush after them.
+    let snap = record_synced_wal_from(&cut, read_wal(&cut.join("wal")));
+    h.append(&e, g1, 5, 13).await.unwrap();
+    h.save_hard(&e, g1, 14).unwrap();
+    h.save_hard(&e, 0, 15).unwrap();
+    h.save_meta(&e, g2, b"g2 meta").unwrap();
+    h.save_meta(&e, 0, b"g0 meta").unwrap();
+    h.remove(&e, g3).await.unwrap();
+    let g4 = h.create(&e).await.unwrap();
+    h.save_meta(&e, g4, b"g4 meta").unwrap();
+    h.append(&e, g4, 5, 16).await.unwrap();
+    let cut2 = root.path().join("cut2");
+    let synced = copy_at_rest(&cut, &cut2, &snap);
+    drop(e);
+    cut_power(&cut2.join("wal"), &synced, Mode::Synced, &mut Rng::new(4));
+    let (e, lost_second) = h.reopen(&cut2, false).await;
+    assert_eq!(
+        e.groups(),
+        vec![0, g1, g2, g4],
+        "created and removed groups after the cut"
+    );
+    eprintln!(
+        "flush of one group: of the unflushed operations, {lost_first} lost in the first power cut, \
+         {lost_second} in the second"
+    );
     // Life goes on: every group takes writes, and they survive a clean reopen exactly.
     let ids: Vec<GroupId> = h.latest().keys().copied().collect();
     for (k, g) in ids.into_iter().enumerate() {
@@ -327,7 +345,7 @@ async fn a_flush_of_one_group_makes_every_groups_earlier_appends_survive_a_power
     }
     h.flush(&e, g4).unwrap();
     e.close().await.unwrap();
-    let (e, _) = h.reopen(&cut, true).await;
+    let (e, _) = h.reopen(&cut2, true).await;
     drop(e);
     scenario.teardown();
 }
