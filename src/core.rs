@@ -106,10 +106,10 @@ impl Core {
     pub(crate) fn release_files(&self) {
         self.cold.store().close();
         if let Some(g) = self.groups.read().get(&0)
-            && let MetaHome::Files { hard_state, app_meta } = &g.meta
+            && let MetaHome::Files(files) = &g.meta
         {
-            hard_state.close();
-            app_meta.close();
+            files.hard_state.close();
+            files.app_meta.close();
         }
         self.cold.cache().clear();
         self.lock.lock().take();

@@ -19,7 +19,7 @@ use crate::compactor::CompactorThread;
 use crate::config::Config;
 use crate::core::{Core, Parts};
 use crate::error::{Error, Result};
-use crate::group::{GroupLog, MetaHome, Opening};
+use crate::group::{GroupLog, MetaFiles, MetaHome, Opening};
 use crate::layout::{APP_META_FILE, COLD_FILE, HARD_STATE_FILE, WAL_DIR, prepare_dir};
 use crate::log_store::{TierLogStore, TierMetaStore};
 use crate::meta::{AppMetaFile, HardStateFile};
@@ -151,10 +151,10 @@ impl TieredEngine {
         let mut groups = Vec::with_capacity(rebuilt.groups.len());
         for (id, g) in rebuilt.groups {
             let meta = if id == 0 {
-                MetaHome::Files {
+                MetaHome::Files(Box::new(MetaFiles {
                     hard_state: HardStateFile::open(&dir.join(HARD_STATE_FILE))?,
                     app_meta: AppMetaFile::open(&dir.join(APP_META_FILE))?,
-                }
+                }))
             } else {
                 MetaHome::Logged
             };

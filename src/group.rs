@@ -13,13 +13,17 @@ use crate::proto::GroupId;
 use crate::state::LogState;
 use crate::wal::Covered;
 
+/// Group 0's metadata files.
+pub(crate) struct MetaFiles {
+    pub hard_state: HardStateFile,
+    pub app_meta: AppMetaFile,
+}
+
 /// Where a group's hard state and application metadata live.
 pub(crate) enum MetaHome {
-    /// Group 0: in two-slot files of their own, as before groups existed.
-    Files {
-        hard_state: HardStateFile,
-        app_meta: AppMetaFile,
-    },
+    /// Group 0: in two-slot files of their own, as before groups existed (boxed: every other
+    /// group would otherwise carry their size).
+    Files(Box<MetaFiles>),
     /// Every other group: in the write-ahead log (a record, then an fdatasync shared with other
     /// groups' flushes) and in the group's cold checkpoint row; the current values are in the
     /// group's `LogState`.

@@ -309,7 +309,7 @@ impl MetaStore for TierMetaStore {
     fn save_hard_state(&self, state: &HardState) -> Result<()> {
         check_live(&self.core, &self.group)?;
         match &self.group.meta {
-            MetaHome::Files { hard_state, .. } => hard_state.save(state),
+            MetaHome::Files(f) => f.hard_state.save(state),
             MetaHome::Logged => self.log_meta(Record::HardState(*state)),
         }
     }
@@ -317,7 +317,7 @@ impl MetaStore for TierMetaStore {
     fn load_hard_state(&self) -> Result<Option<HardState>> {
         check_live(&self.core, &self.group)?;
         Ok(match &self.group.meta {
-            MetaHome::Files { hard_state, .. } => hard_state.load(),
+            MetaHome::Files(f) => f.hard_state.load(),
             MetaHome::Logged => self.group.state.read().meta.hard_state,
         })
     }
@@ -347,7 +347,7 @@ impl TierMetaStore {
         }
         let blob = bytes::Bytes::copy_from_slice(blob);
         match &self.group.meta {
-            MetaHome::Files { app_meta, .. } => app_meta.save(&AppMeta(blob)),
+            MetaHome::Files(f) => f.app_meta.save(&AppMeta(blob)),
             MetaHome::Logged => self.log_meta(Record::AppMeta(blob)),
         }
     }
@@ -356,7 +356,7 @@ impl TierMetaStore {
     pub fn load_app_meta(&self) -> Result<Option<bytes::Bytes>> {
         check_live(&self.core, &self.group)?;
         Ok(match &self.group.meta {
-            MetaHome::Files { app_meta, .. } => app_meta.load().map(|m| m.0),
+            MetaHome::Files(f) => f.app_meta.load().map(|m| m.0),
             MetaHome::Logged => self.group.state.read().meta.app_meta.clone(),
         })
     }
