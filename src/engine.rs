@@ -25,7 +25,7 @@ use crate::log_store::{TierLogStore, TierMetaStore};
 use crate::meta::{AppMetaFile, HardStateFile};
 use crate::proto::GroupId;
 use crate::state::LogState;
-use crate::stats::Stats;
+use crate::stats::{GroupStats, Stats};
 use crate::traits::StorageEngine;
 use crate::wal::{Record, Wal, sync_dir};
 
@@ -373,6 +373,12 @@ impl Group {
     /// The engine hosting the group.
     pub fn engine(&self) -> &TieredEngine {
         &self.engine
+    }
+
+    /// A snapshot of the group's own figures (the engine's, summed over every group, are
+    /// [`TieredEngine::stats`]).
+    pub fn stats(&self) -> GroupStats {
+        self.log.group.stats()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::meta::{AppMetaFile, HardStateFile};
 use crate::proto::GroupId;
 use crate::state::LogState;
+use crate::stats::GroupStats;
 use crate::wal::Covered;
 
 /// Group 0's metadata files.
@@ -138,6 +139,32 @@ impl GroupLog {
     /// What segment retirement needs of the group's durable checkpoint.
     pub(crate) fn covered(&self) -> Covered {
         covered_by(&self.checkpoint.lock())
+    }
+
+    /// The group's figures (see [`GroupStats`]).
+    pub(crate) fn stats(&self) -> GroupStats {
+        let st = self.state.read();
+        let lo = st.purged_index();
+        let live = st.cold.blocks.values().filter(|m| m.last > lo);
+        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
+        for m in live {
+            cold_blocks += 1;
+            raw += m.raw_len;
+            stored += m.stored_len;
+        }
+        GroupStats {
+            group: self.id,
+            first_index: if st.is_empty() { 0 } else { st.first },
+            last_index: st.last_index(),
+            purge_boundary: st.purged,
+            hot_entries: st.ring.len(),
+            hot_bytes: st.ring.bytes(),
+            cold_blocks,
+            cold_raw_bytes: raw,
+            cold_stored_bytes: stored,
+            compaction_high_water: self.checkpoint.lock().cold_hi,
+            compaction_lag_entries: st.last_index().saturating_sub(st.cold.hi),
+        }
     }
 
     pub(crate) fn check_live(&self) -> Result<()> {
