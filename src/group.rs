@@ -207,3 +207,4 @@ pub(crate) fn covered_by(cp: &Checkpoint) -> Covered {
         created_seq: cp.created_seq,
     }
 }
+
