@@ -13,13 +13,13 @@ use parking_lot::{Mutex, RwLock};
 use crate::backpressure::Backpressure;
 use crate::budget::Budget;
 use crate::cold::reader::ColdReader;
-use crate::cold::store::Head;
+use crate::cold::store::{BlockIndex, Head};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::{GroupLog, MetaHome, Opening, Totals};
 use crate::proto::GroupId;
 use crate::state::LogState;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, GroupStats, Stats};
 use crate::wal::{Covered, Wal};
 
 pub(crate) struct Core {
@@ -106,10 +106,10 @@ impl Core {
     pub(crate) fn release_files(&self) {
         self.cold.store().close();
         if let Some(g) = self.groups.read().get(&0)
-            && let MetaHome::Files { hard_state, app_meta } = &g.meta
+            && let MetaHome::Files(files) = &g.meta
         {
-            hard_state.close();
-            app_meta.close();
+            files.hard_state.close();
+            files.app_meta.close();
         }
         self.cold.cache().clear();
         self.lock.lock().take();
@@ -140,8 +140,10 @@ impl Core {
     pub(crate) fn drop_groups(&self, ids: &[GroupId]) {
         let mut groups = self.groups.write();
         for id in ids {
-            if groups.get(id).is_some_and(|g| g.is_removed()) {
-                groups.remove(id);
+            if groups.get(id).is_some_and(|g| g.is_removed())
+                && let Some(g) = groups.remove(id)
+            {
+                g.unpublish(&self.totals);
             }
         }
     }
@@ -154,7 +156,8 @@ impl Core {
 
     /// Bytes every ring together may hold now.
     pub(crate) fn ring_budget(&self) -> u64 {
-        self.budget.ring_bytes(self.totals.blocks() as usize)
+        self.budget
+            .ring_bytes(self.totals.blocks() as usize, self.totals.groups() as usize)
     }
 
     /// Whether the rings together hold more than their budget.
@@ -194,53 +197,32 @@ impl Core {
     /// sums over every group for what the tiers hold.
     pub(crate) fn stats(&self) -> Stats {
         let (wal_segments, wal_bytes) = self.wal.disk_usage();
-        let (mut hot_entries, mut hot_bytes) = (0, 0);
-        let (mut cold_blocks, mut raw, mut stored, mut blocks) = (0, 0, 0, 0);
-        let mut all_blocks = crate::cold::store::BlockIndex::new();
-        let mut zero = None;
-        let groups = self.groups();
-        let live = groups.iter().filter(|g| !g.is_removed()).count();
-        for g in &groups {
-            let st = g.state.read();
-            hot_entries += st.ring.len();
-            hot_bytes += st.ring.bytes();
-            let lo = st.purged_index();
-            for m in st.cold.blocks.values() {
-                blocks += 1;
-                if m.last > lo {
-                    cold_blocks += 1;
-                    raw += m.raw_len;
-                    stored += m.stored_len;
-                }
-                // Keyed by id: the footprint only needs each block once.
-                all_blocks.insert(m.id, *m);
-            }
-            if g.id == 0 {
-                zero = Some((
-                    if st.is_empty() { 0 } else { st.first },
-                    st.last_index(),
-                    st.purged,
-                    g.checkpoint.lock().cold_hi,
-                ));
-            }
-        }
-        let (first_index, last_index, purge_boundary, high_water) = zero.unwrap_or_default();
+        let groups: Vec<GroupStats> = self
+            .groups()
+            .iter()
+            .filter(|g| !g.is_removed())
+            .map(|g| g.stats())
+            .collect();
+        let sum = |f: fn(&GroupStats) -> u64| groups.iter().map(f).sum::<u64>();
+        let zero = groups.iter().find(|g| g.group == 0).cloned().unwrap_or_default();
+        let all_blocks = self.all_blocks();
         let redb = self.cold.store().footprint(&all_blocks);
         let c = &self.counters;
         let cache = self.cold.cache();
         Stats {
-            groups: live as u64,
-            first_index,
-            last_index,
-            hot_entries,
-            hot_bytes,
-            cold_blocks,
-            cold_raw_bytes: raw,
-            cold_stored_bytes: stored,
-            compaction_high_water: high_water,
+            groups: groups.len() as u64,
+            first_index: zero.first_index,
+            last_index: zero.last_index,
+            hot_entries: sum(|g| g.hot_entries),
+            hot_bytes: sum(|g| g.hot_bytes),
+            cold_blocks: sum(|g| g.cold_blocks),
+            cold_raw_bytes: sum(|g| g.cold_raw_bytes),
+            cold_stored_bytes: sum(|g| g.cold_stored_bytes),
+            compaction_high_water: zero.compaction_high_water,
             block_cache_bytes: cache.bytes(),
             redb_cache_bytes: self.budget.redb_cache_bytes(),
-            block_index_bytes: self.budget.index_bytes(blocks),
+            block_index_bytes: self.budget.index_bytes(all_blocks.len()),
+            group_bytes: self.budget.group_bytes(self.totals.groups() as usize),
             compaction_reserve_bytes: self.budget.round_bytes(),
             unseen_reserve_bytes: self.budget.unseen_bytes(),
             dictionary_reserve_bytes: self.budget.dictionary_bytes(),
@@ -265,9 +247,19 @@ impl Core {
             reclamations: c.reclamations.load(Ordering::Relaxed),
             reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
             reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),
-            purge_boundary,
+            purge_boundary: zero.purge_boundary,
             memory_budget_bytes: self.config.memory_budget_bytes,
         }
+    }
+
+    /// Every group's blocks (removed groups' too, until their deletion commits), keyed by id: what
+    /// the cold-tier file holds.
+    pub(crate) fn all_blocks(&self) -> BlockIndex {
+        let mut all = BlockIndex::new();
+        for g in self.groups() {
+            all.extend(g.state.read().cold.blocks.values().map(|m| (m.id, *m)));
+        }
+        all
     }
 
     /// Copies the figures into the metrics recorder (see `crate::metrics`).

@@ -19,13 +19,13 @@ use crate::compactor::CompactorThread;
 use crate::config::Config;
 use crate::core::{Core, Parts};
 use crate::error::{Error, Result};
-use crate::group::{GroupLog, MetaHome, Opening};
+use crate::group::{GroupLog, MetaFiles, MetaHome, Opening};
 use crate::layout::{APP_META_FILE, COLD_FILE, HARD_STATE_FILE, WAL_DIR, prepare_dir};
 use crate::log_store::{TierLogStore, TierMetaStore};
 use crate::meta::{AppMetaFile, HardStateFile};
 use crate::proto::GroupId;
 use crate::state::LogState;
-use crate::stats::Stats;
+use crate::stats::{GroupStats, Stats};
 use crate::traits::StorageEngine;
 use crate::wal::{Record, Wal, sync_dir};
 
@@ -151,10 +151,10 @@ impl TieredEngine {
         let mut groups = Vec::with_capacity(rebuilt.groups.len());
         for (id, g) in rebuilt.groups {
             let meta = if id == 0 {
-                MetaHome::Files {
+                MetaHome::Files(Box::new(MetaFiles {
                     hard_state: HardStateFile::open(&dir.join(HARD_STATE_FILE))?,
                     app_meta: AppMetaFile::open(&dir.join(APP_META_FILE))?,
-                }
+                }))
             } else {
                 MetaHome::Logged
             };
@@ -373,6 +373,12 @@ impl Group {
     /// The engine hosting the group.
     pub fn engine(&self) -> &TieredEngine {
         &self.engine
+    }
+
+    /// A snapshot of the group's own figures (the engine's, summed over every group, are
+    /// [`TieredEngine::stats`]).
+    pub fn stats(&self) -> GroupStats {
+        self.log.group.stats()
     }
 }
 

@@ -11,15 +11,20 @@ use crate::error::{Error, Result};
 use crate::meta::{AppMetaFile, HardStateFile};
 use crate::proto::GroupId;
 use crate::state::LogState;
+use crate::stats::GroupStats;
 use crate::wal::Covered;
+
+/// Group 0's metadata files.
+pub(crate) struct MetaFiles {
+    pub hard_state: HardStateFile,
+    pub app_meta: AppMetaFile,
+}
 
 /// Where a group's hard state and application metadata live.
 pub(crate) enum MetaHome {
-    /// Group 0: in two-slot files of their own, as before groups existed.
-    Files {
-        hard_state: HardStateFile,
-        app_meta: AppMetaFile,
-    },
+    /// Group 0: in two-slot files of their own, as before groups existed (boxed: every other
+    /// group would otherwise carry their size).
+    Files(Box<MetaFiles>),
     /// Every other group: in the write-ahead log (a record, then an fdatasync shared with other
     /// groups' flushes) and in the group's cold checkpoint row; the current values are in the
     /// group's `LogState`.
@@ -58,6 +63,7 @@ struct Published {
 pub(crate) struct Totals {
     ring_bytes: AtomicU64,
     blocks: AtomicU64,
+    groups: AtomicU64,
 }
 
 impl Totals {
@@ -69,6 +75,11 @@ impl Totals {
     /// Blocks in every group's index.
     pub(crate) fn blocks(&self) -> u64 {
         self.blocks.load(Ordering::Acquire)
+    }
+
+    /// Groups in memory (removed ones until their deletion commits).
+    pub(crate) fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Acquire)
     }
 }
 
@@ -99,6 +110,7 @@ impl GroupLog {
             unwritten: AtomicBool::new(o.unwritten),
             removed: AtomicBool::new(o.removed),
         };
+        totals.groups.fetch_add(1, Ordering::AcqRel);
         g.publish(&g.state.read(), totals);
         g
     }
@@ -124,8 +136,9 @@ impl GroupLog {
         *p = now;
     }
 
-    /// Takes the group's share out of the totals (it was removed).
+    /// Takes the group's share out of the totals (it is gone from memory).
     pub(crate) fn unpublish(&self, totals: &Totals) {
+        totals.groups.fetch_sub(1, Ordering::AcqRel);
         let p = std::mem::take(&mut *self.published.lock());
         totals.ring_bytes.fetch_sub(p.ring_bytes, Ordering::AcqRel);
         totals.blocks.fetch_sub(p.blocks, Ordering::AcqRel);
@@ -134,6 +147,32 @@ impl GroupLog {
     /// What segment retirement needs of the group's durable checkpoint.
     pub(crate) fn covered(&self) -> Covered {
         covered_by(&self.checkpoint.lock())
+    }
+
+    /// The group's figures (see [`GroupStats`]).
+    pub(crate) fn stats(&self) -> GroupStats {
+        let st = self.state.read();
+        let lo = st.purged_index();
+        let live = st.cold.blocks.values().filter(|m| m.last > lo);
+        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
+        for m in live {
+            cold_blocks += 1;
+            raw += m.raw_len;
+            stored += m.stored_len;
+        }
+        GroupStats {
+            group: self.id,
+            first_index: if st.is_empty() { 0 } else { st.first },
+            last_index: st.last_index(),
+            purge_boundary: st.purged,
+            hot_entries: st.ring.len(),
+            hot_bytes: st.ring.bytes(),
+            cold_blocks,
+            cold_raw_bytes: raw,
+            cold_stored_bytes: stored,
+            compaction_high_water: self.checkpoint.lock().cold_hi,
+            compaction_lag_entries: st.last_index().saturating_sub(st.cold.hi),
+        }
     }
 
     pub(crate) fn check_live(&self) -> Result<()> {

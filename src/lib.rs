@@ -69,5 +69,5 @@ pub use error::{Error, OffsetKind, Result};
 pub use limits::{BATCH_ENTRY_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes};
 pub use log_store::{TierLogStore, TierMetaStore};
 pub use proto::{Entry, GroupId, HardState, LogId, VotedFor};
-pub use stats::Stats;
+pub use stats::{GroupStats, Stats};
 pub use traits::{LogStore, MetaStore, StorageEngine};

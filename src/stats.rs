@@ -34,6 +34,9 @@ pub struct Stats {
     pub redb_cache_bytes: u64,
     /// Accounted memory of the block index (a fixed cost per block, inside the budget).
     pub block_index_bytes: u64,
+    /// Accounted memory of the groups' own structures (about 1 KiB each), also set aside from the
+    /// ring's share.
+    pub group_bytes: u64,
     /// Memory set aside in the budget for a compaction round (compressed blocks, redb's dirty pages).
     pub compaction_reserve_bytes: u64,
     /// Memory set aside in the budget for what no counter sees: memory the allocator keeps after
@@ -96,4 +99,31 @@ pub(crate) struct Counters {
     pub reclamations: std::sync::atomic::AtomicU64,
     pub reclaimed_bytes: std::sync::atomic::AtomicU64,
     pub reclaim_pause_max_us: std::sync::atomic::AtomicU64,
+}
+
+/// Point-in-time figures of one group, from [`Group::stats`](crate::Group::stats).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GroupStats {
+    /// The group's id.
+    pub group: crate::GroupId,
+    /// First index present (0 when the log is empty).
+    pub first_index: u64,
+    /// Last index (the purge boundary's index when the log is empty).
+    pub last_index: u64,
+    /// The purge boundary.
+    pub purge_boundary: Option<LogId>,
+    /// Entries held in the group's hot ring.
+    pub hot_entries: u64,
+    /// Accounted bytes of the group's hot ring.
+    pub hot_bytes: u64,
+    /// The group's live cold blocks.
+    pub cold_blocks: u64,
+    /// Uncompressed bytes of those blocks.
+    pub cold_raw_bytes: u64,
+    /// Compressed bytes of those blocks as stored.
+    pub cold_stored_bytes: u64,
+    /// Highest index durably stored in the cold tier.
+    pub compaction_high_water: u64,
+    /// Entries above the cold tier's high-water mark (hot only).
+    pub compaction_lag_entries: u64,
 }
