@@ -8,11 +8,13 @@
 //! state, divided by `N`, is the cost per idle group, and must be at most 2 KiB. The same figure for
 //! `N` more groups (what an idle group costs once whatever is bounded has grown to its bound) and
 //! the engine's own figures (`stats()`: bytes in the hot ring, which keeps compacted entries until
-//! memory is needed, and block index bytes) are printed beside it.
+//! memory is needed, block index bytes, the groups' own structures as the budget accounts them) are
+//! printed beside it.
 //!
 //! Run: `cargo test --release --test memory -- --ignored --nocapture`
 //! (`TIERLOG_IDLE_GROUPS=20000` for more groups, `TIERLOG_IDLE_BUDGET_MIB=4` for a budget small
-//! enough that the ring evicts the idle groups' entries).
+//! enough that the ring evicts the idle groups' entries; the redb file size, compaction rounds and
+//! back-pressure waits are printed too, since so small a budget makes appends wait).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -104,7 +106,9 @@ async fn memory_per_idle_group() {
          VmRSS {:.1} MiB ({warm_up} groups) -> {:.1} MiB (+{n}) -> {:.1} MiB (+{n} more): \
          {first:.0} bytes per group for the first {n}, {marginal:.0} for the next {n}; engine figures \
          per group, first and next: hot ring {:.0} and {:.0} bytes (hot entries {} -> {} -> {}), \
-         block index {:.0} and {:.0} bytes, block cache {:.0} and {:.0} bytes",
+         block index {:.0} and {:.0} bytes, block cache {:.0} and {:.0} bytes, the groups' own \
+         structures as accounted {:.0} and {:.0} bytes; redb file {:.1} -> {:.1} -> {:.1} MiB, {} \
+         compaction rounds, {} back-pressure waits",
         took.as_secs_f64(),
         mib(rss0),
         mib(rss1),
@@ -118,6 +122,13 @@ async fn memory_per_idle_group() {
         per(st1.block_index_bytes, st2.block_index_bytes),
         per(st0.block_cache_bytes, st1.block_cache_bytes),
         per(st1.block_cache_bytes, st2.block_cache_bytes),
+        per(st0.group_bytes, st1.group_bytes),
+        per(st1.group_bytes, st2.group_bytes),
+        mib(st0.redb_file_bytes),
+        mib(st1.redb_file_bytes),
+        mib(st2.redb_file_bytes),
+        st2.compactions,
+        st2.backpressure_waits,
     );
     assert!(
         first <= 2048.0,
