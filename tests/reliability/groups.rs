@@ -598,17 +598,20 @@ impl Chain {
 /// the logs of all groups together at one operation at or after the last flush (exactly the last
 /// after a crash or a clean restart). Default 12 chains; more: `TIERLOG_GROUP_CHAIN_TRIALS=1000
 /// cargo test --release --features failpoints --test reliability groups:: -- --nocapture` (seed:
-/// `TIERLOG_GROUP_CHAIN_SEED`).
+/// `TIERLOG_GROUP_CHAIN_SEED`; replay chain `k` alone: `TIERLOG_GROUP_CHAIN_FIRST=k
+/// TIERLOG_GROUP_CHAIN_TRIALS=1`).
 #[tokio::test]
 async fn chains_of_faults_keep_every_groups_flushed_operations() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let trials = env_u64("TIERLOG_GROUP_CHAIN_TRIALS").unwrap_or(12);
     let seed = env_u64("TIERLOG_GROUP_CHAIN_SEED").unwrap_or(SEED);
+    // Replays one chain of a failed run: TIERLOG_GROUP_CHAIN_FIRST=<its number>.
+    let first = env_u64("TIERLOG_GROUP_CHAIN_FIRST").unwrap_or(0);
     let root = tempfile::tempdir().unwrap();
     let mut tally: HashMap<String, u64> = HashMap::new();
     let mut most_groups = 0;
-    for trial in 0..trials {
+    for trial in first..first + trials {
         let mut rng = Rng::new(seed ^ trial.wrapping_mul(0x9E37));
         let tdir = root.path().join(format!("chain{trial}"));
         let dir = tdir.join("gen0");

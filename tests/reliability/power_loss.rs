@@ -117,10 +117,13 @@ pub(crate) fn record_synced_wal_from(dir: &Path, on_disk: HashMap<String, Vec<u8
     let snap: Snapshot = Arc::new(Mutex::new(on_disk));
     let sink = snap.clone();
     let wal = dir.join("wal");
+    // The files are read with the lock held: two fdatasyncs can end at once (the zero-filling
+    // thread's and a group commit), and a callback that read the files earlier must not store its
+    // copy after one that read them later, or the recorded disk would go back behind a sync that a
+    // checkpoint already relied on (a power cut would then lose records no real one can).
     fail::cfg_callback("wal::synced", move || {
-        let files = read_wal(&wal);
         if let Ok(mut s) = sink.lock() {
-            *s = files;
+            *s = read_wal(&wal);
         }
     })
     .unwrap();
