@@ -55,7 +55,12 @@ use openraft::{NodeId, OptionalSend, RaftTypeConfig};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::{Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, TieredEngine};
+use crate::{
+    Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore, TieredEngine,
+};
+
+/// A tierlog group id (`tierlog::GroupId` once groups land).
+type GroupId = u64;
 
 /// Name of the best-effort file holding the last committed log id (see [`OpenraftLogStore`]'s
 /// `save_committed`).
@@ -100,7 +105,10 @@ pub struct OpenraftLogStore<C: RaftTypeConfig> {
 
 struct Shared<C: RaftTypeConfig> {
     engine: TieredEngine,
+    /// The tierlog group this store serves (0 for [`OpenraftLogStore::open`] / `with_engine`).
+    group: GroupId,
     log: Arc<TierLogStore>,
+    meta_store: Arc<TierMetaStore>,
     committed_path: PathBuf,
     committed: RwLock<Option<LogIdOf<C>>>,
     /// Serialises read-modify-write saves of the blob, so a vote and a purge never undo each other.
@@ -155,17 +163,26 @@ where
         Self::with_engine(engine, dir.join(COMMITTED_FILE)).await
     }
 
-    /// Wraps an open engine whose meta store holds (or will hold) the vote and purged log id;
-    /// `committed_path` is the best-effort committed-log-id hint file. Finishes a purge that a crash
-    /// interrupted after the purged log id was recorded.
+    /// Wraps an open engine and serves its group 0: the group's meta store holds (or will hold) the
+    /// vote and purged log id; `committed_path` is the best-effort committed-log-id hint file.
+    /// Finishes a purge that a crash interrupted after the purged log id was recorded.
     pub async fn with_engine(
         engine: TieredEngine,
         committed_path: impl Into<PathBuf>,
     ) -> crate::Result<Self> {
-        let meta = read_meta::<C>(&engine)?;
-        let committed_path = committed_path.into();
+        let (log, meta_store) = (engine.log_store(), engine.meta_store());
+        Self::with_handles(engine, 0, log, meta_store, committed_path.into()).await
+    }
+
+    async fn with_handles(
+        engine: TieredEngine,
+        group: GroupId,
+        log: Arc<TierLogStore>,
+        meta_store: Arc<TierMetaStore>,
+        committed_path: PathBuf,
+    ) -> crate::Result<Self> {
+        let meta = read_meta::<C>(&engine, group, &meta_store)?;
         let committed = read_committed_hint::<C>(&committed_path);
-        let log = engine.log_store();
         if let Some(purged) = &meta.last_purged {
             let wanted = to_tier_log_id::<C>(purged);
             let have = log.load_purge_boundary()?.map_or(0, |b| b.index);
@@ -176,7 +193,9 @@ where
         Ok(OpenraftLogStore {
             shared: Arc::new(Shared {
                 engine,
+                group,
                 log,
+                meta_store,
                 committed_path,
                 committed: RwLock::new(committed),
                 meta_write: Mutex::new(()),
@@ -185,9 +204,15 @@ where
         })
     }
 
-    /// The wrapped engine (for [`TieredEngine::stats`] and [`TieredEngine::compact_now`]).
+    /// The wrapped engine (for [`TieredEngine::stats`] and [`TieredEngine::compact_now`]), shared
+    /// by every group the engine hosts.
     pub fn engine(&self) -> &TieredEngine {
         &self.shared.engine
+    }
+
+    /// The tierlog group this store serves.
+    pub fn group_id(&self) -> GroupId {
+        self.shared.group
     }
 
     /// Durably replaces the blob in tierlog's meta store, then publishes the new value to readers.
@@ -201,11 +226,7 @@ where
             last_purged: next.last_purged.as_ref(),
         };
         let bytes = serde_json::to_vec(&blob).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.shared
-            .engine
-            .meta_store()
-            .save_app_meta(&bytes)
-            .map_err(to_io)?;
+        self.shared.meta_store.save_app_meta(&bytes).map_err(to_io)?;
         *self.shared.meta.write() = next;
         Ok(())
     }
@@ -287,21 +308,32 @@ pub fn to_io(e: Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
-fn read_meta<C: RaftTypeConfig>(engine: &TieredEngine) -> crate::Result<RaftMeta<C>> {
-    let Some(bytes) = engine.meta_store().load_app_meta()? else {
+fn read_meta<C: RaftTypeConfig>(
+    engine: &TieredEngine,
+    group: GroupId,
+    meta_store: &TierMetaStore,
+) -> crate::Result<RaftMeta<C>> {
+    let Some(bytes) = meta_store.load_app_meta()? else {
         return Ok(RaftMeta {
             vote: None,
             last_purged: None,
         });
     };
-    // The blob passed its checksum, so a parse failure is a blob some other program stored.
-    let path = engine.dir().join(crate::layout::APP_META_FILE);
-    let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corruption_of_file(&path, format!("not the openraft adapter's metadata: {e}")))?;
+    // The blob passed its checksum, so a parse failure is a blob some other program stored. Group
+    // 0's blob has a file of its own; other groups' blobs live in the write-ahead log, so the error
+    // names the engine directory and the group.
+    let (path, whose) = if group == 0 {
+        (engine.dir().join(crate::layout::APP_META_FILE), String::new())
+    } else {
+        (engine.dir().to_path_buf(), format!("group {group}: "))
+    };
+    let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corruption_of_file(&path, format!("{whose}not the openraft adapter's metadata: {e}"))
+    })?;
     if blob.format != META_FORMAT {
         return Err(Error::corruption_of_file(
             &path,
-            format!("unknown openraft metadata format {}", blob.format),
+            format!("{whose}unknown openraft metadata format {}", blob.format),
         ));
     }
     Ok(RaftMeta {
