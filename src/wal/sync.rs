@@ -22,6 +22,10 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) struct SyncPoint {
     state: Mutex<SyncState>,
     cv: Condvar,
+    /// fdatasyncs that succeeded (`Stats::wal_syncs`).
+    count: std::sync::atomic::AtomicU64,
+    /// Bumped whenever a group commit ends (synced or failed), for `sync_async` waiters.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -95,6 +99,7 @@ impl SyncPoint {
         match crate::failpoints::io_fault(point).and_then(|_| file.sync_data()) {
             Ok(()) => {
                 crate::failpoints::synced();
+                self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
                 Ok(())
@@ -102,6 +107,41 @@ impl SyncPoint {
             Err(e) => {
                 self.state.lock().failed = Some(Failure::new(path, &e));
                 Err(Error::io(path, e))
+            }
+        }
+    }
+
+    /// fdatasyncs of the log that succeeded so far.
+    pub(super) fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `sync` for async callers: a caller arriving while a group commit is in flight awaits its end
+    /// without holding a thread (so thousands of groups flushing at once on a few runtime threads
+    /// still share one fdatasync); one that finds none runs it on the runtime's blocking pool.
+    pub(super) async fn sync_async(self: Arc<Self>) -> Result<()> {
+        let mut ended = self.ended.subscribe();
+        let target = self.state.lock().written;
+        loop {
+            let lead = {
+                let s = self.state.lock();
+                if let Some(f) = &s.failed {
+                    return Err(f.error());
+                }
+                if s.synced >= target {
+                    return Ok(());
+                }
+                !s.syncing
+            };
+            if lead {
+                let me = self.clone();
+                return tokio::task::spawn_blocking(move || me.sync())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Closed(format!("the flush task failed: {e}"))));
+            }
+            // Subscribed before the look above, so a commit ending since is not missed.
+            if ended.changed().await.is_err() {
+                return Err(Error::Closed("the write-ahead log was closed".into()));
             }
         }
     }
@@ -134,8 +174,14 @@ impl SyncPoint {
             s = self.state.lock();
             s.syncing = false;
             self.cv.notify_all();
+            self.ended.send_modify(|n| *n += 1);
             match (res, &file) {
-                (Ok(()), _) => s.synced = s.synced.max(upto),
+                (Ok(()), f) => {
+                    s.synced = s.synced.max(upto);
+                    if f.is_some() {
+                        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 (Err(e), Some((_, path))) => {
                     s.failed = Some(Failure::new(path, &e));
                     // The caller whose fsync failed gets the OS error itself.
