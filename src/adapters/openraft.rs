@@ -17,15 +17,30 @@
 //! ```
 //! (`tests/adapters/tests/adapters/openraft_cluster.rs` is the complete, compiled version with an in-process network.)
 //!
+//! # Many groups on one engine
+//! A node hosting several Raft groups (several `Raft` instances) keeps them in one engine, one
+//! [`Group`] each, so all share one write-ahead stream, one fdatasync per flush, one cold tier and one
+//! memory budget:
+//!
+//! ```ignore
+//! let engine = tierlog::TieredEngine::open("/var/lib/node1/raft-log", tierlog::Config::default()).await?;
+//! let group = engine.create_group(7).await?; // after a restart: engine.group(7)?
+//! let log_store = OpenraftLogStore::<TypeConfig>::with_group(group, "/var/lib/node1/committed-7.json").await?;
+//! ```
+//! [`OpenraftLogStore::open`] and [`OpenraftLogStore::with_engine`] serve group 0, so a directory
+//! written before groups existed opens unchanged.
+//! (`tests/adapters/tests/adapters/openraft_groups.rs`: four groups on three nodes, one engine each.)
+//!
 //! # Mapping
 //! - openraft log index `i` is tierlog index `i + 1` (tierlog reserves 0 for "no entry").
 //! - Each openraft entry is serialized whole (serde_json) into tierlog's `payload`; tierlog's `term`
 //!   field holds the entry's term (via [`LeaderTerm`]) so `tierlog dump` shows it.
 //! - The vote (with its `committed` flag) and the full purged log id (leader id included) do not fit
 //!   tierlog's `HardState` / `LogId` for every openraft type configuration (node ids and leader ids
-//!   are generic), so they are kept, serialized with serde_json, in tierlog's meta store as its
-//!   application-metadata blob ([`TierMetaStore::save_app_meta`](crate::TierMetaStore::save_app_meta)):
-//!   two checksummed slots, fdatasync'ed on every save, never torn.
+//!   are generic), so they are kept, serialized with serde_json, in the group's meta store as its
+//!   application-metadata blob ([`TierMetaStore::save_app_meta`]): durable when the save returns,
+//!   never torn (group 0's in two checksummed slots of its own file, other groups' in the shared
+//!   write-ahead log).
 //!
 //! # Durability
 //! `append` hands its callback `Ok` only after `flush()` (one group-committed fdatasync) returned, or
@@ -56,11 +71,9 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore, TieredEngine,
+    Config, Entry, Error, Group, GroupId, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore,
+    TieredEngine,
 };
-
-/// A tierlog group id (`tierlog::GroupId` once groups land).
-type GroupId = u64;
 
 /// Name of the best-effort file holding the last committed log id (see [`OpenraftLogStore`]'s
 /// `save_committed`).
@@ -172,6 +185,22 @@ where
     ) -> crate::Result<Self> {
         let (log, meta_store) = (engine.log_store(), engine.meta_store());
         Self::with_handles(engine, 0, log, meta_store, committed_path.into()).await
+    }
+
+    /// Serves tierlog group `group` of its engine (see [`TieredEngine::create_group`]): the group's
+    /// meta store holds (or will hold) the vote and purged log id, `committed_path` is this group's
+    /// best-effort committed-log-id hint file (one per group; the caller picks it). Finishes a purge
+    /// that a crash interrupted after the purged log id was recorded. Build one store per group and
+    /// clone it; two stores built on the same group would each cache their own copy of the vote.
+    pub async fn with_group(group: Group, committed_path: impl Into<PathBuf>) -> crate::Result<Self> {
+        Self::with_handles(
+            group.engine().clone(),
+            group.id(),
+            group.log_store(),
+            group.meta_store(),
+            committed_path.into(),
+        )
+        .await
     }
 
     async fn with_handles(

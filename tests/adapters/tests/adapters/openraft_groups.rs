@@ -26,9 +26,9 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft_memstore::{BlockConfig, ClientRequest, MemStateMachine};
 use tierlog::adapters::openraft::OpenraftLogStore;
-use tierlog::{Config, Stats};
+use tierlog::{Config, Group, GroupStats, Stats, TieredEngine};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep};
+use tokio::time::sleep;
 
 use crate::openraft_net::{C, GroupId, RaftNode, Router, raft_config, wait_applied};
 
@@ -49,66 +49,84 @@ fn tier_config() -> Config {
     }
 }
 
-/// One node's tierlog engine, hosting that node's replica of every group.
+/// One node's tierlog engine, hosting that node's replica of every group, and each group's store
+/// (built once per open, as a node process would; clones share it).
 struct NodeLog {
     dir: PathBuf,
+    engine: TieredEngine,
     stores: BTreeMap<GroupId, OpenraftLogStore<C>>,
 }
 
 impl NodeLog {
-    /// Opens (or reopens) the node's engine in `dir` and the store of every group. A just-closed
-    /// engine may release its directory a moment late, so opening is retried for a while.
-    async fn open(dir: &Path) -> NodeLog {
+    /// Opens the node's engine in `dir` and creates every group (a first start).
+    async fn create(dir: &Path) -> NodeLog {
+        let engine = open_engine(dir).await;
         let mut stores = BTreeMap::new();
         for group in GROUPS {
-            let path = dir.join(format!("group{group}"));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let store = loop {
-                match OpenraftLogStore::<C>::open(&path, tier_config()).await {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() < deadline => {
-                        eprintln!("{}: open failed ({e}), retrying", path.display());
-                        sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => panic!("{}: open failed: {e}", path.display()),
-                }
-            };
-            stores.insert(group, store);
+            let handles = engine.create_group(group).await.unwrap();
+            stores.insert(group, group_store(dir, handles).await);
         }
         NodeLog {
             dir: dir.to_path_buf(),
+            engine,
             stores,
         }
     }
 
-    /// The store of `group` (a new handle each time; all share the group's state).
+    /// Reopens the node's engine in `dir` after a restart: the groups must be there already.
+    async fn reopen(dir: &Path) -> NodeLog {
+        let engine = open_engine(dir).await;
+        assert_eq!(
+            engine.groups(),
+            GROUPS.to_vec(),
+            "{}: groups after reopen",
+            dir.display()
+        );
+        let mut stores = BTreeMap::new();
+        for group in GROUPS {
+            let handles = engine.group(group).unwrap();
+            stores.insert(group, group_store(dir, handles).await);
+        }
+        NodeLog {
+            dir: dir.to_path_buf(),
+            engine,
+            stores,
+        }
+    }
+
     fn store(&self, group: GroupId) -> OpenraftLogStore<C> {
         self.stores[&group].clone()
     }
 
-    fn stats(&self) -> Stats {
-        let mut total = Stats::default();
-        for s in self.stores.values() {
-            let st = s.engine().stats();
-            total.cold_reads += st.cold_reads;
-            total.cold_blocks += st.cold_blocks;
-            total.hot_bytes += st.hot_bytes;
-            total.memory_budget_bytes += st.memory_budget_bytes;
-        }
-        total
+    /// Rebuilds `group`'s store from the running engine, as a node does when it restarts one
+    /// group's `Raft` (whose previous store must be dropped already).
+    async fn reopen_store(&mut self, group: GroupId) {
+        let handles = self.engine.group(group).unwrap();
+        let store = group_store(&self.dir, handles).await;
+        self.stores.insert(group, store);
     }
 
-    async fn compact_now(&self) {
-        for s in self.stores.values() {
-            s.engine().compact_now().await.unwrap();
-        }
+    fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    fn group_stats(&self, group: GroupId) -> GroupStats {
+        self.engine.group(group).unwrap().stats()
     }
 
     async fn close(self) {
-        for (_, s) in self.stores {
-            s.engine().clone().close().await.unwrap();
-        }
+        drop(self.stores);
+        self.engine.close().await.unwrap();
     }
+}
+
+async fn open_engine(dir: &Path) -> TieredEngine {
+    TieredEngine::open(dir.join("log"), tier_config()).await.unwrap()
+}
+
+async fn group_store(dir: &Path, group: Group) -> OpenraftLogStore<C> {
+    let hint = dir.join(format!("committed-{}.json", group.id()));
+    OpenraftLogStore::with_group(group, hint).await.unwrap()
 }
 
 /// A node: its engine and, per group, its running `Raft` (if any) and state machine.
@@ -295,7 +313,7 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
     for id in NODES {
         nodes.push(Node {
             id,
-            log: NodeLog::open(&dir(id)).await,
+            log: NodeLog::create(&dir(id)).await,
             rafts: BTreeMap::new(),
         });
     }
@@ -322,13 +340,10 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
     for group in GROUPS {
         let leader = leader_of(&nodes, group).await;
         let follower = NODES[(NODES.iter().position(|&n| n == leader).unwrap() + 1) % NODES.len()];
-        nodes
-            .iter_mut()
-            .find(|n| n.id == follower)
-            .unwrap()
-            .stop_group(group, &router)
-            .await;
-        stopped.insert(group, follower);
+        let n = nodes.iter_mut().find(|n| n.id == follower).unwrap();
+        let had = n.raft(group).metrics().borrow_watched().last_log_index.unwrap();
+        n.stop_group(group, &router).await;
+        stopped.insert(group, (follower, had));
     }
     write_all(&nodes, BEFORE_STOP..BEFORE_STOP + WHILE_STOPPED).await;
     let total = BEFORE_STOP + WHILE_STOPPED;
@@ -342,27 +357,44 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
         applied.insert(group, index);
     }
     for n in &nodes {
-        n.log.compact_now().await;
+        n.log.engine.compact_now().await.unwrap();
         let stats = n.log.stats();
         eprintln!("node {} before the catch-ups: {stats:?}", n.id);
-        assert!(
-            stats.cold_blocks > 0,
-            "node {}: nothing in the cold tier: {stats:?}",
-            n.id
-        );
+        assert_eq!(stats.groups, GROUPS.len() as u64, "node {}", n.id);
         assert!(
             stats.hot_bytes <= stats.memory_budget_bytes,
             "node {}: hot tier over the memory budget: {stats:?}",
             n.id
         );
     }
+    // In every group, the entries the stopped follower lacks are in its leader's cold tier and the
+    // first of them is no longer in the leader's hot ring, so the catch-up has to read cold blocks.
+    for group in GROUPS {
+        let leader = leader_of(&nodes, group).await;
+        let (follower, had) = stopped[&group];
+        let gs = node(&nodes, leader).log.group_stats(group);
+        eprintln!("group {group} on leader node {leader} (node {follower} has up to {had}): {gs:?}");
+        // openraft index i is tierlog index i + 1.
+        let first_missing = had + 2;
+        assert!(
+            gs.cold_blocks > 0 && gs.compaction_high_water >= first_missing,
+            "group {group}: node {follower}'s missing entries from tierlog index {first_missing} are not \
+             in leader node {leader}'s cold tier: {gs:?}"
+        );
+        assert!(
+            gs.last_index - gs.hot_entries >= first_missing,
+            "group {group}: leader node {leader}'s hot ring still holds tierlog index {first_missing}: {gs:?}"
+        );
+    }
 
     // One group at a time, so each engine's cold reads are this group's catch-up.
     for group in GROUPS {
         let leader = leader_of(&nodes, group).await;
-        let follower = stopped[&group];
+        let (follower, _) = stopped[&group];
         let before = node(&nodes, leader).log.stats().cold_reads;
         let n = nodes.iter_mut().find(|n| n.id == follower).unwrap();
+        // As a node restarting one group does: the group's store is built again from the engine.
+        n.log.reopen_store(group).await;
         n.start_group(group, &router).await;
         wait_applied(
             n.raft(group),
@@ -401,7 +433,7 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
     old.log.close().await;
     let mut reopened = Node {
         id: restart,
-        log: NodeLog::open(&dir(restart)).await,
+        log: NodeLog::reopen(&dir(restart)).await,
         rafts: BTreeMap::new(),
     };
     for group in GROUPS {
