@@ -253,16 +253,18 @@ async fn write_range(members: BTreeMap<u64, RaftNode>, group: GroupId, range: st
     }
 }
 
-/// The index the leader of `group` has applied (every acknowledged write is applied there).
-async fn leader_applied(nodes: &[Node], group: GroupId) -> u64 {
-    let leader = leader_of(nodes, group).await;
-    node(nodes, leader)
-        .raft(group)
-        .metrics()
-        .borrow_watched()
-        .last_applied
-        .expect("the leader applied entries")
-        .index
+/// The highest index a running member of `group` has applied to its state machine: once every write
+/// was acknowledged (applied on the leader that took it) and none is in flight, that is the index
+/// every member must reach. Read from the state machines, not from the metrics, which may lag them.
+async fn group_applied(nodes: &[Node], group: GroupId) -> u64 {
+    let mut applied = 0;
+    for n in nodes {
+        if let Some((_, sm)) = n.rafts.get(&group) {
+            let last = sm.get_state_machine().await.last_applied_log;
+            applied = applied.max(last.map_or(0, |id| id.index));
+        }
+    }
+    applied
 }
 
 /// Waits until every running member of `group` applied `index`, then checks that their state
@@ -341,8 +343,9 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
         let leader = leader_of(&nodes, group).await;
         let follower = NODES[(NODES.iter().position(|&n| n == leader).unwrap() + 1) % NODES.len()];
         let n = nodes.iter_mut().find(|n| n.id == follower).unwrap();
-        let had = n.raft(group).metrics().borrow_watched().last_log_index.unwrap();
         n.stop_group(group, &router).await;
+        let mut store = n.log.store(group);
+        let had = store.get_log_state().await.unwrap().last_log_id.unwrap().index;
         stopped.insert(group, (follower, had));
     }
     write_all(&nodes, BEFORE_STOP..BEFORE_STOP + WHILE_STOPPED).await;
@@ -352,7 +355,7 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
     // catch-up under test, then push everything to the cold tier.
     let mut applied = BTreeMap::new();
     for group in GROUPS {
-        let index = leader_applied(&nodes, group).await;
+        let index = group_applied(&nodes, group).await;
         check_group(&nodes, group, index, total).await;
         applied.insert(group, index);
     }
@@ -452,7 +455,7 @@ async fn openraft_groups_share_one_engine_per_node_catch_up_from_cold_and_restar
     // Every group continues: a write after the restart commits and is applied on all three nodes.
     write_all(&nodes, total..total + 1).await;
     for group in GROUPS {
-        let index = leader_applied(&nodes, group).await;
+        let index = group_applied(&nodes, group).await;
         assert!(
             index > applied[&group],
             "group {group}: nothing committed after the restart"
