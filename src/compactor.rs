@@ -7,6 +7,7 @@
 //! mutation invalidated; on disk the checkpoint stays consistent because its `applied_seq` is the
 //! snapshot's and replay re-applies everything after it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -17,13 +18,25 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::MAX_ROUND_RAW_BYTES;
 use crate::cold::block::{self, BlockMeta, Packing, raw_cost};
 use crate::cold::dict::{self, Dictionary, DictionaryEncoder};
-use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
+use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan, GroupPlan};
 use crate::core::Core;
 use crate::error::{Error, Result};
-use crate::proto::{Entry, LogId};
+use crate::group::{GroupLog, covered_by};
+use crate::meta::LoggedMeta;
+use crate::proto::{Entry, GroupId, LogId};
 use crate::state::ColdView;
+use crate::wal::Covered;
 
+/// Most groups one round commits together (each adds a row and its blocks to the transaction).
+const MAX_GROUPS_PER_ROUND: usize = 512;
+/// Closed write-ahead segments left alone before the groups whose records keep older ones alive are
+/// compacted to cold to release them (instead of waiting for their own rounds, which an idle group
+/// may never have).
+const PINNED_SEGMENTS_ALLOWED: usize = 2;
+
+/// One group's part of a round, taken under its state lock.
 struct Snapshot {
+    group: Arc<GroupLog>,
     seq: u64,
     purged: Option<LogId>,
     purged_index: u64,
@@ -34,6 +47,10 @@ struct Snapshot {
     flush_partial: bool,
     /// Entries up to here must be in the round's blocks, even in a partial last block.
     required: u64,
+    /// The group's hard state and metadata as of `seq` (groups other than 0).
+    meta: LoggedMeta,
+    /// Raw bytes of `entries`.
+    raw: u64,
 }
 
 /// Why a run starts.
@@ -42,18 +59,22 @@ pub(crate) enum Urgency {
     /// Timer or trigger: move only full blocks beyond the protected tail. A writer waiting for memory
     /// (`Backpressure::ask_for_room`) turns the run into a forced one up to the last index at its start.
     Normal,
-    /// A caller asked (`compact_now`): move everything up to `upto`, the last index when it asked,
-    /// protected tail and partial last block included.
-    Force { upto: u64 },
+    /// A caller asked (`compact_now`): move every group's entries up to its last index when the
+    /// run starts, protected tail and partial last block included.
+    Force,
 }
 
-/// What one run may move: entries up to `upto`, and with `force` the protected tail and the last
-/// partial block too. Fixed when the run starts, so a writer appending meanwhile cannot keep the run
+/// What one run may move of a group: entries up to `upto`, and with `force` the protected tail and
+/// the last partial block too. Fixed when the run starts, so a writer appending meanwhile cannot keep the run
 /// going (or make it commit one tiny block per round): what it adds waits for the next run.
 #[derive(Clone, Copy, Debug)]
 struct Bound {
     force: bool,
     upto: u64,
+    /// Commit the group's checkpoint at least up to this write-ahead sequence number even with
+    /// nothing to move (what it logged since is metadata, or already cold): releases the segments
+    /// holding those records. 0 for rounds that move data only.
+    seq: u64,
 }
 
 pub(crate) struct Compactor {
@@ -87,7 +108,7 @@ impl Compactor {
     /// Makes `encoder` the store's current dictionary, training it first when the store has none
     /// and holds enough cold bytes (`dictionary_training_bytes`). Training or preparing failing is
     /// logged, not returned: blocks are then written without a dictionary.
-    fn prepare_dictionary(&mut self, core: &Core, blocks: &BlockIndex) {
+    fn prepare_dictionary(&mut self, core: &Core) {
         let store = core.cold.store();
         let dicts = store.dictionaries();
         if let Some(d) = dicts.current() {
@@ -108,14 +129,16 @@ impl Compactor {
         if cfg.dictionary_bytes == 0 || !dicts.is_empty() {
             return;
         }
-        let cold_raw: u64 = blocks.values().map(|m| m.raw_len).sum();
+        // Every group's blocks, newest first: one dictionary serves the whole file.
+        let blocks: Vec<BlockMeta> = core.all_blocks().into_values().rev().collect();
+        let cold_raw: u64 = blocks.iter().map(|m| m.raw_len).sum();
         let train_at = *self.train_at.get_or_insert(cfg.dictionary_training_bytes);
         if cold_raw < train_at {
             return;
         }
         let started = Instant::now();
         let trained = self
-            .samples(core, blocks, cfg.dictionary_training_bytes)
+            .samples(core, &blocks, cfg.dictionary_training_bytes)
             .and_then(|samples| {
                 let bytes = dict::train(&samples, cfg.dictionary_bytes as usize)
                     .map_err(|e| format!("zstd training on {} samples: {e}", samples.len()))?;
@@ -149,17 +172,17 @@ impl Compactor {
         }
     }
 
-    /// The raw frames of the newest cold blocks, about `want` raw bytes of them: the store's own
-    /// data, as the dictionary will see it.
+    /// The raw frames of the newest cold blocks (`newest_first`), about `want` raw bytes of them:
+    /// the store's own data, as the dictionary will see it.
     fn samples(
         &self,
         core: &Core,
-        blocks: &BlockIndex,
+        newest_first: &[BlockMeta],
         want: u64,
     ) -> std::result::Result<dict::Samples, String> {
         let mut metas = Vec::new();
         let mut raw = 0;
-        for m in blocks.values().rev() {
+        for m in newest_first {
             if raw >= want {
                 break;
             }
@@ -197,7 +220,7 @@ impl Compactor {
         if self.last_reclaim.is_some_and(|t| t.elapsed() < interval) {
             return;
         }
-        let redb = core.cold.store().footprint(&core.state.read().cold.blocks);
+        let redb = core.cold.store().footprint(&core.all_blocks());
         let (file, free) = (redb.file_bytes, redb.free_bytes);
         if free < cfg.reclaim_min_bytes.max(1) || (free as f64) < cfg.reclaim_free_share * file as f64 {
             return;
@@ -224,36 +247,110 @@ impl Compactor {
         }
     }
 
-    /// Runs rounds until nothing is left to do below the run's bound (see [`Bound`]); returns
-    /// whether any round committed.
+    /// Runs rounds until nothing is left to do below the run's bounds (see [`Bound`]); then, when
+    /// more than [`PINNED_SEGMENTS_ALLOWED`] closed write-ahead segments are alive, compacts the
+    /// groups whose records keep the oldest alive up to what those records wrote, so the segments
+    /// can go. Returns whether any round committed.
     pub(crate) fn run(&mut self, core: &Core, urgency: Urgency) -> Result<bool> {
         // Taken, not peeked: a writer that still waits after this run sets it again.
         let urgent = core.backpressure.take_urgent();
-        let now = core.last_index();
-        let bound = match urgency {
-            Urgency::Force { upto } if urgent => Bound {
-                force: true,
-                upto: upto.max(now),
-            },
-            Urgency::Force { upto } => Bound { force: true, upto },
-            Urgency::Normal => Bound {
-                force: urgent,
-                upto: now,
-            },
-        };
+        let force = urgency == Urgency::Force || urgent;
+        let todo = core
+            .groups()
+            .into_iter()
+            .map(|g| {
+                let upto = g.last_index();
+                (g, Bound { force, upto, seq: 0 })
+            })
+            .collect();
+        let mut any = self.rounds(core, todo)?;
+        if !core.is_closed() {
+            let pinning = core.wal.pinning(&|g| core.covered(g), PINNED_SEGMENTS_ALLOWED);
+            let todo = pinning
+                .into_iter()
+                .filter_map(|(id, upto)| {
+                    let g = core.group(id)?;
+                    let seq = g.state.read().seq;
+                    Some((
+                        g,
+                        Bound {
+                            force: true,
+                            upto,
+                            seq,
+                        },
+                    ))
+                })
+                .collect();
+            any |= self.rounds(core, todo)?;
+        }
+        Ok(any)
+    }
+
+    /// Rounds over `todo` until no group in it has anything left to do: each round takes the next
+    /// groups with work (up to [`MAX_ROUND_RAW_BYTES`] of entries, [`MAX_GROUPS_PER_ROUND`]
+    /// groups) and commits them, and the deletion of removed groups, in one transaction. Each
+    /// group's round either moves data (up to its fixed bound) or changes its checkpoint, so this
+    /// ends; stopping at shutdown keeps `Drop` prompt even with much left to move.
+    fn rounds(&mut self, core: &Core, mut todo: VecDeque<(Arc<GroupLog>, Bound)>) -> Result<bool> {
         let mut any = false;
-        // Each round either moves data (up to the fixed bound) or changes the checkpoint, so this
-        // ends; stopping at shutdown keeps `Drop` prompt even with much left to move.
-        while !core.is_closed() && self.round(core, bound)? {
+        while !core.is_closed() {
+            let removed: Vec<GroupId> = core
+                .groups()
+                .iter()
+                .filter(|g| g.is_removed())
+                .map(|g| g.id)
+                .collect();
+            let mut batch = Vec::new();
+            let mut again = VecDeque::new();
+            let mut raw = 0;
+            while let Some((g, bound)) = todo.pop_front() {
+                if batch.len() >= MAX_GROUPS_PER_ROUND || raw >= MAX_ROUND_RAW_BYTES {
+                    again.push_back((g, bound));
+                    continue;
+                }
+                if let Some(snap) = self.snapshot(core, &g, bound, MAX_ROUND_RAW_BYTES - raw) {
+                    raw += snap.raw;
+                    batch.push(snap);
+                    again.push_back((g, bound));
+                }
+            }
+            todo = again;
+            if batch.is_empty() && removed.is_empty() {
+                break;
+            }
+            self.complete(core, batch, removed)?;
             any = true;
         }
         Ok(any)
     }
 
-    fn snapshot(&self, core: &Core, bound: Bound) -> Option<Snapshot> {
+    /// Step 1 of a round for group `g`: what to move and delete, under its state lock; `None` when
+    /// there is nothing to do. At most `cap` raw bytes of entries (at least one block's worth).
+    fn snapshot(&self, core: &Core, g: &Arc<GroupLog>, bound: Bound, cap: u64) -> Option<Snapshot> {
+        if g.is_removed() {
+            return None;
+        }
         let cfg = &core.config;
-        let committed = *core.checkpoint.lock();
-        let mut st = core.state.write();
+        let committed = *g.checkpoint.lock();
+        let threshold = cfg.compaction_trigger_bytes.max(cfg.block_target_bytes);
+        {
+            // Most groups are idle most of the time: a look under the read lock spares them the
+            // write lock.
+            let st = g.state.read();
+            let idle = st.seq == committed.applied_seq
+                && !g.is_unwritten()
+                && !g.needs_wipe()
+                && st.in_flight.is_none()
+                && (if bound.force {
+                    st.last_index().min(bound.upto) <= st.cold.hi
+                } else {
+                    st.ring.estimate_bytes_from(st.cold.hi + 1) < threshold
+                });
+            if idle {
+                return None;
+            }
+        }
+        let mut st = g.state.write();
         let purged_index = st.purged_index();
         let cut = st.cold.dirty_from.map_or(st.cold.hi, |d| d - 1).min(st.cold.hi);
         let blocks = st.cold.blocks.clone();
@@ -276,25 +373,26 @@ impl Compactor {
         };
         // Raw block bytes, not ring accounting: a normal round needs one full block to move.
         let avail = st.ring.raw_bytes_in(start, end);
-        let threshold = cfg.compaction_trigger_bytes.max(cfg.block_target_bytes);
         let compact = avail > 0 && (force || avail >= threshold || start <= required);
         let checkpoint_moved = committed.purged != st.purged || committed.cold_hi != st.cold.hi.max(cut);
-        if !compact && !garbage_above && !purgeable && !checkpoint_moved {
+        let logged = committed.applied_seq < bound.seq;
+        let row = g.is_unwritten() || g.needs_wipe();
+        if !compact && !garbage_above && !purgeable && !checkpoint_moved && !logged && !row {
             return None;
         }
         let mut entries = Vec::new();
+        let mut raw = 0;
         // Whether the round takes everything up to `end`: only then may a forced round write its last
         // partial block (a round cut short by the size cap leaves the rest for the next round).
         let mut reaches_end = false;
         if compact {
             // At least one full block per round, so a capped round always makes progress.
-            let cap = MAX_ROUND_RAW_BYTES.max(cfg.block_target_bytes);
-            let mut bytes = 0;
+            let cap = cap.max(cfg.block_target_bytes);
             let mut i = start;
-            while i <= end && (bytes < cap || i <= required) {
+            while i <= end && (raw < cap || i <= required) {
                 match st.ring.get(i) {
                     Some(e) => {
-                        bytes += raw_cost(e);
+                        raw += raw_cost(e);
                         entries.push(e.clone());
                     }
                     None => break,
@@ -312,6 +410,7 @@ impl Compactor {
         let purged = st.purged;
         st.in_flight = Some(Vec::new());
         Some(Snapshot {
+            group: g.clone(),
             seq,
             purged,
             purged_index,
@@ -321,59 +420,168 @@ impl Compactor {
             trim,
             flush_partial: force && reaches_end,
             required,
+            meta: st.meta.clone(),
+            raw,
         })
     }
 
-    /// One round; returns false when there was nothing to do.
-    fn round(&mut self, core: &Core, bound: Bound) -> Result<bool> {
-        match self.snapshot(core, bound) {
-            Some(snap) => self.complete(core, snap).map(|_| true),
-            None => Ok(false),
-        }
-    }
-
-    /// Steps 2-4 of a round: build and commit with no lock held, publish, retire segments.
-    fn complete(&mut self, core: &Core, snap: Snapshot) -> Result<()> {
-        let span = crate::metrics::round_span(snap.seq, snap.entries.len());
+    /// Steps 2-4 of a round: build and commit with no lock held, publish each group, retire
+    /// segments.
+    fn complete(&mut self, core: &Core, batch: Vec<Snapshot>, removed: Vec<GroupId>) -> Result<()> {
+        let span = crate::metrics::round_span(
+            batch.iter().map(|s| s.seq).max().unwrap_or(0),
+            batch.iter().map(|s| s.entries.len()).sum(),
+        );
         let _g = span.enter();
         let start = Instant::now();
-        let result = self.build_and_commit(core, &snap);
-        let mut st = core.state.write();
-        let effects = st.in_flight.take().unwrap_or_default();
-        let (index, new_hi, removed) = result?;
-        st.cold = ColdView {
-            blocks: Arc::new(index),
-            hi: new_hi,
-            dirty_from: None,
+        let result = self.build_and_commit(core, &batch, &removed);
+        let (published, retire) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                for snap in &batch {
+                    snap.group.state.write().in_flight = None;
+                }
+                return Err(e);
+            }
         };
-        for e in effects {
-            st.cold_effect(e);
+        for (snap, (index, new_hi, gone)) in batch.iter().zip(published) {
+            let g = &snap.group;
+            let mut st = g.state.write();
+            let effects = st.in_flight.take().unwrap_or_default();
+            st.cold = ColdView {
+                blocks: Arc::new(index),
+                hi: new_hi,
+                dirty_from: None,
+            };
+            for e in effects {
+                st.cold_effect(e);
+            }
+            g.publish(&st, &core.totals);
+            drop(st);
+            for id in gone {
+                core.cold.cache().invalidate(id);
+            }
         }
-        drop(st);
+        core.drop_groups(&removed);
         core.evict_clean();
         // Writers waiting for memory re-check after every round, not only when the run ends.
         core.backpressure.announce_room();
-        for id in removed {
-            core.cold.cache().invalidate(id);
-        }
         core.counters.compactions.fetch_add(1, Ordering::Relaxed);
-        let cp = *core.checkpoint.lock();
-        core.wal.retire_covered(cp.applied_seq, cp.cold_hi)?;
+        core.wal.retire(&|g| core.covered(g), retire)?;
         crate::metrics::round_finished(start);
-        tracing::debug!(new_hi, "compaction round committed");
+        tracing::debug!(
+            groups = batch.len(),
+            removed = removed.len(),
+            "compaction round committed"
+        );
         Ok(())
     }
 
-    /// Compresses, commits and returns the new block index, the new cold high-water and the ids of
-    /// blocks removed (for the cache).
-    fn build_and_commit(&mut self, core: &Core, snap: &Snapshot) -> Result<(BlockIndex, u64, Vec<u64>)> {
-        let mut next_id = core.checkpoint.lock().next_block_id;
-        self.prepare_dictionary(core, &snap.blocks);
+    /// Compresses and commits; returns, per snapshot, the new block index, the new cold high-water
+    /// and the ids of blocks removed (for the cache), and how many write-ahead segments the commit
+    /// lets go.
+    #[allow(clippy::type_complexity)]
+    fn build_and_commit(
+        &mut self,
+        core: &Core,
+        batch: &[Snapshot],
+        removed: &[GroupId],
+    ) -> Result<(Vec<(BlockIndex, u64, Vec<u64>)>, usize)> {
+        let mut next_id = core.head.lock().next_block_id;
+        self.prepare_dictionary(core);
         let mut plan = CommitPlan {
-            cut_above: Some(snap.cut),
-            purge_upto: snap.purged_index,
+            removed: removed.to_vec(),
             dictionary: self.uncommitted.clone(),
             ..CommitPlan::default()
+        };
+        for snap in batch {
+            plan.groups.push(self.build(core, snap, &mut next_id)?);
+        }
+        plan.head.next_block_id = next_id;
+        // The write-ahead floor as it will be once this commit's checkpoints retire what they
+        // cover: recorded before any of those segments goes.
+        let after: std::collections::HashMap<GroupId, Covered> = plan
+            .groups
+            .iter()
+            .map(|gp| (gp.group, covered_by(&gp.checkpoint)))
+            .collect();
+        let (retire, floor) = core.wal.retirable(&|g| {
+            if removed.contains(&g) {
+                None
+            } else {
+                after.get(&g).copied().or_else(|| core.covered(g))
+            }
+        });
+        plan.head.wal_floor = Some(floor);
+        // A checkpoint must never be ahead of the durable log: after a power cut, records it claims
+        // to cover would otherwise be missing, and their sequence numbers could be handed out again.
+        core.wal.sync()?;
+        if let Err(e) = core.cold.store().commit(&plan) {
+            // redb can report a failure of a commit that reached the disk (its last fsync failed).
+            // Carrying on from the old checkpoints would then leave blocks in the file that the
+            // index in memory does not know, so a commit whose checkpoints the file now holds
+            // counts as done. (A commit that changes no checkpoint moves nothing: it only deletes
+            // blocks no read reaches or trims one to a prefix, which the next round does again.)
+            let moved = batch
+                .iter()
+                .zip(&plan.groups)
+                .any(|(snap, gp)| gp.checkpoint != *snap.group.checkpoint.lock());
+            let landed = moved
+                && plan.groups.iter().all(|gp| {
+                    core.cold.store().durable_checkpoint(gp.group).ok() == Some(Some(gp.checkpoint))
+                });
+            if !landed {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "the cold-tier commit reported a failure but reached the disk");
+        }
+        for (snap, gp) in batch.iter().zip(&plan.groups) {
+            *snap.group.checkpoint.lock() = gp.checkpoint;
+            snap.group.written();
+        }
+        *core.head.lock() = plan.head;
+        if plan.dictionary.is_some() {
+            self.uncommitted = None;
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for (snap, gp) in batch.iter().zip(plan.groups) {
+            let mut index: BlockIndex = (*snap.blocks).clone();
+            let mut gone = Vec::new();
+            let doomed: Vec<u64> = index
+                .range(snap.cut.saturating_add(1)..)
+                .map(|(k, _)| *k)
+                .chain(
+                    index
+                        .values()
+                        .take_while(|m| m.last <= snap.purged_index)
+                        .map(|m| m.first),
+                )
+                .collect();
+            for k in doomed {
+                if let Some(m) = index.remove(&k) {
+                    gone.push(m.id);
+                }
+            }
+            crate::metrics::round_wrote(gp.inserts.iter().map(|(m, _)| m), gone.len());
+            for (m, _) in gp.trim.iter().chain(gp.inserts.iter()) {
+                index.insert(m.first, *m);
+            }
+            out.push((index, gp.checkpoint.cold_hi, gone));
+        }
+        Ok((out, retire))
+    }
+
+    /// Compresses one group's part of a round.
+    fn build(&mut self, core: &Core, snap: &Snapshot, next_id: &mut u64) -> Result<GroupPlan> {
+        let group = snap.group.id;
+        let mut plan = GroupPlan {
+            group,
+            index: snap.blocks.clone(),
+            wipe: snap.group.needs_wipe(),
+            cut_above: Some(snap.cut),
+            purge_upto: snap.purged_index,
+            meta: snap.meta.clone(),
+            ..GroupPlan::default()
         };
         let dict = self.encoder.as_ref();
         if let Some(m) = snap.trim {
@@ -391,7 +599,7 @@ impl Compactor {
         let packing = block_packing(core.config.block_target_bytes);
         let mut rest = &snap.entries[..];
         while !rest.is_empty() {
-            let built = block::encode_packed(next_id, rest, packing, &mut self.zstd, dict)
+            let built = block::encode_packed(*next_id, rest, packing, &mut self.zstd, dict)
                 .map_err(|e| Error::db(core.cold.store().path(), e))?;
             // A block that is not full waits for more entries, unless the round must flush it.
             let needed = rest[0].index <= snap.required;
@@ -400,13 +608,14 @@ impl Compactor {
             }
             let (chunk, after) = rest.split_at(built.entries);
             let meta = BlockMeta {
-                id: next_id,
+                id: *next_id,
+                group,
                 first: chunk[0].index,
                 last: chunk[chunk.len() - 1].index,
                 raw_len: built.raw_len,
                 stored_len: built.stored.len() as u64,
             };
-            next_id += 1;
+            *next_id += 1;
             plan.inserts.push((meta, built.stored));
             rest = after;
         }
@@ -416,52 +625,9 @@ impl Compactor {
             cold_hi: new_hi,
             applied_seq: snap.seq,
             purged: snap.purged,
-            next_block_id: next_id,
+            created_seq: snap.group.checkpoint.lock().created_seq,
         };
-        // The checkpoint must never be ahead of the durable log: after a power cut, records it claims
-        // to cover would otherwise be missing, and their sequence numbers could be handed out again.
-        core.wal.sync()?;
-        let before = *core.checkpoint.lock();
-        if let Err(e) = core.cold.store().commit(&plan, &snap.blocks) {
-            // redb can report a failure of a commit that reached the disk (its last fsync failed).
-            // Carrying on from the old checkpoint would then leave blocks in the file that the index
-            // in memory does not know, so a commit whose checkpoint the file now holds counts as done.
-            // (A commit that changes no checkpoint field moves nothing: it only deletes blocks no read
-            // reaches or trims one to a prefix, which the next round does again either way.)
-            let landed = plan.checkpoint != before
-                && core.cold.store().durable_checkpoint().ok() == Some(plan.checkpoint);
-            if !landed {
-                return Err(e);
-            }
-            tracing::warn!(error = %e, "the cold-tier commit reported a failure but reached the disk");
-        }
-        *core.checkpoint.lock() = plan.checkpoint;
-        if plan.dictionary.is_some() {
-            self.uncommitted = None;
-        }
-
-        let mut index: BlockIndex = (*snap.blocks).clone();
-        let mut removed = Vec::new();
-        let doomed: Vec<u64> = index
-            .range(snap.cut.saturating_add(1)..)
-            .map(|(k, _)| *k)
-            .chain(
-                index
-                    .values()
-                    .take_while(|m| m.last <= snap.purged_index)
-                    .map(|m| m.first),
-            )
-            .collect();
-        for k in doomed {
-            if let Some(m) = index.remove(&k) {
-                removed.push(m.id);
-            }
-        }
-        crate::metrics::round_wrote(plan.inserts.iter().map(|(m, _)| m), removed.len());
-        for (m, _) in plan.trim.iter().chain(plan.inserts.iter()) {
-            index.insert(m.first, *m);
-        }
-        Ok((index, new_hi, removed))
+        Ok(plan)
     }
 }
 
@@ -470,12 +636,12 @@ impl Compactor {
 pub(crate) struct CompactorThread {
     thread: JoinHandle<()>,
     /// `compact_now` requests: the last index when it was called, and where to send the result.
-    requests: mpsc::UnboundedSender<(u64, oneshot::Sender<Result<()>>)>,
+    requests: mpsc::UnboundedSender<oneshot::Sender<Result<()>>>,
 }
 
 impl CompactorThread {
     pub(crate) fn spawn(core: Arc<Core>) -> Result<Self> {
-        let (requests, mut rx) = mpsc::unbounded_channel::<(u64, oneshot::Sender<Result<()>>)>();
+        let (requests, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<Result<()>>>();
         let mut compactor = Compactor::new(core.config.compression_level)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -498,13 +664,13 @@ impl CompactorThread {
                             _ = tokio::time::sleep(interval) => None,
                         };
                         if core.is_closed() {
-                            if let Some((_, reply)) = request {
+                            if let Some(reply) = request {
                                 let _ = reply.send(Err(Error::Closed("the engine was closed".into())));
                             }
                             break;
                         }
                         let urgency = match &request {
-                            Some((upto, _)) => Urgency::Force { upto: *upto },
+                            Some(_) => Urgency::Force,
                             None => Urgency::Normal,
                         };
                         let res = compactor.run(&core, urgency).map(|_| ());
@@ -514,7 +680,7 @@ impl CompactorThread {
                         core.evict_clean();
                         core.backpressure.run_finished(&res);
                         metrics.run(|| core.publish_metrics());
-                        if let Some((_, reply)) = request {
+                        if let Some(reply) = request {
                             let _ = reply.send(res);
                         }
                         // After the replies: neither a `compact_now` caller nor a writer waiting
@@ -529,11 +695,11 @@ impl CompactorThread {
         Ok(CompactorThread { thread, requests })
     }
 
-    /// Asks for a forced run up to index `upto`; the receiver gets the run's result.
-    pub(crate) fn request(&self, upto: u64) -> Result<oneshot::Receiver<Result<()>>> {
+    /// Asks for a forced run; the receiver gets the run's result.
+    pub(crate) fn request(&self) -> Result<oneshot::Receiver<Result<()>>> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send((upto, tx))
+            .send(tx)
             .map_err(|_| Error::Closed("the compactor has stopped".into()))?;
         Ok(rx)
     }
@@ -569,6 +735,7 @@ mod tests {
     const EVERYTHING: Bound = Bound {
         force: true,
         upto: u64::MAX,
+        seq: 0,
     };
 
     fn quiet_config() -> Config {
@@ -603,7 +770,9 @@ mod tests {
             log.persist_entries(want.clone()).await.unwrap();
             let core = log.core.clone();
             let mut c = Compactor::new(1).unwrap();
-            let snap = c.snapshot(&core, EVERYTHING).unwrap();
+            let snap = c
+                .snapshot(&core, &log.group, EVERYTHING, MAX_ROUND_RAW_BYTES)
+                .unwrap();
             assert_eq!(snap.entries.len(), 1000);
             // Lands after the snapshot, before the publish.
             log.truncate(500).await.unwrap();
@@ -611,18 +780,18 @@ mod tests {
                 .await
                 .unwrap();
             log.persist_entries(vec![e(100, 3)]).await.unwrap();
-            c.complete(&core, snap).unwrap();
+            c.complete(&core, vec![snap], vec![]).unwrap();
             want.truncate(499);
             want.extend((500..=600).map(|i| e(i, 2)));
             want[99] = e(100, 3);
             expect_log(&log, &want).await;
             // Evict everything clean so reads must come from the published blocks.
-            core.state.write().evict(0);
+            log.group.state.write().evict(0);
             expect_log(&log, &want).await;
             // The next round repairs the cold tier; then everything can come from blocks.
-            c.run(&core, Urgency::Force { upto: u64::MAX }).unwrap();
-            core.state.write().evict(0);
-            assert_eq!(core.state.read().ring.len(), 0);
+            c.run(&core, Urgency::Force).unwrap();
+            log.group.state.write().evict(0);
+            assert_eq!(log.group.state.read().ring.len(), 0);
             expect_log(&log, &want).await;
         }
         let eng = TieredEngine::open(dir.path(), quiet_config()).await.unwrap();
@@ -675,7 +844,6 @@ mod tests {
         let target = cfg.block_target_bytes;
         let eng = TieredEngine::open(dir.path(), cfg).await.unwrap();
         let log = eng.log_store();
-        let core = log.core.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn({
             let (log, stop) = (log.clone(), stop.clone());
@@ -694,8 +862,8 @@ mod tests {
         while log.last_index() < 3_000 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let partial_blocks = |core: &Core| {
-            let st = core.state.read();
+        let partial_blocks = |g: &GroupLog| {
+            let st = g.state.read();
             st.cold.blocks.values().filter(|m| m.raw_len < target).count()
         };
         for call in 1..=2 {
@@ -711,7 +879,7 @@ mod tests {
                 panic!(
                     "compact_now #{call} did not return within 15 s while a writer kept appending: \
                      {rounds} rounds committed meanwhile, {} partial blocks",
-                    partial_blocks(&core)
+                    partial_blocks(&log.group)
                 )
             })
             .unwrap();
@@ -721,9 +889,9 @@ mod tests {
             );
             assert!(rounds <= 2, "compact_now #{call} took {rounds} rounds");
             assert!(
-                partial_blocks(&core) <= call,
+                partial_blocks(&log.group) <= call,
                 "{} blocks under the target size after {call} compact_now calls",
-                partial_blocks(&core)
+                partial_blocks(&log.group)
             );
         }
         stop.store(true, Ordering::Relaxed);
@@ -747,16 +915,75 @@ mod tests {
                 .unwrap();
             let core = log.core.clone();
             let mut c = Compactor::new(1).unwrap();
-            let snap = c.snapshot(&core, EVERYTHING).unwrap();
+            let snap = c
+                .snapshot(&core, &log.group, EVERYTHING, MAX_ROUND_RAW_BYTES)
+                .unwrap();
             log.truncate(301).await.unwrap();
-            c.complete(&core, snap).unwrap();
+            c.complete(&core, vec![snap], vec![]).unwrap();
             assert!(
-                core.checkpoint.lock().cold_hi >= 800,
+                log.group.checkpoint.lock().cold_hi >= 800,
                 "the round committed the old range"
             );
             expect_log(&log, &want).await;
         }
         let eng = TieredEngine::open(dir.path(), quiet_config()).await.unwrap();
         expect_log(&eng.log_store(), &want).await;
+    }
+
+    /// An idle group never keeps write-ahead segments alive: once more than
+    /// `PINNED_SEGMENTS_ALLOWED` closed segments exist, a normal run moves the idle group's entries
+    /// (and records its metadata) to the cold tier, and the segments go; nothing is lost across a
+    /// reopen. Without that, every segment written since the idle group's write stays.
+    #[tokio::test]
+    async fn an_idle_group_does_not_pin_write_ahead_segments() {
+        use crate::{HardState, MetaStore};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            segment_bytes: 64 << 10,
+            compaction_trigger_bytes: 16 << 10,
+            block_target_bytes: 16 << 10,
+            hot_tail_entries: 10,
+            ..quiet_config()
+        };
+        let eng = TieredEngine::open(dir.path(), cfg.clone()).await.unwrap();
+        let idle = eng.create_group(7).await.unwrap();
+        let idle_entries: Vec<Entry> = (1..=5).map(|i| e(i, 7)).collect();
+        idle.log_store()
+            .persist_entries(idle_entries.clone())
+            .await
+            .unwrap();
+        let hs = HardState {
+            current_term: 3,
+            voted_for: None,
+        };
+        idle.meta_store().save_hard_state(&hs).unwrap();
+        let busy = eng.log_store();
+        let core = busy.core.clone();
+        let mut c = Compactor::new(1).unwrap();
+        for i in 0..150u64 {
+            busy.persist_entries((i * 100 + 1..=i * 100 + 100).map(|j| e(j, 1)).collect())
+                .await
+                .unwrap();
+            c.run(&core, Urgency::Normal).unwrap();
+        }
+        let (segments, _) = core.wal.disk_usage();
+        // About 16 segments were written; the live ones, the active one and the spares remain.
+        assert!(
+            segments <= 8,
+            "{segments} write-ahead files: the idle group pins them"
+        );
+        let g = core.group(7).unwrap();
+        assert_eq!(
+            g.checkpoint.lock().cold_hi,
+            5,
+            "the idle group's entries are not cold"
+        );
+        drop((idle, busy, core, g));
+        eng.close().await.unwrap();
+        let eng = TieredEngine::open(dir.path(), cfg).await.unwrap();
+        let idle = eng.group(7).unwrap();
+        expect_log(&idle.log_store(), &idle_entries).await;
+        assert_eq!(idle.meta_store().load_hard_state().unwrap(), Some(hs));
+        assert_eq!(eng.log_store().last_index(), 15_000);
     }
 }

@@ -2,37 +2,38 @@
 //! and its compactor. Each part keeps its own fields private and its own rules; this module only
 //! holds them together and says when the engine is open.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
 use crate::backpressure::Backpressure;
 use crate::budget::Budget;
 use crate::cold::reader::ColdReader;
-use crate::cold::store::Checkpoint;
+use crate::cold::store::{BlockIndex, Head};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::meta::{AppMetaFile, HardStateFile};
+use crate::group::{GroupLog, MetaHome, Opening, Totals};
+use crate::proto::GroupId;
 use crate::state::LogState;
-use crate::stats::{Counters, Stats};
-use crate::wal::Wal;
+use crate::stats::{Counters, GroupStats, Stats};
+use crate::wal::{Covered, Wal};
 
 pub(crate) struct Core {
     pub(crate) dir: PathBuf,
     pub(crate) config: Config,
     pub(crate) budget: Budget,
-    /// The log in memory: the ring and the view of the cold tier.
-    pub(crate) state: RwLock<LogState>,
-    /// Mirror of `state.last_index()` so `last_index()` takes no lock.
-    last_index: AtomicU64,
+    /// Every live group, and removed ones until their deletion is committed.
+    groups: RwLock<BTreeMap<GroupId, Arc<GroupLog>>>,
+    /// Sums over the groups that the budget needs.
+    pub(crate) totals: Totals,
     pub(crate) wal: Wal,
     pub(crate) cold: ColdReader,
-    /// The cold checkpoint the last commit made durable.
-    pub(crate) checkpoint: Mutex<Checkpoint>,
-    pub(crate) hard_state: HardStateFile,
-    pub(crate) app_meta: AppMetaFile,
+    /// What the last commit made durable beside the groups (the compactor's to update).
+    pub(crate) head: Mutex<Head>,
     pub(crate) counters: Counters,
     pub(crate) backpressure: Backpressure,
     /// What the metrics recorder last got of `counters` and the cache's totals.
@@ -48,28 +49,30 @@ pub(crate) struct Parts {
     pub dir: PathBuf,
     pub config: Config,
     pub budget: Budget,
-    pub state: LogState,
+    pub groups: Vec<Opening>,
     pub wal: Wal,
     pub cold: ColdReader,
-    pub checkpoint: Checkpoint,
-    pub hard_state: HardStateFile,
-    pub app_meta: AppMetaFile,
+    pub head: Head,
     pub lock: File,
 }
 
 impl Core {
     pub(crate) fn new(p: Parts) -> Core {
+        let totals = Totals::default();
+        let groups = p
+            .groups
+            .into_iter()
+            .map(|o| (o.id, Arc::new(GroupLog::new(o, &totals))))
+            .collect();
         Core {
-            last_index: AtomicU64::new(p.state.last_index()),
-            state: RwLock::new(p.state),
+            groups: RwLock::new(groups),
+            totals,
             dir: p.dir,
             config: p.config,
             budget: p.budget,
             wal: p.wal,
             cold: p.cold,
-            checkpoint: Mutex::new(p.checkpoint),
-            hard_state: p.hard_state,
-            app_meta: p.app_meta,
+            head: Mutex::new(p.head),
             counters: Counters::default(),
             backpressure: Backpressure::default(),
             metrics: Default::default(),
@@ -97,71 +100,125 @@ impl Core {
     }
 
     /// Releases what another engine on the same directory would need or could be hurt by: redb's
-    /// file, the hard-state and application-metadata files and the directory lock. Called after the
-    /// background threads have stopped. Stale handles then get [`Error::Closed`] (reads included:
-    /// their view is gone).
+    /// file, group 0's hard-state and application-metadata files and the directory lock. Called
+    /// after the background threads have stopped. Stale handles then get [`Error::Closed`] (reads
+    /// included: their view is gone).
     pub(crate) fn release_files(&self) {
         self.cold.store().close();
-        self.hard_state.close();
-        self.app_meta.close();
+        if let Some(g) = self.groups.read().get(&0)
+            && let MetaHome::Files(files) = &g.meta
+        {
+            files.hard_state.close();
+            files.app_meta.close();
+        }
         self.cold.cache().clear();
         self.lock.lock().take();
         self.backpressure.announce_room();
     }
 
-    /// The log's last index (see `LogStore::last_index`), without a lock.
-    pub(crate) fn last_index(&self) -> u64 {
-        self.last_index.load(Ordering::Acquire)
+    /// Group `id`, live or removed (its deletion not committed yet).
+    pub(crate) fn group(&self, id: GroupId) -> Option<Arc<GroupLog>> {
+        self.groups.read().get(&id).cloned()
     }
 
-    /// Publishes `st`'s last index; called under the state write lock after every change.
-    pub(crate) fn publish_last_index(&self, st: &LogState) {
-        self.last_index.store(st.last_index(), Ordering::Release);
+    /// Every group, live or removed (their deletion not committed yet), by id.
+    pub(crate) fn groups(&self) -> Vec<Arc<GroupLog>> {
+        self.groups.read().values().cloned().collect()
     }
 
-    /// Bytes the ring may hold now.
-    pub(crate) fn ring_budget(&self, st: &LogState) -> u64 {
-        self.budget.ring_bytes(st.cold.blocks.len())
+    /// Adds a group (the caller holds the writer lock and has logged its creation).
+    pub(crate) fn insert_group(&self, o: Opening) -> Arc<GroupLog> {
+        let g = Arc::new(GroupLog::new(o, &self.totals));
+        if let Some(old) = self.groups.write().insert(g.id, g.clone()) {
+            old.mark_removed();
+            old.unpublish(&self.totals);
+        }
+        g
     }
 
-    /// Drops cold (clean) ring entries while the ring is over its budget. A writer holding its lock
-    /// may be rehydrating against the current ring, so eviction is skipped rather than waited for;
-    /// the writer evicts after applying, and a writer waiting for room evicts before it waits.
-    pub(crate) fn evict_clean(&self) {
-        if let Some(_no_writer) = self.wal.try_writer() {
-            let mut st = self.state.write();
-            let budget = self.ring_budget(&st);
-            st.evict(budget);
+    /// Forgets groups whose deletion is committed.
+    pub(crate) fn drop_groups(&self, ids: &[GroupId]) {
+        let mut groups = self.groups.write();
+        for id in ids {
+            if groups.get(id).is_some_and(|g| g.is_removed()) {
+                groups.remove(id);
+            }
         }
     }
 
-    /// The figures of [`TieredEngine::stats`](crate::TieredEngine::stats).
+    /// What segment retirement needs of group `id`'s durable checkpoint (`None`: the group is
+    /// gone, its deletion committed).
+    pub(crate) fn covered(&self, id: GroupId) -> Option<Covered> {
+        self.groups.read().get(&id).map(|g| g.covered())
+    }
+
+    /// Bytes every ring together may hold now.
+    pub(crate) fn ring_budget(&self) -> u64 {
+        self.budget.ring_bytes(self.totals.blocks() as usize)
+    }
+
+    /// Whether the rings together hold more than their budget.
+    pub(crate) fn over_budget(&self) -> bool {
+        self.totals.ring_bytes() > self.ring_budget()
+    }
+
+    /// Drops clean entries of `g`'s ring (`st`), oldest first, while the rings together are over
+    /// their budget; the caller holds the writer lock (no writer rehydrates against the ring).
+    pub(crate) fn evict(&self, g: &GroupLog, st: &mut LogState) {
+        let excess = self.totals.ring_bytes().saturating_sub(self.ring_budget());
+        if excess > 0 {
+            st.evict(st.ring.bytes().saturating_sub(excess));
+            g.publish(st, &self.totals);
+        }
+    }
+
+    /// Drops cold (clean) ring entries of every group while the rings together are over their
+    /// budget. A writer holding its lock may be rehydrating against the current ring, so eviction
+    /// is skipped rather than waited for; the writer evicts after applying, and a writer waiting
+    /// for room evicts before it waits.
+    pub(crate) fn evict_clean(&self) {
+        if !self.over_budget() {
+            return;
+        }
+        if let Some(_no_writer) = self.wal.try_writer() {
+            for g in self.groups() {
+                if !self.over_budget() {
+                    break;
+                }
+                self.evict(&g, &mut g.state.write());
+            }
+        }
+    }
+
+    /// The figures of [`TieredEngine::stats`](crate::TieredEngine::stats): group 0's log bounds,
+    /// sums over every group for what the tiers hold.
     pub(crate) fn stats(&self) -> Stats {
         let (wal_segments, wal_bytes) = self.wal.disk_usage();
-        let st = self.state.read();
-        let lo = st.purged_index();
-        let visible = st.cold.blocks.values().filter(|m| m.last > lo);
-        let (mut cold_blocks, mut raw, mut stored) = (0, 0, 0);
-        for m in visible {
-            cold_blocks += 1;
-            raw += m.raw_len;
-            stored += m.stored_len;
-        }
-        let redb = self.cold.store().footprint(&st.cold.blocks);
+        let groups: Vec<GroupStats> = self
+            .groups()
+            .iter()
+            .filter(|g| !g.is_removed())
+            .map(|g| g.stats())
+            .collect();
+        let sum = |f: fn(&GroupStats) -> u64| groups.iter().map(f).sum::<u64>();
+        let zero = groups.iter().find(|g| g.group == 0).cloned().unwrap_or_default();
+        let all_blocks = self.all_blocks();
+        let redb = self.cold.store().footprint(&all_blocks);
         let c = &self.counters;
         let cache = self.cold.cache();
         Stats {
-            first_index: if st.is_empty() { 0 } else { st.first },
-            last_index: st.last_index(),
-            hot_entries: st.ring.len(),
-            hot_bytes: st.ring.bytes(),
-            cold_blocks,
-            cold_raw_bytes: raw,
-            cold_stored_bytes: stored,
-            compaction_high_water: self.checkpoint.lock().cold_hi,
+            groups: groups.len() as u64,
+            first_index: zero.first_index,
+            last_index: zero.last_index,
+            hot_entries: sum(|g| g.hot_entries),
+            hot_bytes: sum(|g| g.hot_bytes),
+            cold_blocks: sum(|g| g.cold_blocks),
+            cold_raw_bytes: sum(|g| g.cold_raw_bytes),
+            cold_stored_bytes: sum(|g| g.cold_stored_bytes),
+            compaction_high_water: zero.compaction_high_water,
             block_cache_bytes: cache.bytes(),
             redb_cache_bytes: self.budget.redb_cache_bytes(),
-            block_index_bytes: self.budget.index_bytes(st.cold.blocks.len()),
+            block_index_bytes: self.budget.index_bytes(all_blocks.len()),
             compaction_reserve_bytes: self.budget.round_bytes(),
             unseen_reserve_bytes: self.budget.unseen_bytes(),
             dictionary_reserve_bytes: self.budget.dictionary_bytes(),
@@ -179,27 +236,37 @@ impl Core {
             backpressure_waits: c.backpressure_waits.load(Ordering::Relaxed),
             wal_segments,
             wal_bytes,
+            wal_syncs: self.wal.syncs(),
             redb_file_bytes: redb.file_bytes,
             redb_fragmented_bytes: redb.fragmented_bytes,
             redb_free_bytes: redb.free_bytes,
             reclamations: c.reclamations.load(Ordering::Relaxed),
             reclaimed_bytes: c.reclaimed_bytes.load(Ordering::Relaxed),
             reclaim_pause_max_us: c.reclaim_pause_max_us.load(Ordering::Relaxed),
-            purge_boundary: st.purged,
+            purge_boundary: zero.purge_boundary,
             memory_budget_bytes: self.config.memory_budget_bytes,
         }
     }
 
+    /// Every group's blocks (removed groups' too, until their deletion commits), keyed by id: what
+    /// the cold-tier file holds.
+    pub(crate) fn all_blocks(&self) -> BlockIndex {
+        let mut all = BlockIndex::new();
+        for g in self.groups() {
+            all.extend(g.state.read().cold.blocks.values().map(|m| (m.id, *m)));
+        }
+        all
+    }
+
     /// Copies the figures into the metrics recorder (see `crate::metrics`).
     pub(crate) fn publish_metrics(&self) {
-        let lag = {
-            let st = self.state.read();
+        let (mut lag_entries, mut lag_bytes) = (0, 0);
+        for g in self.groups() {
+            let st = g.state.read();
             let hi = st.cold.hi;
-            (
-                st.last_index().saturating_sub(hi),
-                st.ring.estimate_bytes_from(hi + 1),
-            )
-        };
-        self.metrics.publish(&self.stats(), lag);
+            lag_entries += st.last_index().saturating_sub(hi);
+            lag_bytes += st.ring.estimate_bytes_from(hi + 1);
+        }
+        self.metrics.publish(&self.stats(), (lag_entries, lag_bytes));
     }
 }

@@ -29,7 +29,7 @@ pub(crate) fn wal_frame(segment_id: u64, bytes: &[u8]) -> Result<Option<(u64, us
 
 /// Decodes a record body as if its checksum had matched (the decoder's own bounds checks only).
 pub(crate) fn wal_record_body(body: &[u8]) -> Result<usize, String> {
-    Record::decode_body(Bytes::copy_from_slice(body)).map(|r| match r {
+    Record::decode_body(Bytes::copy_from_slice(body)).map(|(_, r)| match r {
         Record::Append(es) | Record::Replace { entries: es, .. } => es.len(),
         _ => 0,
     })
@@ -38,7 +38,7 @@ pub(crate) fn wal_record_body(body: &[u8]) -> Result<usize, String> {
 /// The framed bytes of an append record (to mutate valid input).
 pub(crate) fn wal_encode_append(segment_id: u64, seq: u64, entries: Vec<Entry>) -> Vec<u8> {
     let mut out = Vec::new();
-    Record::Append(entries).encode(segment_id, seq, 0, &mut out);
+    Record::Append(entries).encode(0, segment_id, seq, 0, &mut out);
     out
 }
 

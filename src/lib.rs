@@ -45,6 +45,7 @@ mod failpoints;
 mod fuzz_tests;
 #[cfg(test)]
 mod fuzzing;
+mod group;
 mod hot;
 mod layout;
 mod le;
@@ -63,10 +64,10 @@ mod wal;
 /// The `bytes` crate, re-exported: [`Entry::payload`] and application metadata are [`bytes::Bytes`].
 pub use bytes;
 pub use config::{Config, RecoveryMode};
-pub use engine::TieredEngine;
+pub use engine::{Group, TieredEngine};
 pub use error::{Error, OffsetKind, Result};
 pub use limits::{BATCH_ENTRY_OVERHEAD_BYTES, MAX_BATCH_BYTES, MAX_ENTRY_BYTES, batch_bytes};
 pub use log_store::{TierLogStore, TierMetaStore};
-pub use proto::{Entry, HardState, LogId, VotedFor};
-pub use stats::Stats;
+pub use proto::{Entry, GroupId, HardState, LogId, VotedFor};
+pub use stats::{GroupStats, Stats};
 pub use traits::{LogStore, MetaStore, StorageEngine};

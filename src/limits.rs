@@ -134,8 +134,9 @@ mod tests {
             from: 1,
             entries: batch.clone(),
         };
-        assert_eq!(replace.encoded_len() - wal::HEADER_LEN, wal::MAX_BODY_LEN);
-        assert!(Record::Append(batch).encoded_len() - wal::HEADER_LEN <= wal::MAX_BODY_LEN);
+        // The largest record: a replace of a group other than 0 (its records carry a group prefix).
+        assert_eq!(replace.encoded_len(u64::MAX) - wal::HEADER_LEN, wal::MAX_BODY_LEN);
+        assert!(Record::Append(batch).encoded_len(u64::MAX) - wal::HEADER_LEN <= wal::MAX_BODY_LEN);
     }
 
     /// ... and an entry at `MAX_ENTRY_BYTES` fits a cold block the block reader accepts, even as

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::core::Core;
 use crate::error::{Error, Result};
+use crate::group::{GroupLog, MetaHome};
 use crate::meta::AppMeta;
 use crate::proto::{Entry, HardState, LogId};
 use crate::traits::{LogStore, MetaStore};
@@ -26,13 +27,24 @@ const MAX_READ_ATTEMPTS: usize = 1000;
 /// The engine's [`LogStore`] handle. It does not keep the engine open: once every
 /// [`TieredEngine`](crate::TieredEngine) clone is dropped (or one is closed), its calls return
 /// [`Error::Closed`].
+///
+/// Each group has its own; every group's records go to the engine's one write-ahead log.
 pub struct TierLogStore {
     pub(crate) core: Arc<Core>,
+    pub(crate) group: Arc<GroupLog>,
 }
 
-/// The engine's [`MetaStore`] handle; like [`TierLogStore`], it does not keep the engine open.
+/// The engine's [`MetaStore`] handle (one per group); like [`TierLogStore`], it does not keep the
+/// engine open.
 pub struct TierMetaStore {
     pub(crate) core: Arc<Core>,
+    pub(crate) group: Arc<GroupLog>,
+}
+
+/// Fails once the engine is closed or the group removed.
+fn check_live(core: &Core, g: &GroupLog) -> Result<()> {
+    core.check_open()?;
+    g.check_live()
 }
 
 /// Payload bytes of a batch (what `tierlog_append_bytes_total` counts).
@@ -40,11 +52,11 @@ fn payload_bytes(entries: &[Entry]) -> u64 {
     entries.iter().map(|e| e.payload.len() as u64).sum()
 }
 
-/// `get_entries` core: the entries of `[a, b]` as of one moment.
-fn read_range(core: &Core, a: u64, b: u64) -> Result<Vec<Entry>> {
-    core.check_open()?;
+/// `get_entries` core: the entries of `[a, b]` of group `g` as of one moment.
+fn read_range(core: &Core, g: &GroupLog, a: u64, b: u64) -> Result<Vec<Entry>> {
+    check_live(core, g)?;
     for _ in 0..MAX_READ_ATTEMPTS {
-        let plan = core.state.read().plan_read(a, b);
+        let plan = g.state.read().plan_read(a, b);
         let mut out = match &plan.cold {
             Some((ca, cb, metas)) => match core.cold.fetch(*ca, *cb, metas)? {
                 Some(v) => v,
@@ -75,10 +87,10 @@ fn read_range(core: &Core, a: u64, b: u64) -> Result<Vec<Entry>> {
     ))
 }
 
-/// Waits while the ring is over budget and the compactor can still free memory.
-async fn wait_for_room(core: &Core) -> Result<()> {
+/// Waits while the rings are over budget and the compactor can still free memory.
+async fn wait_for_room(core: &Core, g: &GroupLog) -> Result<()> {
     let mut since = None;
-    let result = wait_for_room_since(core, &mut since).await;
+    let result = wait_for_room_since(core, g, &mut since).await;
     if let Some(t) = since {
         crate::metrics::waited_for_room(t.elapsed());
     }
@@ -86,16 +98,13 @@ async fn wait_for_room(core: &Core) -> Result<()> {
 }
 
 /// `wait_for_room`, setting `since` when it first waits.
-async fn wait_for_room_since(core: &Core, since: &mut Option<Instant>) -> Result<()> {
+async fn wait_for_room_since(core: &Core, g: &GroupLog, since: &mut Option<Instant>) -> Result<()> {
     loop {
         let announced = core.backpressure.room_announced();
         tokio::pin!(announced);
         announced.as_mut().enable();
-        {
-            let st = core.state.read();
-            if st.ring.bytes() <= core.ring_budget(&st) {
-                return Ok(());
-            }
+        if !core.over_budget() {
+            return Ok(());
         }
         {
             // Over budget: first drop what is already cold. The compactor skips eviction when it
@@ -104,10 +113,8 @@ async fn wait_for_room_since(core: &Core, since: &mut Option<Instant>) -> Result
             // only an eviction makes (a livelock seen in CI). The writer lock keeps any other
             // writer from rehydrating against the ring meanwhile.
             let _no_writer = core.wal.writer();
-            let mut st = core.state.write();
-            let budget = core.ring_budget(&st);
-            st.evict(budget);
-            if st.ring.bytes() <= budget {
+            core.evict(g, &mut g.state.write());
+            if !core.over_budget() {
                 return Ok(());
             }
             // The compactor's last run failed: waiting could last forever, so the budget is
@@ -116,7 +123,7 @@ async fn wait_for_room_since(core: &Core, since: &mut Option<Instant>) -> Result
                 return Ok(());
             }
         }
-        core.check_open()?;
+        check_live(core, g)?;
         core.counters.backpressure_waits.fetch_add(1, Ordering::Relaxed);
         core.backpressure.ask_for_room();
         since.get_or_insert_with(Instant::now);
@@ -124,19 +131,20 @@ async fn wait_for_room_since(core: &Core, since: &mut Option<Instant>) -> Result
     }
 }
 
-/// Validates `rec` against the current log, logs it and applies it: the one path every mutation
-/// takes. Nothing is written when validation fails.
-fn log_and_apply(core: &Core, rec: Record) -> Result<()> {
-    core.check_open()?;
+/// Validates `rec` against group `g`'s current log, logs it and applies it: the one path every
+/// mutation takes. Nothing is written when validation fails.
+fn log_and_apply(core: &Core, g: &GroupLog, rec: Record) -> Result<()> {
+    check_live(core, g)?;
     let rec = rec.into_owned();
     let mut w = core.wal.writer();
-    // Again under the lock: `close` marks the engine closed while holding it, so a write that
-    // raced with `close` cannot reach a log that a reopened engine now owns.
-    core.check_open()?;
+    // Again under the lock: `close` marks the engine closed while holding it (and a removal
+    // marks the group removed), so a write that raced with either cannot reach a log that a
+    // reopened engine, or a new group of the same id, now owns.
+    check_live(core, g)?;
     // Under the writer lock the log cannot change, and the compactor does not evict while the
     // lock is held, so the rehydration range stays exact until `apply`.
     let rehydrate = {
-        let st = core.state.read();
+        let st = g.state.read();
         match &rec {
             Record::Append(batch) => st.check_append(batch)?,
             Record::Replace { from, entries } => st.check_replace(*from, entries).map(|_| None)?,
@@ -144,15 +152,14 @@ fn log_and_apply(core: &Core, rec: Record) -> Result<()> {
         }
     };
     let rehydrated = match rehydrate {
-        Some((a, b)) => read_range(core, a, b)?,
+        Some((a, b)) => read_range(core, g, a, b)?,
         None => Vec::new(),
     };
-    let seq = w.append(&rec)?;
-    let mut st = core.state.write();
+    let seq = w.append(g.id, &rec)?;
+    let mut st = g.state.write();
     st.apply(seq, rec, rehydrated);
-    let budget = core.ring_budget(&st);
-    st.evict(budget);
-    core.publish_last_index(&st);
+    g.publish(&st, &core.totals);
+    core.evict(g, &mut st);
     let uncompacted = st.ring.estimate_bytes_from(st.cold.hi + 1);
     drop(st);
     drop(w);
@@ -192,16 +199,16 @@ impl LogStore for TierLogStore {
             return Ok(());
         }
         check_batch(&entries)?;
-        wait_for_room(&self.core).await?;
+        wait_for_room(&self.core, &self.group).await?;
         let _span = tracing::debug_span!("persist", first = entries[0].index, n = entries.len()).entered();
         let (n, bytes) = (entries.len(), payload_bytes(&entries));
-        log_and_apply(&self.core, Record::Append(entries))?;
+        log_and_apply(&self.core, &self.group, Record::Append(entries))?;
         crate::metrics::appended(n, bytes);
         Ok(())
     }
 
     async fn entry(&self, index: u64) -> Result<Option<Entry>> {
-        Ok(read_range(&self.core, index, index)?.pop())
+        Ok(read_range(&self.core, &self.group, index, index)?.pop())
     }
 
     fn get_entries(&self, range: RangeInclusive<u64>) -> Result<Vec<Entry>> {
@@ -209,7 +216,7 @@ impl LogStore for TierLogStore {
         if a > b {
             return Ok(Vec::new());
         }
-        read_range(&self.core, a, b)
+        read_range(&self.core, &self.group, a, b)
     }
 
     async fn purge(&self, cutoff: LogId) -> Result<()> {
@@ -224,7 +231,7 @@ impl LogStore for TierLogStore {
         let span = tracing::info_span!("purge", index = cutoff.index, entries = tracing::field::Empty);
         let _in_span = span.enter();
         {
-            let st = self.core.state.read();
+            let st = self.group.state.read();
             if cutoff.index <= st.purged_index() {
                 return Ok(());
             }
@@ -235,7 +242,7 @@ impl LogStore for TierLogStore {
                 );
             }
         }
-        log_and_apply(&self.core, Record::Purge { cutoff })?;
+        log_and_apply(&self.core, &self.group, Record::Purge { cutoff })?;
         // Cold blocks and segments go in the background.
         self.core.backpressure.wake_compactor();
         Ok(())
@@ -244,27 +251,27 @@ impl LogStore for TierLogStore {
     async fn truncate(&self, from: u64) -> Result<()> {
         let _span = tracing::debug_span!("truncate", from).entered();
         {
-            let st = self.core.state.read();
+            let st = self.group.state.read();
             if st.is_empty() || from > st.last {
                 return Ok(());
             }
         }
-        log_and_apply(&self.core, Record::Truncate { from: from.max(1) })
+        log_and_apply(&self.core, &self.group, Record::Truncate { from: from.max(1) })
     }
 
     async fn replace_range(&self, from: u64, entries: Vec<Entry>) -> Result<()> {
         check_batch(&entries)?;
-        wait_for_room(&self.core).await?;
+        wait_for_room(&self.core, &self.group).await?;
         let _span = tracing::debug_span!("replace_range", from, n = entries.len()).entered();
         let (n, bytes) = (entries.len(), payload_bytes(&entries));
-        log_and_apply(&self.core, Record::Replace { from, entries })?;
+        log_and_apply(&self.core, &self.group, Record::Replace { from, entries })?;
         crate::metrics::appended(n, bytes);
         Ok(())
     }
 
     fn flush(&self) -> Result<()> {
         let _span = tracing::debug_span!("flush").entered();
-        self.core.check_open()?;
+        check_live(&self.core, &self.group)?;
         let start = Instant::now();
         self.core.wal.sync()?;
         crate::metrics::flushed(start);
@@ -277,14 +284,14 @@ impl LogStore for TierLogStore {
 
     async fn reset(&self) -> Result<()> {
         let _span = tracing::debug_span!("reset").entered();
-        log_and_apply(&self.core, Record::Reset)?;
+        log_and_apply(&self.core, &self.group, Record::Reset)?;
         self.core.cold.cache().clear();
         self.core.backpressure.wake_compactor();
         Ok(())
     }
 
     fn last_index(&self) -> u64 {
-        self.core.last_index()
+        self.group.last_index()
     }
 
     fn is_write_durable(&self) -> bool {
@@ -292,21 +299,27 @@ impl LogStore for TierLogStore {
     }
 
     fn load_purge_boundary(&self) -> Result<Option<LogId>> {
-        self.core.check_open()?;
-        Ok(self.core.state.read().purged)
+        check_live(&self.core, &self.group)?;
+        Ok(self.group.state.read().purged)
     }
 }
 
 #[async_trait]
 impl MetaStore for TierMetaStore {
     fn save_hard_state(&self, state: &HardState) -> Result<()> {
-        self.core.check_open()?;
-        self.core.hard_state.save(state)
+        check_live(&self.core, &self.group)?;
+        match &self.group.meta {
+            MetaHome::Files(f) => f.hard_state.save(state),
+            MetaHome::Logged => self.log_meta(Record::HardState(*state)),
+        }
     }
 
     fn load_hard_state(&self) -> Result<Option<HardState>> {
-        self.core.check_open()?;
-        Ok(self.core.hard_state.load())
+        check_live(&self.core, &self.group)?;
+        Ok(match &self.group.meta {
+            MetaHome::Files(f) => f.hard_state.load(),
+            MetaHome::Logged => self.group.state.read().meta.hard_state,
+        })
     }
 }
 
@@ -315,12 +328,16 @@ impl TierMetaStore {
     pub const APP_META_MAX_BYTES: usize = AppMeta::MAX_LEN;
 
     /// Saves an opaque blob for the application beside the hard state, with the same guarantees:
-    /// when this returns the blob survives power loss (fdatasync), a crash mid-save leaves the
-    /// previous blob, and the save never queues behind a cold-tier commit. For what a Raft library
-    /// keeps that does not fit [`HardState`] (the openraft adapter keeps its vote and purged log id
-    /// here). A blob over [`Self::APP_META_MAX_BYTES`] is rejected with nothing written.
+    /// when this returns the blob survives power loss, and a crash mid-save leaves the previous
+    /// blob. For what a Raft library keeps that does not fit [`HardState`] (the openraft adapter
+    /// keeps its vote and purged log id here). A blob over [`Self::APP_META_MAX_BYTES`] is rejected
+    /// with nothing written.
+    ///
+    /// Group 0 keeps it in a file of its own (an fdatasync of its slot, never queued behind a
+    /// cold-tier commit); every other group logs it in the write-ahead log and fdatasyncs it
+    /// there, in the same group commit as other groups' flushes.
     pub fn save_app_meta(&self, blob: &[u8]) -> Result<()> {
-        self.core.check_open()?;
+        check_live(&self.core, &self.group)?;
         if blob.len() > AppMeta::MAX_LEN {
             return Err(Error::InvalidInput(format!(
                 "application metadata of {} bytes exceeds the {}-byte limit",
@@ -328,15 +345,27 @@ impl TierMetaStore {
                 AppMeta::MAX_LEN
             )));
         }
-        self.core
-            .app_meta
-            .save(&AppMeta(bytes::Bytes::copy_from_slice(blob)))
+        let blob = bytes::Bytes::copy_from_slice(blob);
+        match &self.group.meta {
+            MetaHome::Files(f) => f.app_meta.save(&AppMeta(blob)),
+            MetaHome::Logged => self.log_meta(Record::AppMeta(blob)),
+        }
     }
 
     /// The blob last saved with [`TierMetaStore::save_app_meta`], or `None` if there never was one.
     pub fn load_app_meta(&self) -> Result<Option<bytes::Bytes>> {
-        self.core.check_open()?;
-        Ok(self.core.app_meta.load().map(|m| m.0))
+        check_live(&self.core, &self.group)?;
+        Ok(match &self.group.meta {
+            MetaHome::Files(f) => f.app_meta.load().map(|m| m.0),
+            MetaHome::Logged => self.group.state.read().meta.app_meta.clone(),
+        })
+    }
+
+    /// Logs a metadata record of a group that keeps its metadata in the write-ahead log and makes
+    /// it durable before returning.
+    fn log_meta(&self, rec: Record) -> Result<()> {
+        log_and_apply(&self.core, &self.group, rec)?;
+        self.core.wal.sync()
     }
 }
 
@@ -359,8 +388,7 @@ mod tests {
     }
 
     fn over_budget(core: &Core) -> bool {
-        let st = core.state.read();
-        st.ring.bytes() > core.ring_budget(&st)
+        core.over_budget()
     }
 
     fn entry(index: u64) -> Entry {
@@ -404,7 +432,7 @@ mod tests {
             let (log, core) = (log.clone(), core.clone());
             async move {
                 log.persist_entries(vec![big(filled + 1)]).await.unwrap();
-                let hi = core.state.read().cold.hi;
+                let hi = log.group.state.read().cold.hi;
                 (hi, core.counters.compactions.load(Ordering::Relaxed))
             }
         });
@@ -450,7 +478,7 @@ mod tests {
             async move { engine.compact_now().await }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while core.state.read().cold.hi < last {
+        while log.group.state.read().cold.hi < last {
             assert!(std::time::Instant::now() < deadline, "the round never published");
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -65,6 +65,15 @@ impl SlotValue for HardState {
     }
 }
 
+/// The hard state and metadata blob of a group other than 0, which keeps them in the write-ahead
+/// log and its cold checkpoint instead of in files of its own (group 0's are `HardStateFile` and
+/// `AppMetaFile`, as before groups existed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LoggedMeta {
+    pub hard_state: Option<HardState>,
+    pub app_meta: Option<Bytes>,
+}
+
 /// The application's metadata blob (see `TierMetaStore::save_app_meta`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AppMeta(pub Bytes);

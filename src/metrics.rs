@@ -9,9 +9,9 @@
 //! `compaction_interval_ms`), so a scrape sees them at most that old.
 //!
 //! Names follow Prometheus' conventions (base units, `_total` on counters, `_seconds` and `_bytes`
-//! suffixes). None has a label yet: when one engine hosts many groups, per-group series get a
-//! `group` label under the same names, and engine-wide ones (disk, write-ahead, redb, cache) stay
-//! unlabelled.
+//! suffixes). None has a label: every figure is the engine's, summed over the groups it hosts (a
+//! per-group label would make one series per group and metric, tens of thousands on a node with
+//! thousands of groups; `tierlog_groups` says how many there are).
 
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,11 @@ pub const COLD_RAW_BYTES: &str = "tierlog_cold_raw_bytes";
 pub const DISK_BYTES: &str = "tierlog_disk_bytes";
 /// Write-ahead segment files on disk.
 pub const WAL_SEGMENTS: &str = "tierlog_wal_segments";
+/// fdatasyncs of the write-ahead log (copied from [`Stats`]): with many groups flushing at once,
+/// far fewer than flushes.
+pub const WAL_SYNCS: &str = "tierlog_wal_syncs_total";
+/// Groups the engine hosts.
+pub const GROUPS: &str = "tierlog_groups";
 /// Bytes of the redb file that hold no live block content.
 pub const REDB_FRAGMENTED_BYTES: &str = "tierlog_redb_fragmented_bytes";
 /// Free pages of the redb file, which a reclamation gives back.
@@ -117,6 +122,11 @@ pub fn describe() {
         (COMPACTION_BLOCKS, Count, "Cold blocks compaction rounds wrote."),
         (RECLAMATIONS, Count, "Reclamations of the redb file's free pages."),
         (
+            WAL_SYNCS,
+            Count,
+            "fdatasyncs of the write-ahead log (one group commit serves many flushes).",
+        ),
+        (
             RECLAIMED_BYTES,
             Bytes,
             "Bytes reclamations gave back to the filesystem.",
@@ -170,6 +180,7 @@ pub fn describe() {
             "Bytes on disk by file kind (label file: wal, redb).",
         ),
         (WAL_SEGMENTS, Count, "Write-ahead segment files on disk."),
+        (GROUPS, Count, "Groups the engine hosts (group 0 included)."),
         (
             REDB_FRAGMENTED_BYTES,
             Bytes,
@@ -283,7 +294,7 @@ pub(crate) fn opened(took: Duration) {
 /// reopened (its totals start again at zero).
 #[derive(Default)]
 pub(crate) struct Mirror {
-    last: parking_lot::Mutex<[u64; 8]>,
+    last: parking_lot::Mutex<[u64; 9]>,
 }
 
 impl Mirror {
@@ -299,6 +310,7 @@ impl Mirror {
             s.block_cache_misses,
             s.hot_reads,
             s.cold_reads,
+            s.wal_syncs,
         ];
         let mut last = self.last.lock();
         let d: Vec<u64> = totals
@@ -316,6 +328,7 @@ impl Mirror {
         counter!(CACHE_MISSES).increment(d[5]);
         counter!(READ_ENTRIES, "tier" => "hot").increment(d[6]);
         counter!(READ_ENTRIES, "tier" => "cold").increment(d[7]);
+        counter!(WAL_SYNCS).increment(d[8]);
         publish_levels(s, lag);
     }
 }
@@ -330,6 +343,7 @@ fn publish_levels(s: &Stats, lag: (u64, u64)) {
         (COLD_BYTES, s.cold_stored_bytes),
         (COLD_RAW_BYTES, s.cold_raw_bytes),
         (WAL_SEGMENTS, s.wal_segments),
+        (GROUPS, s.groups),
         (REDB_FRAGMENTED_BYTES, s.redb_fragmented_bytes),
         (REDB_FREE_BYTES, s.redb_free_bytes),
         (CACHE_BYTES, s.block_cache_bytes),

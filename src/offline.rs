@@ -128,8 +128,11 @@ pub struct VerifyReport {
 /// A directory opened read-only: the state the engine would have after recovery.
 struct ReadOnlyLog {
     cold: ColdReader,
+    /// Group 0's checkpoint and log (what inspect and dump show).
     cp: Checkpoint,
     state: LogState,
+    /// Every other group's log (verify checks them all).
+    others: Vec<(crate::GroupId, LogState)>,
     /// The write-ahead segments, summarised (recovery hands each record to replay as it reads it,
     /// so no segment's records are held).
     segments: Vec<SegmentReport>,
@@ -146,13 +149,24 @@ const READ_CHUNK: u64 = 8192;
 
 fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
     check_dir(dir)?;
-    let (store, cp, index) = ColdStore::open_read_only(&dir.join(COLD_FILE))?;
+    let (store, opened) = ColdStore::open_read_only(&dir.join(COLD_FILE))?;
     let cold = ColdReader::new(store, BlockCache::new(OFFLINE_BLOCK_CACHE_BYTES));
     let config = Config {
         recovery_mode: mode,
         ..Config::default()
     };
-    let (state, recovered) = crate::recovery::rebuild(&dir.join(WAL_DIR), &config, &cold, &cp, index)?;
+    let rebuilt = crate::recovery::rebuild(&dir.join(WAL_DIR), &config, &cold, opened)?;
+    let recovered = rebuilt.wal;
+    let mut groups = rebuilt.groups;
+    let zero = groups
+        .remove(&0)
+        .ok_or_else(|| Error::corruption_of_file(cold.store().path(), "the file holds no group 0"))?;
+    let (cp, state) = (zero.checkpoint, zero.state);
+    let others = groups
+        .into_iter()
+        .filter(|(_, g)| !g.removed)
+        .map(|(id, g)| (id, g.state))
+        .collect();
     let segments = recovered
         .segments()
         .iter()
@@ -182,9 +196,17 @@ fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
         cold,
         cp,
         state,
+        others,
         segments,
         bad_tails,
     })
+}
+
+impl ReadOnlyLog {
+    /// Every group's log, group 0 first.
+    fn groups(&self) -> impl Iterator<Item = (crate::GroupId, &LogState)> {
+        std::iter::once((0, &self.state)).chain(self.others.iter().map(|(id, st)| (*id, st)))
+    }
 }
 
 /// Opens read-only in `mode`. In [`RecoveryMode::TolerateAnyCorruption`] the default mode is tried
@@ -318,16 +340,27 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
             reason.to_string(),
         ));
     }
-    let index = log.state.cold.blocks.clone();
+    let indexes: std::collections::HashMap<crate::GroupId, _> = log
+        .groups()
+        .map(|(id, st)| (id, st.cold.blocks.clone()))
+        .collect();
+    let indexed: usize = indexes.values().map(|i| i.len()).sum();
     let mut first_error: Option<Error> = None;
     let mut seen = 0u64;
-    log.cold.store().for_each_block(|key, decoded| {
+    log.cold.store().for_each_block(|group, key, decoded| {
         seen += 1;
         if first_error.is_some() {
             return;
         }
-        let err = |reason: String| Some(Error::corruption_at_index(log.cold.store().path(), key, reason));
-        match (decoded, index.get(&key)) {
+        let err = |reason: String| {
+            let reason = if group == 0 {
+                reason
+            } else {
+                format!("group {group}: {reason}")
+            };
+            Some(Error::corruption_at_index(log.cold.store().path(), key, reason))
+        };
+        match (decoded, indexes.get(&group).and_then(|i| i.get(&key))) {
             (Err(reason), _) => first_error = err(reason),
             (Ok(_), None) => first_error = err("block has no index entry".into()),
             (Ok(b), Some(m)) if b.id != m.id || b.first != key || b.last() != m.last => {
@@ -347,23 +380,31 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    if seen != index.len() as u64 {
+    if seen != indexed as u64 {
         return Err(Error::corruption_of_file(
             log.cold.store().path(),
-            format!("{} index entries but {seen} blocks", index.len()),
+            format!("{indexed} index entries but {seen} blocks"),
         ));
     }
     report.cold_blocks = seen;
-    let st = &log.state;
+    for (_, st) in log.groups() {
+        report.entries += check_contiguous(&log.cold, st)?;
+    }
+    Ok(report)
+}
+
+/// Reads `st`'s whole log back in chunks and checks it is contiguous; returns how many entries.
+fn check_contiguous(cold: &ColdReader, st: &LogState) -> Result<u64> {
+    let mut entries = 0;
     if !st.is_empty() {
         let mut next = st.first;
         while next <= st.last {
             let to = st.last.min(next + (READ_CHUNK - 1));
-            let chunk = read_at_rest(&log.cold, st, next, to)?;
+            let chunk = read_at_rest(cold, st, next, to)?;
             for e in &chunk {
                 if e.index != next {
                     return Err(Error::corruption_at_index(
-                        log.cold.store().path(),
+                        cold.store().path(),
                         next,
                         format!("index {next} missing (found {})", e.index),
                     ));
@@ -372,15 +413,15 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
             }
             if chunk.is_empty() {
                 return Err(Error::corruption_at_index(
-                    log.cold.store().path(),
+                    cold.store().path(),
                     next,
                     format!("index {next} missing"),
                 ));
             }
-            report.entries += chunk.len() as u64;
+            entries += chunk.len() as u64;
         }
     }
-    Ok(report)
+    Ok(entries)
 }
 
 /// The entries of `[from, to]` that exist, read without modifying the directory. For a long range,

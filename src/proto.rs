@@ -7,6 +7,11 @@
 
 use bytes::Bytes;
 
+/// A Raft group's id within one engine. Group 0 always exists: it is what
+/// [`TieredEngine::log_store`](crate::StorageEngine::log_store) serves, and a directory written
+/// before groups existed opens as group 0 alone.
+pub type GroupId = u64;
+
 /// One Raft log entry: position, term and opaque payload.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Entry {

@@ -14,6 +14,7 @@ use crate::cold::reader::Hint;
 use crate::cold::store::{BlockIndex, Checkpoint};
 use crate::error::{Error, Result};
 use crate::hot::Ring;
+use crate::meta::LoggedMeta;
 use crate::proto::{Entry, LogId};
 use crate::wal::Record;
 
@@ -50,6 +51,8 @@ pub(crate) struct LogState {
     pub seq: u64,
     /// Cold effects since the in-flight compaction round took its snapshot.
     pub in_flight: Option<Vec<ColdEffect>>,
+    /// Hard state and metadata of a group that keeps them in the write-ahead log (not group 0).
+    pub meta: LoggedMeta,
 }
 
 /// Shortest cold range read whose successor is decoded ahead.
@@ -68,8 +71,9 @@ pub(crate) struct ReadPlan {
 }
 
 impl LogState {
-    /// The state a checkpoint describes, before any write-ahead record is replayed.
-    pub(crate) fn from_checkpoint(cp: &Checkpoint, blocks: BlockIndex) -> Self {
+    /// The state a checkpoint describes (with the group's metadata as of it), before any
+    /// write-ahead record is replayed.
+    pub(crate) fn from_checkpoint(cp: &Checkpoint, blocks: BlockIndex, meta: LoggedMeta) -> Self {
         let lo = cp.purged.map_or(0, |p| p.index);
         let hi = cp.cold_hi.max(lo);
         let first_block = blocks.values().find(|m| m.last > lo).map(|m| m.first.max(lo + 1));
@@ -89,6 +93,7 @@ impl LogState {
             last,
             seq: cp.applied_seq,
             in_flight: None,
+            meta,
         }
     }
 
@@ -211,7 +216,10 @@ impl LogState {
             Record::Truncate { from } => self.truncate(from),
             Record::Purge { cutoff } => self.purge(cutoff),
             Record::Reset => self.reset(),
-            Record::Seal => {}
+            Record::HardState(hs) => self.meta.hard_state = Some(hs),
+            Record::AppMeta(blob) => self.meta.app_meta = Some(blob),
+            // The engine creates and removes groups; the seal is not an operation on a log.
+            Record::Seal | Record::CreateGroup | Record::RemoveGroup => {}
         }
     }
 

@@ -7,6 +7,10 @@ use crate::proto::LogId;
 /// Point-in-time figures of a [`TieredEngine`](crate::TieredEngine), from [`TieredEngine::stats`](crate::TieredEngine::stats).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {
+    /// Groups the engine hosts (group 0 included). The log bounds below (`first_index`,
+    /// `last_index`, `compaction_high_water`, `purge_boundary`) are group 0's; what the tiers hold
+    /// is summed over every group.
+    pub groups: u64,
     /// First index present (0 when the log is empty).
     pub first_index: u64,
     /// Last index (the purge boundary's index when the log is empty).
@@ -57,6 +61,9 @@ pub struct Stats {
     pub wal_segments: u64,
     /// Bytes of write-ahead segment files on disk.
     pub wal_bytes: u64,
+    /// fdatasyncs of the write-ahead log since open (group commits, rotations, open): with many
+    /// groups flushing at once, far fewer than flushes.
+    pub wal_syncs: u64,
     /// Bytes the redb file takes on disk (allocated blocks; redb's unwritten tail takes none).
     pub redb_file_bytes: u64,
     /// Bytes of the redb file that hold no live block content: free pages, the rounding of every
@@ -89,4 +96,31 @@ pub(crate) struct Counters {
     pub reclamations: std::sync::atomic::AtomicU64,
     pub reclaimed_bytes: std::sync::atomic::AtomicU64,
     pub reclaim_pause_max_us: std::sync::atomic::AtomicU64,
+}
+
+/// Point-in-time figures of one group, from [`Group::stats`](crate::Group::stats).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GroupStats {
+    /// The group's id.
+    pub group: crate::GroupId,
+    /// First index present (0 when the log is empty).
+    pub first_index: u64,
+    /// Last index (the purge boundary's index when the log is empty).
+    pub last_index: u64,
+    /// The purge boundary.
+    pub purge_boundary: Option<LogId>,
+    /// Entries held in the group's hot ring.
+    pub hot_entries: u64,
+    /// Accounted bytes of the group's hot ring.
+    pub hot_bytes: u64,
+    /// The group's live cold blocks.
+    pub cold_blocks: u64,
+    /// Uncompressed bytes of those blocks.
+    pub cold_raw_bytes: u64,
+    /// Compressed bytes of those blocks as stored.
+    pub cold_stored_bytes: u64,
+    /// Highest index durably stored in the cold tier.
+    pub compaction_high_water: u64,
+    /// Entries above the cold tier's high-water mark (hot only).
+    pub compaction_lag_entries: u64,
 }

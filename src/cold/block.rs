@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes};
 
 use super::dict::{Dictionaries, Dictionary, DictionaryEncoder};
 use crate::le::{u32_at, u64_at};
-use crate::proto::Entry;
+use crate::proto::{Entry, GroupId};
 
 /// Version 1 (first release): one zstd frame per block.
 const MAGIC_V1: &[u8; 4] = b"TLB1";
@@ -74,6 +74,8 @@ pub(crate) struct BlockMeta {
     /// Unique for the life of the directory; a trimmed block keeps its id (its kept entries are
     /// byte-identical), any other rewrite gets a new one. The frame cache is keyed by it.
     pub id: u64,
+    /// The group whose log the block holds (it decides the table the block is stored in).
+    pub group: GroupId,
     pub first: u64,
     pub last: u64,
     pub raw_len: u64,

@@ -310,8 +310,8 @@ mod measurement {
         let Ok(path) = std::env::var("TIERLOG_DICT_STORE") else {
             return;
         };
-        let (store, _, index) = ColdStore::open_read_only(std::path::Path::new(&path)).unwrap();
-        let metas: Vec<_> = index.values().copied().collect();
+        let (store, opened) = ColdStore::open_read_only(std::path::Path::new(&path)).unwrap();
+        let metas: Vec<_> = opened.groups[&0].index.values().copied().collect();
         let dicts = store.dictionaries();
         let frames: Vec<Vec<u8>> = store
             .with_stored(&metas, |stored| {

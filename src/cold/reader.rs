@@ -326,7 +326,7 @@ mod tests {
 
     use super::*;
     use crate::cold::block::Packing;
-    use crate::cold::store::{BlockIndex, Checkpoint, CommitPlan};
+    use crate::cold::store::{Checkpoint, CommitPlan, GroupPlan, Head};
 
     /// About 2:1 compressible, like the bench's KV payloads (half noise, half a repeated byte).
     pub(super) fn entry(i: u64) -> Entry {
@@ -355,10 +355,10 @@ mod tests {
         bucket: usize,
         entry: impl Fn(u64) -> Entry,
     ) -> (ColdReader, Vec<BlockMeta>) {
-        let (store, _, _) = ColdStore::open(&dir.join("cold.redb"), 1 << 20).unwrap();
+        let (store, _) = ColdStore::open(&dir.join("cold.redb"), 1 << 20).unwrap();
         let entries: Vec<Entry> = (1..=n).map(entry).collect();
         let mut z = zstd::bulk::Compressor::new(1).unwrap();
-        let mut plan = CommitPlan::default();
+        let mut plan = GroupPlan::default();
         let mut rest = &entries[..];
         let mut id = 1;
         while !rest.is_empty() {
@@ -366,6 +366,7 @@ mod tests {
             let (chunk, after) = rest.split_at(b.entries);
             let m = BlockMeta {
                 id,
+                group: 0,
                 first: chunk[0].index,
                 last: chunk[chunk.len() - 1].index,
                 raw_len: b.raw_len,
@@ -377,11 +378,18 @@ mod tests {
         }
         plan.checkpoint = Checkpoint {
             cold_hi: n,
-            next_block_id: id,
             ..Checkpoint::default()
         };
-        store.commit(&plan, &BlockIndex::new()).unwrap();
         let metas = plan.inserts.iter().map(|(m, _)| *m).collect();
+        let plan = CommitPlan {
+            groups: vec![plan],
+            head: Head {
+                next_block_id: id,
+                wal_floor: None,
+            },
+            ..CommitPlan::default()
+        };
+        store.commit(&plan).unwrap();
         (ColdReader::new(store, BlockCache::new(64 << 20)), metas)
     }
 

@@ -16,33 +16,72 @@ use redb::{
     Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
 };
 
+use bytes::{Buf, BufMut};
+
 use super::block::{self, BlockMeta};
 use super::dict::{Dictionaries, Dictionary};
 use crate::error::{Error, Result};
-use crate::proto::LogId;
+use crate::meta::{AppMeta, LoggedMeta, SlotValue};
+use crate::proto::{GroupId, HardState, LogId};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// first index -> (id, last index, raw bytes, stored bytes): lets `open` build the block index
 /// without reading any block.
 const INDEX: TableDefinition<u64, (u64, u64, u64, u64)> = TableDefinition::new("block_index");
 const CHECKPOINT: TableDefinition<&str, u64> = TableDefinition::new("checkpoint");
+/// (group, first index) -> block, for groups other than 0 (group 0's blocks stay in `blocks`, where
+/// a directory written before groups existed has them).
+const GROUP_BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("group_blocks");
+/// (group, first index) -> the same row as `block_index`, for groups other than 0.
+const GROUP_INDEX: TableDefinition<(u64, u64), (u64, u64, u64, u64)> =
+    TableDefinition::new("group_block_index");
+/// Group id -> the group's checkpoint and metadata (a `GroupRow`), for groups other than 0 (group
+/// 0's checkpoint is the `checkpoint` table's).
+const GROUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("groups");
 /// Dictionary id -> the dictionary's stored form (`dict::Dictionary::stored`). Created by the first
 /// commit that writes a dictionary: a store without one has no such table.
 const DICTIONARIES: TableDefinition<u32, &[u8]> = TableDefinition::new("dictionaries");
 
-/// The durable cold checkpoint: the log at write-ahead sequence `applied_seq`, restricted to indices
-/// `<= cold_hi`, is exactly the blocks (minus the purged prefix).
+/// A group's durable cold checkpoint: the group's log at write-ahead sequence `applied_seq`,
+/// restricted to indices `<= cold_hi`, is exactly its blocks (minus the purged prefix).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     pub cold_hi: u64,
     pub applied_seq: u64,
     pub purged: Option<LogId>,
-    pub next_block_id: u64,
+    /// The sequence number of the record that created the group (0 for group 0): records of its
+    /// id before it belong to an earlier group of the same id.
+    pub created_seq: u64,
 }
 
-/// Everything one compaction round changes, applied in one transaction.
+/// What the file holds beside the groups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The next block id to hand out (ids are unique across groups: the frame cache is keyed by it).
+    pub next_block_id: u64,
+    /// Every write-ahead record after this one may still be needed (see `wal::Bounds::floor`);
+    /// `None` in a file written before groups existed (group 0's `applied_seq` then stands for it).
+    pub wal_floor: Option<u64>,
+}
+
+/// A group as the file holds it.
+#[derive(Debug, Default)]
+pub(crate) struct StoredGroup {
+    pub checkpoint: Checkpoint,
+    pub index: BlockIndex,
+    /// Hard state and metadata as of `applied_seq` (groups other than 0).
+    pub meta: LoggedMeta,
+}
+
+/// What one group's part of a compaction round changes.
 #[derive(Default)]
-pub(crate) struct CommitPlan {
+pub(crate) struct GroupPlan {
+    pub group: GroupId,
+    /// The group's blocks before the round (what the deletions below are taken from).
+    pub index: Arc<BlockIndex>,
+    /// Delete every block stored under the group's id first: they belong to an earlier group of
+    /// the same id (removed, then created again before its deletion was committed).
+    pub wipe: bool,
     /// Delete every block starting above this index (truncated or stale content).
     pub cut_above: Option<u64>,
     /// Replace a block straddling the cut by its kept prefix (same id).
@@ -50,10 +89,21 @@ pub(crate) struct CommitPlan {
     /// Delete every block whose last index is at or below this (purged).
     pub purge_upto: u64,
     pub inserts: Vec<(BlockMeta, Vec<u8>)>,
+    pub checkpoint: Checkpoint,
+    /// Hard state and metadata as of the checkpoint (groups other than 0).
+    pub meta: LoggedMeta,
+}
+
+/// Everything one compaction round changes, for every group it serves, applied in one transaction.
+#[derive(Default)]
+pub(crate) struct CommitPlan {
+    pub groups: Vec<GroupPlan>,
+    /// Groups removed: their row and every block stored under their id go.
+    pub removed: Vec<GroupId>,
     /// A dictionary the round's blocks are the first to name: committed with them, so no durable
     /// block names a dictionary that is not durable too.
     pub dictionary: Option<Arc<Dictionary>>,
-    pub checkpoint: Checkpoint,
+    pub head: Head,
 }
 
 pub(crate) struct ColdStore {
@@ -123,16 +173,16 @@ fn closed() -> Error {
 
 impl ColdStore {
     /// Opens or creates the redb file with a read cache of `cache_bytes`.
-    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
-        let (db, cp, index, dicts) = guarded(path, || {
+    pub(crate) fn open(path: &Path, cache_bytes: usize) -> Result<(ColdStore, Opened)> {
+        let (db, opened, dicts) = guarded(path, || {
             let db = open_db(path, cache_bytes)?;
-            let (cp, index) = read_state(&db, path)?;
+            let opened = read_state(&db, path)?;
             let dicts = read_dictionaries(&db, path)?;
-            Ok((db, cp, index, dicts))
+            Ok((db, opened, dicts))
         })?;
         let mut store = Self::wrap(Db::ReadWrite(db), path, None, dicts);
         store.cache_bytes = cache_bytes;
-        Ok((store, cp, index))
+        Ok((store, opened))
     }
 
     fn wrap(db: Db, path: &Path, scratch: Option<tempfile::TempDir>, dicts: Dictionaries) -> ColdStore {
@@ -221,22 +271,22 @@ impl ColdStore {
     /// repair writes. That is exactly when an operator inspects, so instead of failing, the file is
     /// copied into a scratch directory and the copy is repaired and read; the original stays as it
     /// was (the engine repairs it on its next open). [`ColdStore::read_from_repaired_copy`] says so.
-    pub(crate) fn open_read_only(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<(ColdStore, Opened)> {
         if !path.exists() {
             return Err(Error::io(path, std::io::ErrorKind::NotFound.into()));
         }
         guarded(path, || Self::open_read_only_in(path))
     }
 
-    fn open_read_only_in(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
+    fn open_read_only_in(path: &Path) -> Result<(ColdStore, Opened)> {
         match Database::builder()
             .set_cache_size(OFFLINE_CACHE_BYTES)
             .open_read_only(path)
         {
             Ok(db) => {
-                let (cp, index) = read_state(&db, path)?;
+                let opened = read_state(&db, path)?;
                 let dicts = read_dictionaries(&db, path)?;
-                Ok((Self::wrap(Db::ReadOnly(db), path, None, dicts), cp, index))
+                Ok((Self::wrap(Db::ReadOnly(db), path, None, dicts), opened))
             }
             Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
             // A live file cannot be read consistently under its writer.
@@ -247,7 +297,7 @@ impl ColdStore {
         }
     }
 
-    fn open_repaired_copy(path: &Path) -> Result<(ColdStore, Checkpoint, BlockIndex)> {
+    fn open_repaired_copy(path: &Path) -> Result<(ColdStore, Opened)> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| Error::Io { path: p, source }
@@ -263,13 +313,9 @@ impl ColdStore {
             .set_cache_size(OFFLINE_CACHE_BYTES)
             .create(&copy)
             .map_err(|e| Error::redb(path, e))?;
-        let (cp, index) = read_state(&db, path)?;
+        let opened = read_state(&db, path)?;
         let dicts = read_dictionaries(&db, path)?;
-        Ok((
-            Self::wrap(Db::ReadWrite(db), path, Some(scratch), dicts),
-            cp,
-            index,
-        ))
+        Ok((Self::wrap(Db::ReadWrite(db), path, Some(scratch), dicts), opened))
     }
 
     /// True when an offline tool reads a repaired scratch copy because the file was not closed
@@ -278,10 +324,11 @@ impl ColdStore {
         self.scratch.is_some()
     }
 
-    /// Reads and decodes every stored block in key order, calling `f` with each (offline verify).
+    /// Reads and decodes every stored block in (group, first index) order, calling `f` with the
+    /// group, the first index and the result (offline verify).
     pub(crate) fn for_each_block(
         &self,
-        mut f: impl FnMut(u64, std::result::Result<block::Verified, String>),
+        mut f: impl FnMut(GroupId, u64, std::result::Result<block::Verified, String>),
     ) -> Result<()> {
         let dicts = self.dictionaries();
         self.with_db(|db| {
@@ -289,7 +336,14 @@ impl ColdStore {
             let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
             for row in table.iter().map_err(|e| self.err(e))? {
                 let (k, v) = row.map_err(|e| self.err(e))?;
-                f(k.value(), block::verify(v.value(), &dicts));
+                f(0, k.value(), block::verify(v.value(), &dicts));
+            }
+            if let Some(table) = open_optional(&tx, GROUP_BLOCKS).map_err(|e| self.err(e))? {
+                for row in table.iter().map_err(|e| self.err(e))? {
+                    let (k, v) = row.map_err(|e| self.err(e))?;
+                    let (g, first) = k.value();
+                    f(g, first, block::verify(v.value(), &dicts));
+                }
             }
             Ok(())
         })
@@ -380,10 +434,10 @@ impl ColdStore {
         f: &mut impl FnMut(&[Option<&[u8]>]) -> Result<T>,
     ) -> Result<T> {
         let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
-        let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+        let tables = BlockTables::open(&tx, metas).map_err(|e| self.err(e))?;
         let mut guards = Vec::with_capacity(metas.len());
         for m in metas {
-            guards.push(table.get(m.first).map_err(|e| self.err(e))?);
+            guards.push(tables.get(m).map_err(|e| self.err(e))?);
         }
         let stored: Vec<Option<&[u8]>> = guards.iter().map(|g| g.as_ref().map(|g| g.value())).collect();
         f(&stored)
@@ -402,12 +456,12 @@ impl ColdStore {
         use rayon::prelude::*;
         self.read(|db| {
             let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
-            let table = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
+            let tables = BlockTables::open(&tx, metas).map_err(|e| self.err(e))?;
             (0..metas.len())
                 .into_par_iter()
                 .with_max_len(1)
                 .map(|j| {
-                    let g = table.get(metas[j].first).map_err(|e| self.err(e))?;
+                    let g = tables.get(&metas[j]).map_err(|e| self.err(e))?;
                     f(j, g.as_ref().map(|g| g.value()))
                 })
                 .collect()
@@ -415,7 +469,7 @@ impl ColdStore {
     }
 
     /// Applies one round durably (fsync before returning).
-    pub(crate) fn commit(&self, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
+    pub(crate) fn commit(&self, plan: &CommitPlan) -> Result<()> {
         crate::failpoints::io_fault("cold::commit").map_err(|e| Error::io(&self.path, e))?;
         if self.degraded.load(Ordering::Acquire) {
             let mut guard = self.db.write();
@@ -423,13 +477,13 @@ impl ColdStore {
                 self.reopen(&mut guard);
             }
             let db = guard.as_ref().ok_or_else(|| self.unavailable())?;
-            guarded(&self.path, || self.commit_in(db, plan, index)).inspect_err(|e| {
+            guarded(&self.path, || self.commit_in(db, plan)).inspect_err(|e| {
                 if e.is_corruption() {
                     self.needs_reopen.store(true, Ordering::Release);
                 }
             })?;
         } else {
-            self.with_db(|db| self.commit_in(db, plan, index))?;
+            self.with_db(|db| self.commit_in(db, plan))?;
         }
         self.degraded.store(false, Ordering::Release);
         // Stands for a failure redb reports after the commit reached the disk (its last fsync).
@@ -439,15 +493,25 @@ impl ColdStore {
         })
     }
 
-    /// The checkpoint as the file holds it (after a failed commit: did it land?).
-    pub(crate) fn durable_checkpoint(&self) -> Result<Checkpoint> {
-        self.with_db(|db| match db {
-            Db::ReadWrite(db) => read_checkpoint(db, &self.path),
-            Db::ReadOnly(db) => read_checkpoint(db, &self.path),
+    /// Group `group`'s checkpoint as the file holds it (after a failed commit: did it land?);
+    /// `None` when the file holds no such group.
+    pub(crate) fn durable_checkpoint(&self, group: GroupId) -> Result<Option<Checkpoint>> {
+        self.with_db(|db| {
+            let tx = db.begin_read_tx().map_err(|e| self.err(e))?;
+            if group == 0 {
+                return read_checkpoint(&tx, &self.path).map(|(cp, _)| Some(cp));
+            }
+            let Some(rows) = open_optional(&tx, GROUPS).map_err(|e| self.err(e))? else {
+                return Ok(None);
+            };
+            let row = rows.get(group).map_err(|e| self.err(e))?;
+            row.map(|r| decode_group_row(r.value()).map(|(cp, _)| cp))
+                .transpose()
+                .map_err(|reason| Error::corruption_of_file(&self.path, format!("group {group}: {reason}")))
         })
     }
 
-    fn commit_in(&self, db: &Db, plan: &CommitPlan, index: &BlockIndex) -> Result<()> {
+    fn commit_in(&self, db: &Db, plan: &CommitPlan) -> Result<()> {
         let db = db
             .writable()
             .ok_or_else(|| Error::db(&self.path, "the cold store was opened read-only"))?;
@@ -456,28 +520,19 @@ impl ColdStore {
         tx.set_durability(Durability::Immediate)
             .map_err(|e| self.err(e))?;
         {
-            let mut blocks = tx.open_table(BLOCKS).map_err(|e| self.err(e))?;
-            let mut idx = tx.open_table(INDEX).map_err(|e| self.err(e))?;
-            let mut doomed: Vec<u64> = Vec::new();
-            if let Some(cut) = plan.cut_above {
-                doomed.extend(index.range(cut.saturating_add(1)..).map(|(k, _)| *k));
+            let mut t = WriteTables {
+                blocks: tx.open_table(BLOCKS).map_err(|e| self.err(e))?,
+                index: tx.open_table(INDEX).map_err(|e| self.err(e))?,
+                group_blocks: tx.open_table(GROUP_BLOCKS).map_err(|e| self.err(e))?,
+                group_index: tx.open_table(GROUP_INDEX).map_err(|e| self.err(e))?,
+                groups: tx.open_table(GROUPS).map_err(|e| self.err(e))?,
+            };
+            for &g in &plan.removed {
+                t.wipe(g).map_err(|e| self.err(e))?;
+                t.groups.remove(g).map_err(|e| self.err(e))?;
             }
-            doomed.extend(
-                index
-                    .values()
-                    .take_while(|m| m.last <= plan.purge_upto)
-                    .map(|m| m.first),
-            );
-            for k in doomed {
-                blocks.remove(k).map_err(|e| self.err(e))?;
-                idx.remove(k).map_err(|e| self.err(e))?;
-            }
-            for (m, stored) in plan.trim.iter().chain(plan.inserts.iter()) {
-                blocks
-                    .insert(m.first, stored.as_slice())
-                    .map_err(|e| self.err(e))?;
-                idx.insert(m.first, (m.id, m.last, m.raw_len, m.stored_len))
-                    .map_err(|e| self.err(e))?;
+            for gp in &plan.groups {
+                t.apply(gp).map_err(|e| self.err(e))?;
             }
             if let Some(d) = &plan.dictionary {
                 let mut dicts = tx.open_table(DICTIONARIES).map_err(|e| self.err(e))?;
@@ -486,16 +541,20 @@ impl ColdStore {
                     .map_err(|e| self.err(e))?;
             }
             let mut cp = tx.open_table(CHECKPOINT).map_err(|e| self.err(e))?;
-            let c = &plan.checkpoint;
-            let (pt, pi, has) = c.purged.map_or((0, 0, 0), |p| (p.term, p.index, 1));
-            for (k, v) in [
-                ("cold_hi", c.cold_hi),
-                ("applied_seq", c.applied_seq),
-                ("purged_term", pt),
-                ("purged_index", pi),
-                ("has_purged", has),
-                ("next_block_id", c.next_block_id),
-            ] {
+            let mut rows = vec![("next_block_id", plan.head.next_block_id)];
+            rows.extend(plan.head.wal_floor.map(|f| ("wal_floor", f)));
+            if let Some(gp) = plan.groups.iter().find(|gp| gp.group == 0) {
+                let c = &gp.checkpoint;
+                let (pt, pi, has) = c.purged.map_or((0, 0, 0), |p| (p.term, p.index, 1));
+                rows.extend([
+                    ("cold_hi", c.cold_hi),
+                    ("applied_seq", c.applied_seq),
+                    ("purged_term", pt),
+                    ("purged_index", pi),
+                    ("has_purged", has),
+                ]);
+            }
+            for (k, v) in rows {
                 cp.insert(k, v).map_err(|e| self.err(e))?;
             }
         }
@@ -648,33 +707,45 @@ fn open_db(path: &Path, cache_bytes: usize) -> Result<Database> {
         tx.open_table(BLOCKS).map_err(err)?;
         tx.open_table(INDEX).map_err(err)?;
         tx.open_table(CHECKPOINT).map_err(err)?;
+        tx.open_table(GROUP_BLOCKS).map_err(err)?;
+        tx.open_table(GROUP_INDEX).map_err(err)?;
+        tx.open_table(GROUPS).map_err(err)?;
     }
     tx.commit().map_err(|e| Error::redb(path, e))?;
     Ok(db)
 }
 
-/// Reads checkpoint and block index (shared by `open` and the read-only offline tools).
-fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, BlockIndex)> {
-    let cp = read_checkpoint(db, path)?;
+/// What a file holds when it is opened: the head and every group (group 0 always).
+#[derive(Debug, Default)]
+pub(crate) struct Opened {
+    pub head: Head,
+    pub groups: BTreeMap<GroupId, StoredGroup>,
+}
+
+/// Reads the head, every group's checkpoint and metadata and every block index (shared by `open`
+/// and the read-only offline tools).
+fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<Opened> {
     let err = |e: redb::Error| Error::redb(path, e);
     let tx = db.begin_read().map_err(|e| err(e.into()))?;
+    let (cp0, head) = read_checkpoint(&tx, path)?;
+    let mut groups = BTreeMap::new();
+    let meta_of = |first: u64, row: (u64, u64, u64, u64)| {
+        let (id, last, raw_len, stored_len) = row;
+        (last >= first).then_some((id, last, raw_len, stored_len))
+    };
+    let mut index0 = BlockIndex::new();
     let idx = tx.open_table(INDEX).map_err(|e| err(e.into()))?;
-    let mut index = BlockIndex::new();
     for row in idx.iter().map_err(|e| err(e.into()))? {
         let (k, v) = row.map_err(|e| err(e.into()))?;
-        let (id, last, raw_len, stored_len) = v.value();
         let first = k.value();
-        if last < first {
-            return Err(Error::corruption_at_index(
-                path,
-                first,
-                "block index entry ends before it starts",
-            ));
-        }
-        index.insert(
+        let (id, last, raw_len, stored_len) = meta_of(first, v.value()).ok_or_else(|| {
+            Error::corruption_at_index(path, first, "block index entry ends before it starts")
+        })?;
+        index0.insert(
             first,
             BlockMeta {
                 id,
+                group: 0,
                 first,
                 last,
                 raw_len,
@@ -682,7 +753,255 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<(Checkpoint, Bl
             },
         );
     }
-    Ok((cp, index))
+    groups.insert(
+        0,
+        StoredGroup {
+            checkpoint: cp0,
+            index: index0,
+            meta: LoggedMeta::default(),
+        },
+    );
+    if let Some(rows) = open_optional(&tx, GROUPS).map_err(err)? {
+        for row in rows.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let g = k.value();
+            let (checkpoint, meta) = decode_group_row(v.value())
+                .map_err(|reason| Error::corruption_of_file(path, format!("group {g}: {reason}")))?;
+            groups.insert(
+                g,
+                StoredGroup {
+                    checkpoint,
+                    index: BlockIndex::new(),
+                    meta,
+                },
+            );
+        }
+    }
+    if let Some(idx) = open_optional(&tx, GROUP_INDEX).map_err(err)? {
+        for row in idx.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            let (g, first) = k.value();
+            let (id, last, raw_len, stored_len) = meta_of(first, v.value()).ok_or_else(|| {
+                Error::corruption_at_index(path, first, "block index entry ends before it starts")
+            })?;
+            // Blocks of a group whose removal was committed are deleted in the same transaction; a
+            // row without its group is damage.
+            let group = groups.get_mut(&g).ok_or_else(|| {
+                Error::corruption_of_file(path, format!("blocks of group {g}, which the file does not hold"))
+            })?;
+            group.index.insert(
+                first,
+                BlockMeta {
+                    id,
+                    group: g,
+                    first,
+                    last,
+                    raw_len,
+                    stored_len,
+                },
+            );
+        }
+    }
+    Ok(Opened { head, groups })
+}
+
+/// Opens a table a file written before groups existed (or opened read-only) may lack.
+fn open_optional<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &ReadTransaction,
+    def: TableDefinition<K, V>,
+) -> std::result::Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match tx.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The block tables a read needs (the group one only when a block of a group other than 0 is
+/// read: a file written before groups existed, opened read-only, has none).
+struct BlockTables {
+    blocks: redb::ReadOnlyTable<u64, &'static [u8]>,
+    group_blocks: Option<redb::ReadOnlyTable<(u64, u64), &'static [u8]>>,
+}
+
+impl BlockTables {
+    fn open(tx: &ReadTransaction, metas: &[BlockMeta]) -> std::result::Result<Self, redb::Error> {
+        let group_blocks = if metas.iter().any(|m| m.group != 0) {
+            open_optional(tx, GROUP_BLOCKS)?
+        } else {
+            None
+        };
+        Ok(BlockTables {
+            blocks: tx.open_table(BLOCKS)?,
+            group_blocks,
+        })
+    }
+
+    fn get(
+        &self,
+        m: &BlockMeta,
+    ) -> std::result::Result<Option<redb::AccessGuard<'_, &'static [u8]>>, redb::Error> {
+        Ok(match (m.group, &self.group_blocks) {
+            (0, _) => self.blocks.get(m.first)?,
+            (g, Some(t)) => t.get((g, m.first))?,
+            (_, None) => None,
+        })
+    }
+}
+
+/// The tables a commit writes.
+struct WriteTables<'tx> {
+    blocks: redb::Table<'tx, u64, &'static [u8]>,
+    index: redb::Table<'tx, u64, (u64, u64, u64, u64)>,
+    group_blocks: redb::Table<'tx, (u64, u64), &'static [u8]>,
+    group_index: redb::Table<'tx, (u64, u64), (u64, u64, u64, u64)>,
+    groups: redb::Table<'tx, u64, &'static [u8]>,
+}
+
+impl WriteTables<'_> {
+    fn remove_block(&mut self, g: GroupId, first: u64) -> std::result::Result<(), redb::Error> {
+        if g == 0 {
+            self.blocks.remove(first)?;
+            self.index.remove(first)?;
+        } else {
+            self.group_blocks.remove((g, first))?;
+            self.group_index.remove((g, first))?;
+        }
+        Ok(())
+    }
+
+    fn insert_block(&mut self, m: &BlockMeta, stored: &[u8]) -> std::result::Result<(), redb::Error> {
+        let row = (m.id, m.last, m.raw_len, m.stored_len);
+        if m.group == 0 {
+            self.blocks.insert(m.first, stored)?;
+            self.index.insert(m.first, row)?;
+        } else {
+            self.group_blocks.insert((m.group, m.first), stored)?;
+            self.group_index.insert((m.group, m.first), row)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every block stored under group `g` (never group 0's: it is never removed).
+    fn wipe(&mut self, g: GroupId) -> std::result::Result<(), redb::Error> {
+        let firsts: Vec<u64> = self
+            .group_index
+            .range((g, 0)..=(g, u64::MAX))?
+            .map(|row| row.map(|(k, _)| k.value().1))
+            .collect::<std::result::Result<_, _>>()?;
+        for first in firsts {
+            self.remove_block(g, first)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, gp: &GroupPlan) -> std::result::Result<(), redb::Error> {
+        let g = gp.group;
+        if gp.wipe && g != 0 {
+            self.wipe(g)?;
+        } else {
+            let mut doomed: Vec<u64> = Vec::new();
+            if let Some(cut) = gp.cut_above {
+                doomed.extend(gp.index.range(cut.saturating_add(1)..).map(|(k, _)| *k));
+            }
+            doomed.extend(
+                gp.index
+                    .values()
+                    .take_while(|m| m.last <= gp.purge_upto)
+                    .map(|m| m.first),
+            );
+            for k in doomed {
+                self.remove_block(g, k)?;
+            }
+        }
+        for (m, stored) in gp.trim.iter().chain(gp.inserts.iter()) {
+            self.insert_block(m, stored)?;
+        }
+        if g != 0 {
+            self.groups
+                .insert(g, encode_group_row(&gp.checkpoint, &gp.meta).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// Version of the `groups` rows this release writes.
+const GROUP_ROW_VERSION: u8 = 1;
+
+/// A group's row: version u8, created_seq, cold_hi, applied_seq (u64 each), purge flag u8, purged
+/// term and index (u64), hard-state flag u8 and the hard state in its slot form (`meta.rs`),
+/// metadata flag u8 and the blob in its slot form (u32 length, bytes), crc32c of all before.
+fn encode_group_row(cp: &Checkpoint, meta: &LoggedMeta) -> Vec<u8> {
+    let mut b = Vec::with_capacity(64);
+    b.put_u8(GROUP_ROW_VERSION);
+    b.put_u64_le(cp.created_seq);
+    b.put_u64_le(cp.cold_hi);
+    b.put_u64_le(cp.applied_seq);
+    let p = cp.purged.unwrap_or_default();
+    b.put_u8(cp.purged.is_some() as u8);
+    b.put_u64_le(p.term);
+    b.put_u64_le(p.index);
+    b.put_u8(meta.hard_state.is_some() as u8);
+    if let Some(hs) = &meta.hard_state {
+        hs.put(&mut b);
+    }
+    b.put_u8(meta.app_meta.is_some() as u8);
+    if let Some(blob) = &meta.app_meta {
+        AppMeta(blob.clone()).put(&mut b);
+    }
+    b.put_u32_le(crc32c::crc32c(&b));
+    b
+}
+
+fn decode_group_row(row: &[u8]) -> std::result::Result<(Checkpoint, LoggedMeta), String> {
+    let Some(body_len) = row.len().checked_sub(4) else {
+        return Err("row shorter than its checksum".into());
+    };
+    let (body, crc) = row.split_at(body_len);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().map_err(|_| "bad checksum field")?) {
+        return Err("row checksum mismatch".into());
+    }
+    let mut b = body;
+    let short = || "row ends early".to_string();
+    if b.remaining() < 1 + 3 * 8 + 1 + 2 * 8 + 1 {
+        return Err(short());
+    }
+    let version = b.get_u8();
+    if version != GROUP_ROW_VERSION {
+        return Err(format!("unknown row version {version}"));
+    }
+    let created_seq = b.get_u64_le();
+    let cold_hi = b.get_u64_le();
+    let applied_seq = b.get_u64_le();
+    let has_purged = b.get_u8() == 1;
+    let purged = LogId {
+        term: b.get_u64_le(),
+        index: b.get_u64_le(),
+    };
+    let mut meta = LoggedMeta::default();
+    if b.get_u8() == 1 {
+        let (hs, len) = HardState::parse(b).ok_or_else(short)?;
+        meta.hard_state = Some(hs);
+        b.advance(len);
+    }
+    if b.remaining() < 1 {
+        return Err(short());
+    }
+    if b.get_u8() == 1 {
+        let (blob, len) = AppMeta::parse(b).ok_or_else(short)?;
+        meta.app_meta = Some(blob.0);
+        b.advance(len);
+    }
+    if b.has_remaining() {
+        return Err(format!("{} bytes after the row", b.remaining()));
+    }
+    let cp = Checkpoint {
+        cold_hi,
+        applied_seq,
+        purged: has_purged.then_some(purged),
+        created_seq,
+    };
+    Ok((cp, meta))
 }
 
 /// Reads the compression dictionaries (none when the file has no `dictionaries` table: a store
@@ -711,21 +1030,25 @@ fn read_dictionaries(db: &impl ReadableDatabase, path: &Path) -> Result<Dictiona
     Ok(dicts)
 }
 
-/// Reads the checkpoint alone.
-fn read_checkpoint(db: &impl ReadableDatabase, path: &Path) -> Result<Checkpoint> {
+/// Reads group 0's checkpoint and the head.
+fn read_checkpoint(tx: &ReadTransaction, path: &Path) -> Result<(Checkpoint, Head)> {
     let err = |e: redb::Error| Error::redb(path, e);
-    let tx = db.begin_read().map_err(|e| err(e.into()))?;
     let cpt = tx.open_table(CHECKPOINT).map_err(|e| err(e.into()))?;
     let get =
-        |k: &str| -> Result<u64> { Ok(cpt.get(k).map_err(|e| err(e.into()))?.map_or(0, |g| g.value())) };
-    let purged = (get("has_purged")? == 1).then(|| LogId {
-        term: get("purged_term").unwrap_or(0),
-        index: get("purged_index").unwrap_or(0),
+        |k: &str| -> Result<Option<u64>> { Ok(cpt.get(k).map_err(|e| err(e.into()))?.map(|g| g.value())) };
+    let purged = (get("has_purged")? == Some(1)).then(|| LogId {
+        term: get("purged_term").ok().flatten().unwrap_or(0),
+        index: get("purged_index").ok().flatten().unwrap_or(0),
     });
-    Ok(Checkpoint {
-        cold_hi: get("cold_hi")?,
-        applied_seq: get("applied_seq")?,
+    let cp = Checkpoint {
+        cold_hi: get("cold_hi")?.unwrap_or(0),
+        applied_seq: get("applied_seq")?.unwrap_or(0),
         purged,
-        next_block_id: get("next_block_id")?.max(1),
-    })
+        created_seq: 0,
+    };
+    let head = Head {
+        next_block_id: get("next_block_id")?.unwrap_or(0).max(1),
+        wal_floor: get("wal_floor")?,
+    };
+    Ok((cp, head))
 }

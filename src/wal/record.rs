@@ -3,7 +3,8 @@
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::le::{u32_at, u64_at};
-use crate::proto::{Entry, LogId};
+use crate::meta::{AppMeta, SlotValue};
+use crate::proto::{Entry, GroupId, HardState, LogId};
 
 /// Bytes before a record's body: body length u32, crc32c u32, sequence number u64.
 pub(crate) const HEADER_LEN: usize = SEQ_AT + 8;
@@ -17,8 +18,9 @@ pub(crate) const MAX_BODY_LEN: usize = 1 << 30;
 /// Body bytes an entry of an append or replace record takes besides its payload: u64 term, u32 length.
 pub(crate) const ENTRY_FRAMING: usize = 8 + 4;
 /// Body bytes of an append or replace record besides its entries, for the larger of the two
-/// (replace): the synced watermark, the kind, `from`, the first index (u64) and the count (u32).
-pub(crate) const BATCH_FRAMING: usize = SYNCED_LEN + 1 + 8 + 8 + 4;
+/// (replace) of a group other than 0: the synced watermark, the group prefix, the kind, `from`, the
+/// first index (u64) and the count (u32).
+pub(crate) const BATCH_FRAMING: usize = SYNCED_LEN + GROUP_PREFIX_LEN + 1 + 8 + 8 + 4;
 
 const KIND_APPEND: u8 = 1;
 const KIND_REPLACE: u8 = 2;
@@ -26,10 +28,22 @@ const KIND_TRUNCATE: u8 = 3;
 const KIND_PURGE: u8 = 4;
 const KIND_RESET: u8 = 5;
 const KIND_SEAL: u8 = 6;
+const KIND_HARD_STATE: u8 = 7;
+const KIND_APP_META: u8 = 8;
+const KIND_CREATE_GROUP: u8 = 9;
+const KIND_REMOVE_GROUP: u8 = 10;
+/// Prefix of a record of a group other than 0: this kind, the group id (u64), then the record's own
+/// kind and fields. Group 0's records carry no prefix, so a single-group log is written exactly as
+/// before groups existed.
+const KIND_GROUP: u8 = 16;
+/// Body bytes the group prefix adds.
+const GROUP_PREFIX_LEN: usize = 1 + 8;
 
 /// The indices a record writes and removes: all that segment retirement needs of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Footprint {
+    /// The group whose log the record changes.
+    pub group: GroupId,
     /// Highest entry index the record writes (0 when it writes none).
     pub max_index: u64,
     /// The record removes every index from here on (truncate, replace, reset).
@@ -51,10 +65,23 @@ pub(crate) enum Record {
     Reset,
     /// End of a segment: nothing of this segment follows.
     Seal,
+    /// The group's hard state (groups other than 0; group 0 keeps its own file).
+    HardState(HardState),
+    /// The group's application-metadata blob (groups other than 0, like `HardState`).
+    AppMeta(Bytes),
+    /// The group begins (empty); anything logged for its id before this record belongs to an
+    /// earlier group of the same id.
+    CreateGroup,
+    /// The group ends: its log, hard state and metadata are gone.
+    RemoveGroup,
 }
 
 impl Record {
-    fn encode_body(&self, out: &mut Vec<u8>) {
+    fn encode_body(&self, group: GroupId, out: &mut Vec<u8>) {
+        if group != 0 {
+            out.put_u8(KIND_GROUP);
+            out.put_u64_le(group);
+        }
         fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
             out.put_u64_le(entries.first().map_or(0, |e| e.index));
             out.put_u32_le(entries.len() as u32);
@@ -85,6 +112,16 @@ impl Record {
             }
             Record::Reset => out.put_u8(KIND_RESET),
             Record::Seal => out.put_u8(KIND_SEAL),
+            Record::HardState(hs) => {
+                out.put_u8(KIND_HARD_STATE);
+                hs.put(out);
+            }
+            Record::AppMeta(blob) => {
+                out.put_u8(KIND_APP_META);
+                AppMeta(blob.clone()).put(out);
+            }
+            Record::CreateGroup => out.put_u8(KIND_CREATE_GROUP),
+            Record::RemoveGroup => out.put_u8(KIND_REMOVE_GROUP),
         }
     }
 
@@ -92,11 +129,11 @@ impl Record {
     /// over from a recycled file's previous life never validates in its new one. `synced` is the
     /// highest sequence number known durable when this record was written: after a power cut it
     /// tells damage to unsynced records (expected) from damage to synced ones (corruption).
-    pub(crate) fn encode(&self, segment_id: u64, seq: u64, synced: u64, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, group: GroupId, segment_id: u64, seq: u64, synced: u64, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + HEADER_LEN, 0);
         out.put_u64_le(synced);
-        self.encode_body(out);
+        self.encode_body(group, out);
         let body_len = out.len() - start - HEADER_LEN;
         let crc = checksum(segment_id, seq, &out[start + HEADER_LEN..]);
         let header = &mut out[start..start + HEADER_LEN];
@@ -105,30 +142,38 @@ impl Record {
         header[SEQ_AT..HEADER_LEN].copy_from_slice(&seq.to_le_bytes());
     }
 
-    /// Size of the framed record.
-    pub(crate) fn encoded_len(&self) -> usize {
+    /// Size of the framed record of `group`.
+    pub(crate) fn encoded_len(&self, group: GroupId) -> usize {
         let entries_len =
             |es: &[Entry]| 12 + es.iter().map(|e| ENTRY_FRAMING + e.payload.len()).sum::<usize>();
         HEADER_LEN
             + SYNCED_LEN
             + 1
+            + if group == 0 { 0 } else { GROUP_PREFIX_LEN }
             + match self {
                 Record::Append(es) => entries_len(es),
                 Record::Replace { entries, .. } => 8 + entries_len(entries),
                 Record::Truncate { .. } => 8,
                 Record::Purge { .. } => 16,
-                Record::Reset | Record::Seal => 0,
+                Record::Reset | Record::Seal | Record::CreateGroup | Record::RemoveGroup => 0,
+                Record::HardState(hs) => {
+                    let mut b = Vec::new();
+                    hs.put(&mut b);
+                    b.len()
+                }
+                Record::AppMeta(blob) => 4 + blob.len(),
             }
     }
 
-    /// What segment retirement needs to know of this record.
-    pub(crate) fn footprint(&self) -> Footprint {
+    /// What segment retirement needs to know of this record of `group`.
+    pub(crate) fn footprint(&self, group: GroupId) -> Footprint {
         let removes_from = match self {
             Record::Truncate { from } | Record::Replace { from, .. } => Some(*from),
-            Record::Reset => Some(1),
+            Record::Reset | Record::CreateGroup | Record::RemoveGroup => Some(1),
             _ => None,
         };
         Footprint {
+            group,
             max_index: self.max_index(),
             removes_from,
         }
@@ -164,8 +209,9 @@ impl Record {
         }
     }
 
-    /// Decodes a body whose checksum already matched. Payloads share `body`'s buffer.
-    pub(crate) fn decode_body(mut body: Bytes) -> Result<Record, String> {
+    /// Decodes a body whose checksum already matched: the group and the record. Payloads share
+    /// `body`'s buffer.
+    pub(crate) fn decode_body(mut body: Bytes) -> Result<(GroupId, Record), String> {
         fn need(b: &Bytes, n: usize) -> Result<(), String> {
             if b.remaining() < n {
                 return Err(format!("record body ends early (need {n} more bytes)"));
@@ -198,7 +244,17 @@ impl Record {
             Ok(out)
         }
         need(&body, 1)?;
-        let rec = match body.get_u8() {
+        let mut kind = body.get_u8();
+        let mut group = 0;
+        if kind == KIND_GROUP {
+            need(&body, GROUP_PREFIX_LEN)?;
+            group = body.get_u64_le();
+            kind = body.get_u8();
+            if group == 0 {
+                return Err("group prefix names group 0".into());
+            }
+        }
+        let rec = match kind {
             KIND_APPEND => Record::Append(get_entries(&mut body)?),
             KIND_REPLACE => {
                 need(&body, 8)?;
@@ -223,13 +279,25 @@ impl Record {
                 }
             }
             KIND_RESET => Record::Reset,
-            KIND_SEAL => Record::Seal,
-            k => return Err(format!("unknown record kind {k}")),
+            KIND_SEAL if group == 0 => Record::Seal,
+            KIND_HARD_STATE => {
+                let (hs, len) = HardState::parse(&body).ok_or("hard-state record ends early")?;
+                body.advance(len);
+                Record::HardState(hs)
+            }
+            KIND_APP_META => {
+                let (meta, len) = AppMeta::parse(&body).ok_or("metadata record ends early or is too long")?;
+                body.advance(len);
+                Record::AppMeta(meta.0)
+            }
+            KIND_CREATE_GROUP if group != 0 => Record::CreateGroup,
+            KIND_REMOVE_GROUP if group != 0 => Record::RemoveGroup,
+            k => return Err(format!("unknown record kind {k} (group {group})")),
         };
         if body.has_remaining() {
             return Err(format!("{} trailing bytes after record", body.remaining()));
         }
-        Ok(rec)
+        Ok((group, rec))
     }
 }
 
@@ -246,6 +314,7 @@ pub(crate) enum Frame {
     Record {
         seq: u64,
         synced: u64,
+        group: GroupId,
         record: Record,
         len: usize,
     },
@@ -282,9 +351,10 @@ pub(crate) fn parse_frame(segment_id: u64, buf: &Bytes) -> Frame {
     }
     let synced = u64_at(&body, 0);
     match Record::decode_body(body.slice(SYNCED_LEN..)) {
-        Ok(record) => Frame::Record {
+        Ok((group, record)) => Frame::Record {
             seq,
             synced,
+            group,
             record,
             len: HEADER_LEN + body_len,
         },
@@ -316,23 +386,65 @@ mod tests {
 
     #[test]
     fn every_kind_round_trips_with_its_encoded_len() {
-        for (i, r) in all_kinds().into_iter().enumerate() {
+        let meta = [
+            Record::HardState(HardState {
+                current_term: 9,
+                voted_for: Some(crate::VotedFor {
+                    voted_for_id: 2,
+                    voted_for_term: 9,
+                    committed: true,
+                }),
+            }),
+            Record::HardState(HardState::default()),
+            Record::AppMeta(Bytes::from_static(b"blob")),
+            Record::AppMeta(Bytes::new()),
+            Record::CreateGroup,
+            Record::RemoveGroup,
+        ];
+        let cases = all_kinds()
+            .into_iter()
+            .flat_map(|r| [(0, r.clone()), (u64::MAX, r)])
+            .filter(|(g, r)| *g == 0 || *r != Record::Seal)
+            .chain(meta.into_iter().map(|r| (5, r)));
+        for (i, (group, r)) in cases.enumerate() {
             let mut buf = Vec::new();
-            r.encode(7, 100 + i as u64, 90, &mut buf);
-            assert_eq!(buf.len(), r.encoded_len(), "{r:?}");
+            r.encode(group, 7, 100 + i as u64, 90, &mut buf);
+            assert_eq!(buf.len(), r.encoded_len(group), "{r:?}");
             match parse_frame(7, &Bytes::from(buf)) {
                 Frame::Record {
                     seq,
                     synced,
+                    group: g,
                     record,
                     len,
                 } => {
-                    assert_eq!((seq, synced, &record), (100 + i as u64, 90, &r));
-                    assert_eq!(len, r.encoded_len());
+                    assert_eq!((seq, synced, g, &record), (100 + i as u64, 90, group, &r));
+                    assert_eq!(len, r.encoded_len(group));
                 }
                 other => panic!("{r:?} parsed as {other:?}"),
             }
         }
+    }
+
+    /// Group 0's records are byte for byte what a release before groups wrote (no prefix), and a
+    /// prefix naming group 0, or group-only kinds without one, are refused.
+    #[test]
+    fn group_zero_records_carry_no_prefix_and_malformed_prefixes_are_refused() {
+        let mut zero = Vec::new();
+        Record::Truncate { from: 3 }.encode(0, 7, 1, 0, &mut zero);
+        assert_eq!(zero[HEADER_LEN + SYNCED_LEN], KIND_TRUNCATE);
+        let mut body = vec![0u8; SYNCED_LEN];
+        body.push(KIND_GROUP);
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.push(KIND_RESET);
+        assert!(Record::decode_body(Bytes::from(body[SYNCED_LEN..].to_vec())).is_err());
+        for kind in [KIND_CREATE_GROUP, KIND_REMOVE_GROUP] {
+            assert!(Record::decode_body(Bytes::from(vec![kind])).is_err());
+        }
+        let mut seal = vec![KIND_GROUP];
+        seal.extend_from_slice(&4u64.to_le_bytes());
+        seal.push(KIND_SEAL);
+        assert!(Record::decode_body(Bytes::from(seal)).is_err());
     }
 
     /// The framing constants the write limits are derived from (`crate::limits`) match the encoder.
@@ -345,18 +457,19 @@ mod tests {
             entries: es.clone(),
         };
         let mut buf = Vec::new();
-        replace.encode(7, 1, 0, &mut buf);
+        replace.encode(3, 7, 1, 0, &mut buf);
         assert_eq!(
             buf.len(),
             HEADER_LEN + BATCH_FRAMING + es.len() * ENTRY_FRAMING + payloads
         );
-        assert!(Record::Append(es).encoded_len() < replace.encoded_len());
+        assert!(Record::Append(es.clone()).encoded_len(3) < replace.encoded_len(3));
+        assert!(replace.encoded_len(0) < replace.encoded_len(3));
     }
 
     #[test]
     fn another_segments_record_and_flipped_bits_do_not_validate() {
         let mut buf = Vec::new();
-        Record::Truncate { from: 3 }.encode(7, 1, 0, &mut buf);
+        Record::Truncate { from: 3 }.encode(0, 7, 1, 0, &mut buf);
         assert!(matches!(parse_frame(8, &Bytes::from(buf.clone())), Frame::Bad(_)));
         for bit in 0..buf.len() * 8 {
             let mut b = buf.clone();

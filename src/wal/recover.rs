@@ -6,8 +6,9 @@
 //! - every file named as a segment has a valid header naming that segment;
 //! - segment ids are consecutive;
 //! - each segment but the newest is sealed, and the next one starts right after the seal (or at
-//!   most at the checkpoint's `applied_seq + 1`: numbers the checkpoint covers may be missing);
-//! - the oldest segment starts at or below `applied_seq + 1`, and the log reaches `applied_seq`;
+//!   most at `reach + 1`, the highest `applied_seq` of the cold checkpoints: numbers they cover may
+//!   be missing);
+//! - the oldest segment starts at or below `floor + 1` (see [`Bounds`]), and the log reaches `reach`;
 //! - the newest (version 2) segment is never sealed: a writer seals only once the next exists.
 //!
 //! The one exception is a rotation cut short: the newest segment exists but holds no record, and
@@ -68,17 +69,24 @@ pub(crate) fn list_segments(dir: &Path) -> Result<SegmentListing> {
     Ok((segs, spares))
 }
 
-/// Scans every segment and decides, per `mode`, where the valid log ends; `applied_seq` is the
-/// cold checkpoint's (the log must continue from it). Every record of the log goes to `sink` in
+/// What the cold checkpoints say the write-ahead log must hold.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Bounds {
+    /// Every record after this one is still needed (the write-ahead floor the last commit recorded
+    /// before retiring segments): the oldest segment starts at or below `floor + 1`.
+    pub floor: u64,
+    /// The highest `applied_seq` of any group's checkpoint: the log reaches it, and numbers up to
+    /// it may be missing between segments (an open after damage skips them).
+    pub reach: u64,
+}
+
+/// Scans every segment and decides, per `mode`, where the valid log ends; `bounds` come from the
+/// cold checkpoints (the log must continue from them). Every record of the log goes to `sink` in
 /// sequence order as it is read, so recovery holds one record at a time; a segment is linked to the
 /// chain (from its header) before any of its records goes out. On `Err` the caller discards what
 /// the sink built. Read-only: nothing is repaired here (`WalWriter::open` does that).
-pub(crate) fn recover(
-    dir: &Path,
-    mode: RecoveryMode,
-    applied_seq: u64,
-    sink: RecordSink,
-) -> Result<Recovered> {
+pub(crate) fn recover(dir: &Path, mode: RecoveryMode, bounds: Bounds, sink: RecordSink) -> Result<Recovered> {
+    let Bounds { floor, reach } = bounds;
     let (segs, spares) = list_segments(dir)?;
     let max_id = segs.last().map_or(0, |s| s.0);
     let mut scans: Vec<SegmentScan> = Vec::new();
@@ -111,13 +119,13 @@ pub(crate) fn recover(
             Err(e) => return Err(e),
         };
         let link = match scans.last() {
-            Some(prev) => check_link(prev, *id, path, header.first_seq, applied_seq),
-            None if header.first_seq > applied_seq + 1 => Err(Error::corruption(
+            Some(prev) => check_link(prev, *id, path, header.first_seq, reach),
+            None if header.first_seq > floor + 1 => Err(Error::corruption(
                 path,
                 0,
                 format!(
-                    "the oldest segment starts at sequence {} but the cold checkpoint covers only up \
-                     to {applied_seq}: the segments holding the records between are missing",
+                    "the oldest segment starts at sequence {} but the cold checkpoints cover only up \
+                     to {floor}: the segments holding the records between are missing",
                     header.first_seq
                 ),
             )),
@@ -126,7 +134,7 @@ pub(crate) fn recover(
         if let Err(e) = link {
             // Not part of the chain: read it only to tell a rotation cut short (the newest segment,
             // never written to, after an unsealed one) from damage.
-            let scan = scan_segment(path, &mut |_, _| Ok(()))?;
+            let scan = scan_segment(path, &mut |_, _, _| Ok(()))?;
             let prev_open = scans.last().is_some_and(|p| p.seal_seq.is_none());
             let prev_next = scans.last().map_or(0, SegmentScan::next_seq);
             let empty = scan.records.is_empty() && scan.tail == Tail::Clean;
@@ -173,14 +181,14 @@ pub(crate) fn recover(
         }
     }
     let next_seq = scans.last().map_or(1, |s| s.next_seq()).max(1);
-    if next_seq <= applied_seq && damage.is_none() {
+    if next_seq <= reach && damage.is_none() {
         let path = scans.last().map_or(dir, |s| s.path.as_path());
         damage = Some(Error::corruption(
             path,
             0,
             format!(
                 "the write-ahead log ends before sequence {next_seq}, but the cold checkpoint covers \
-                 records up to {applied_seq}: the end of the log is missing"
+                 records up to {reach}: the end of the log is missing"
             ),
         ));
     }
@@ -199,8 +207,8 @@ pub(crate) fn recover(
 }
 
 /// Checks that segment `id` (at `path`, first record `first`) continues `prev`: `prev` sealed and
-/// `id` numbered right after the seal, or after a gap the checkpoint covers (`applied_seq`).
-fn check_link(prev: &SegmentScan, id: u64, path: &Path, first: u64, applied_seq: u64) -> Result<()> {
+/// `id` numbered right after the seal, or after a gap the checkpoints cover (`reach`).
+fn check_link(prev: &SegmentScan, id: u64, path: &Path, first: u64, reach: u64) -> Result<()> {
     if id != prev.id + 1 {
         return Err(Error::corruption(
             path,
@@ -221,7 +229,7 @@ fn check_link(prev: &SegmentScan, id: u64, path: &Path, first: u64, applied_seq:
             "segment ends without a seal but is not the newest",
         ));
     };
-    if first == seal + 1 || (first > seal + 1 && first <= applied_seq + 1) {
+    if first == seal + 1 || (first > seal + 1 && first <= reach + 1) {
         return Ok(());
     }
     Err(Error::corruption(

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::record::{Footprint, Frame, HEADER_LEN, MAX_BODY_LEN, Record, parse_frame};
 use crate::error::{Error, Result};
 use crate::le::{u32_at, u64_at};
+use crate::proto::GroupId;
 
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"TLWALSEG";
@@ -261,7 +262,7 @@ fn open_segment(path: &Path) -> Result<(Header, ChunkReader)> {
 }
 
 /// Where a scan's valid records go, in sequence order, as they are read.
-pub(crate) type RecordSink<'a> = &'a mut dyn FnMut(u64, Record) -> Result<()>;
+pub(crate) type RecordSink<'a> = &'a mut dyn FnMut(u64, GroupId, Record) -> Result<()>;
 
 /// Reads and validates every record of the segment at `path`, handing each valid one to `sink`
 /// (so that no more than one record is held at a time).
@@ -295,7 +296,13 @@ pub(crate) fn scan_segment(path: &Path, sink: RecordSink) -> Result<SegmentScan>
                     );
                 }
             },
-            Frame::Record { seq, record, len, .. } => {
+            Frame::Record {
+                seq,
+                group,
+                record,
+                len,
+                ..
+            } => {
                 if seq < expected {
                     // An older sequence number is a recycled file's previous contents.
                     break Tail::Clean;
@@ -309,8 +316,8 @@ pub(crate) fn scan_segment(path: &Path, sink: RecordSink) -> Result<SegmentScan>
                     seal_seq = Some(seq);
                     break Tail::Sealed;
                 }
-                records.push((seq, off - len as u64, record.footprint()));
-                sink(seq, record)?;
+                records.push((seq, off - len as u64, record.footprint(group)));
+                sink(seq, group, record)?;
             }
             Frame::Bad(reason) => {
                 if reader.seq_at(off)?.is_some_and(|c| c < expected) {

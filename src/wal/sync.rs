@@ -22,6 +22,8 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 pub(crate) struct SyncPoint {
     state: Mutex<SyncState>,
     cv: Condvar,
+    /// fdatasyncs that succeeded (`Stats::wal_syncs`).
+    count: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -95,6 +97,7 @@ impl SyncPoint {
         match crate::failpoints::io_fault(point).and_then(|_| file.sync_data()) {
             Ok(()) => {
                 crate::failpoints::synced();
+                self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut s = self.state.lock();
                 s.synced = s.synced.max(upto);
                 Ok(())
@@ -104,6 +107,11 @@ impl SyncPoint {
                 Err(Error::io(path, e))
             }
         }
+    }
+
+    /// fdatasyncs of the log that succeeded so far.
+    pub(super) fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Returns once every record written before the call is on stable storage.
@@ -135,7 +143,12 @@ impl SyncPoint {
             s.syncing = false;
             self.cv.notify_all();
             match (res, &file) {
-                (Ok(()), _) => s.synced = s.synced.max(upto),
+                (Ok(()), f) => {
+                    s.synced = s.synced.max(upto);
+                    if f.is_some() {
+                        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 (Err(e), Some((_, path))) => {
                     s.failed = Some(Failure::new(path, &e));
                     // The caller whose fsync failed gets the OS error itself.

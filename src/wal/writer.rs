@@ -1,7 +1,6 @@
 //! The single writer: appends records to the active segment, rotates and recycles segments, and
 //! keeps what segment retirement needs to know.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -11,61 +10,13 @@ use parking_lot::Mutex;
 
 use super::Recovered;
 use super::ahead::{ZeroAhead, step_for};
-use super::record::{Footprint, HEADER_LEN, Record};
+use super::garbage::Segments;
+use super::record::{HEADER_LEN, Record};
 use super::segment::{SEGMENT_HEADER_LEN, Tail, building_path, encode_header, segment_path, set_aside_path};
 use super::spare::SparePool;
 use super::sync::{SyncPoint, sync_dir};
 use crate::error::{Error, Result};
-
-/// A closed or active segment the writer keeps track of for garbage collection.
-#[derive(Debug, Clone)]
-pub(super) struct SegmentInfo {
-    pub id: u64,
-    pub path: PathBuf,
-    /// Highest sequence number written into it.
-    pub last_seq: u64,
-    /// Highest entry index written into it that no later truncation removed.
-    pub max_index: u64,
-    /// `(seq, max_index before)` of each truncation that lowered `max_index`: until the cold
-    /// checkpoint covers that record, the entries it removed may still be needed by replay.
-    pub lowered: Vec<(u64, u64)>,
-}
-
-impl SegmentInfo {
-    fn new(id: u64, path: PathBuf, last_seq: u64) -> Self {
-        SegmentInfo {
-            id,
-            path,
-            last_seq,
-            max_index: 0,
-            lowered: Vec::new(),
-        }
-    }
-
-    /// Accounts a record written into this segment or a later one.
-    fn note(&mut self, seq: u64, rec: Footprint, own: bool) {
-        if let Some(from) = rec.removes_from {
-            let bound = from.saturating_sub(1);
-            if bound < self.max_index {
-                self.lowered.push((seq, self.max_index));
-                self.max_index = bound;
-            }
-        }
-        if own {
-            self.last_seq = seq;
-            self.max_index = self.max_index.max(rec.max_index);
-        }
-    }
-
-    /// Highest index replay may need from this segment when the checkpoint covers `applied_seq`.
-    fn needed_index(&self, applied_seq: u64) -> u64 {
-        self.lowered
-            .iter()
-            .filter(|(seq, _)| *seq > applied_seq)
-            .map(|(_, before)| *before)
-            .fold(self.max_index, u64::max)
-    }
-}
+use crate::proto::GroupId;
 
 struct Active {
     id: u64,
@@ -84,8 +35,9 @@ pub(crate) struct WalWriter {
     /// Set once a rotation has started: the active segment may already have a successor on disk,
     /// so it takes no more records, and the next append finishes the rotation first.
     rotating: bool,
-    /// Closed segments (oldest first) and then the active one.
-    segments: VecDeque<SegmentInfo>,
+    /// Closed segments (oldest first) and then the active one, with what their retirement needs;
+    /// shared with the compactor, which reads it without taking the writer lock.
+    segments: Arc<Mutex<Segments>>,
     next_seq: u64,
     segment_bytes: u64,
     buf: Vec<u8>,
@@ -118,19 +70,14 @@ impl WalWriter {
         });
         // Spares beyond the limits (a store written with larger segments or more spares) go now.
         pool.trim()?;
-        let mut segments = VecDeque::new();
+        let mut segments = Segments::default();
         for sc in &rec.segments {
-            segments.push_back(SegmentInfo::new(sc.id, sc.path.clone(), 0));
+            segments.push(sc.id, sc.path.clone(), sc.first_seq.saturating_sub(1));
             // Re-derive retirement bounds exactly as the writer kept them.
             for (seq, _, r) in &sc.records {
-                let n = segments.len();
-                for (i, info) in segments.iter_mut().enumerate() {
-                    info.note(*seq, *r, i + 1 == n);
-                }
+                segments.note(*seq, *r);
             }
-            if let Some(info) = segments.back_mut() {
-                info.last_seq = sc.next_seq().saturating_sub(1);
-            }
+            segments.ends_at(sc.next_seq().saturating_sub(1));
         }
         // Segments recovery dropped (tolerate_any_corruption) are kept for a post-mortem under a
         // name recovery does not read, so their ids can be reused.
@@ -154,7 +101,7 @@ impl WalWriter {
         };
         let next_seq = next_seq.max(min_next_seq);
         if empty.is_some() {
-            segments.pop_back();
+            segments.pop_newest();
         }
         // The successor exists, durably, before the seal: a sealed newest segment is damage.
         let active = new_active(dir, &pool, id, next_seq, segment_bytes)?;
@@ -168,16 +115,14 @@ impl WalWriter {
             // What was durable before this segment's records: the fdatasync below has not happened
             // yet, and a power cut before it may keep the seal but lose a record before it.
             let durable = sc.first_seq.saturating_sub(1);
-            Record::Seal.encode(sc.id, seal_seq, durable, &mut buf);
+            Record::Seal.encode(0, sc.id, seal_seq, durable, &mut buf);
             file.write_all_at(&buf, sc.end)
                 .and_then(|_| file.sync_data())
                 .map_err(|e| Error::io(&sc.path, e))?;
             crate::failpoints::synced();
-            if let Some(info) = segments.back_mut() {
-                info.last_seq = seal_seq;
-            }
+            segments.ends_at(seal_seq);
         }
-        segments.push_back(SegmentInfo::new(id, segment_path(dir, id), next_seq - 1));
+        segments.push(id, segment_path(dir, id), next_seq - 1);
         let sync = Arc::new(SyncPoint::default());
         sync.reset(active.file.clone(), segment_path(dir, id), next_seq - 1);
         let ahead = ZeroAhead::new(sync.clone(), segment_bytes);
@@ -194,7 +139,7 @@ impl WalWriter {
             dir: dir.to_path_buf(),
             active,
             rotating: false,
-            segments,
+            segments: Arc::new(Mutex::new(segments)),
             next_seq,
             segment_bytes,
             buf: Vec::new(),
@@ -209,6 +154,10 @@ impl WalWriter {
 
     pub(super) fn spare_pool(&self) -> Arc<SparePool> {
         self.pool.clone()
+    }
+
+    pub(super) fn segments(&self) -> Arc<Mutex<Segments>> {
+        self.segments.clone()
     }
 
     pub(super) fn zero_ahead(&self) -> Arc<ZeroAhead> {
@@ -226,13 +175,13 @@ impl WalWriter {
     /// Writes `rec` to the OS (not synced) and returns its sequence number. On error nothing counts
     /// as written: the next record goes to the same offset (or, once a rotation has started, to the
     /// next segment).
-    pub(crate) fn append(&mut self, rec: &Record) -> Result<u64> {
+    pub(crate) fn append(&mut self, group: GroupId, rec: &Record) -> Result<u64> {
         self.sync.check_healthy()?;
-        let len = rec.encoded_len() as u64;
+        let len = rec.encoded_len(group) as u64;
         // Every write ends with an all-zero record header, so the byte after the last record always
         // reads as "end", never as a recycled file's old bytes (which would look torn).
         let trailer = HEADER_LEN as u64;
-        let seal_len = Record::Seal.encoded_len() as u64;
+        let seal_len = Record::Seal.encoded_len(0) as u64;
         if self.rotating
             || (self.active.offset > SEGMENT_HEADER_LEN
                 && self.active.offset + len + seal_len + trailer > self.active.capacity)
@@ -241,7 +190,7 @@ impl WalWriter {
         }
         let seq = self.next_seq;
         self.buf.clear();
-        rec.encode(self.active.id, seq, self.sync.synced(), &mut self.buf);
+        rec.encode(group, self.active.id, seq, self.sync.synced(), &mut self.buf);
         self.buf.resize(self.buf.len() + HEADER_LEN, 0);
         self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
@@ -261,11 +210,7 @@ impl WalWriter {
         self.next_seq += 1;
         // Entries a truncation removes stop keeping older segments alive (once the checkpoint covers
         // the truncation); the record's own entries (a replace_range's) are counted after that.
-        let n = self.segments.len();
-        let footprint = rec.footprint();
-        for (i, info) in self.segments.iter_mut().enumerate() {
-            info.note(seq, footprint, i + 1 == n);
-        }
+        self.segments.lock().note(seq, rec.footprint(group));
         self.sync.note_written(seq);
         Ok(seq)
     }
@@ -281,7 +226,7 @@ impl WalWriter {
         let id = self.active.id + 1;
         let next = new_active(&self.dir, &self.pool, id, seal_seq + 1, self.segment_bytes)?;
         self.buf.clear();
-        Record::Seal.encode(self.active.id, seal_seq, self.sync.synced(), &mut self.buf);
+        Record::Seal.encode(0, self.active.id, seal_seq, self.sync.synced(), &mut self.buf);
         self.make_room(self.active.offset + self.buf.len() as u64);
         let path = segment_path(&self.dir, self.active.id);
         self.active
@@ -292,9 +237,7 @@ impl WalWriter {
             .sync_file("wal::sync", &self.active.file, seal_seq, &path)?;
         self.next_seq = seal_seq + 1;
         self.rotating = false;
-        if let Some(info) = self.segments.back_mut() {
-            info.last_seq = seal_seq;
-        }
+        self.segments.lock().ends_at(seal_seq);
         self.sync
             .reset(next.file.clone(), segment_path(&self.dir, id), seal_seq);
         self.ahead.reset(
@@ -306,54 +249,15 @@ impl WalWriter {
         );
         self.frontier = next.allocated;
         self.segments
-            .push_back(SegmentInfo::new(id, segment_path(&self.dir, id), seal_seq));
+            .lock()
+            .push(id, segment_path(&self.dir, id), seal_seq);
         self.active = next;
         Ok(())
-    }
-
-    /// Removes from the list (oldest first) the closed segments whose every record is in the cold
-    /// checkpoint (`seq <= applied_seq`) and whose entries are all at or below `cold_hi` or removed by
-    /// a truncation the checkpoint covers; the caller retires them outside the writer lock.
-    pub(super) fn take_garbage(&mut self, applied_seq: u64, cold_hi: u64) -> Vec<SegmentInfo> {
-        for s in &mut self.segments {
-            s.lowered.retain(|(seq, _)| *seq > applied_seq);
-        }
-        let mut out = Vec::new();
-        while self.segments.len() > 1 {
-            let s = &self.segments[0];
-            if s.last_seq <= applied_seq && s.needed_index(applied_seq) <= cold_hi {
-                out.extend(self.segments.pop_front());
-            } else {
-                break;
-            }
-        }
-        out
-    }
-
-    /// Puts segments `take_garbage` returned, but that could not be retired, back at the front.
-    pub(super) fn give_back(&mut self, segs: Vec<SegmentInfo>) {
-        for s in segs.into_iter().rev() {
-            self.segments.push_front(s);
-        }
     }
 
     /// Share of the active segment already written: a spare is prepared only when a rotation is near.
     pub(super) fn active_fill(&self) -> f64 {
         self.active.offset as f64 / self.active.capacity.max(1) as f64
-    }
-
-    /// Segment files (live and spare) and their bytes.
-    pub(super) fn disk_usage(&self) -> (u64, u64) {
-        let spares = self.pool.files.lock();
-        let bytes: u64 = self
-            .segments
-            .iter()
-            .map(|s| &s.path)
-            .chain(spares.iter())
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum();
-        ((self.segments.len() + spares.len()) as u64, bytes)
     }
 }
 
@@ -441,7 +345,7 @@ mod tests {
     /// Recovery with a fresh store's checkpoint; also returns the sequence numbers of the records.
     fn recover(dir: &Path, mode: RecoveryMode) -> crate::Result<(Recovered, Vec<u64>)> {
         let mut seqs = Vec::new();
-        let rec = crate::wal::recover(dir, mode, 0, &mut |seq, _| {
+        let rec = crate::wal::recover(dir, mode, Default::default(), &mut |seq, _, _| {
             seqs.push(seq);
             Ok(())
         })?;
@@ -449,7 +353,7 @@ mod tests {
     }
 
     fn scan(path: &Path) -> SegmentScan {
-        scan_segment(path, &mut |_, _| Ok(())).unwrap()
+        scan_segment(path, &mut |_, _, _| Ok(())).unwrap()
     }
 
     /// Appends `n` records, fdatasyncing after each when `flush`.
@@ -461,13 +365,13 @@ mod tests {
         };
         let mut w = WalWriter::open(dir, &rec, 1 << 20, limits, 1).unwrap();
         for i in 1..=n {
-            w.append(&Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
+            w.append(0, &Record::Append(vec![Entry::new(i, 1, vec![7u8; 100])]))
                 .unwrap();
             if flush {
                 w.sync_point().sync().unwrap();
             }
         }
-        w.segments.back().unwrap().path.clone()
+        w.segments.lock().paths().last().unwrap().clone()
     }
 
     fn write_log(dir: &Path, n: u64) -> PathBuf {
@@ -583,11 +487,10 @@ mod tests {
 
     fn append_kib(w: &mut WalWriter, from: u64, n: u64) {
         for i in from..from + n {
-            w.append(&Record::Append(vec![Entry::new(
-                i,
-                1,
-                vec![(i % 251) as u8; 1000],
-            )]))
+            w.append(
+                0,
+                &Record::Append(vec![Entry::new(i, 1, vec![(i % 251) as u8; 1000])]),
+            )
             .unwrap();
         }
     }
@@ -689,14 +592,18 @@ mod tests {
             w.sync_point().sync().unwrap();
             ahead.stop();
         }
-        // Segment 1 retired as the checkpoint covers it (what `retire_covered` does).
+        // Segment 1 retired as the checkpoint covers it (what `Wal::retire` does).
         let (rec, _) = recover(dir.path(), RecoveryMode::AbsoluteConsistency).unwrap();
         let first = &rec.segments()[0];
         let applied = first.seal_seq.expect("400 KiB rotated a 256 KiB segment");
         std::fs::rename(&first.path, spare_path(dir.path(), first.id)).unwrap();
         let recover_from = |mode| {
             let mut seqs = Vec::new();
-            let rec = crate::wal::recover(dir.path(), mode, applied, &mut |seq, _| {
+            let bounds = crate::wal::Bounds {
+                floor: applied,
+                reach: applied,
+            };
+            let rec = crate::wal::recover(dir.path(), mode, bounds, &mut |seq, _, _| {
                 seqs.push(seq);
                 Ok(())
             })

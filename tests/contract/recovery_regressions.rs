@@ -250,8 +250,8 @@ async fn overwrite_then_replace_below_it_in_cold_blocks_survives_reopen() {
 /// The seed of the fixture's payloads.
 const FIXTURE_SEED: u64 = 0xF1C5;
 
-/// A copy of the fixture store `tests/fixtures/<name>` and the model of what it holds (both fixtures
-/// hold the same log).
+/// A copy of the fixture store `tests/fixtures/<name>` and the model of what it holds (every fixture
+/// holds the same log).
 fn fixture_store(name: &str) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     crate::support::copy_dir(
@@ -287,6 +287,117 @@ async fn a_store_written_by_the_previous_release_opens_and_reads() {
     fixture_opens_and_reads("store-v2", b"app-meta-v2").await;
 }
 
+/// The same log written by the release before groups (main `0b4cff3`, with that release's `tiny()`
+/// configuration): directory marker format 1, version-2 segment headers, write-ahead files grown in
+/// zero-filled steps (the open segment is 32 KiB of 64) and a recycled spare, `TLB2` blocks of one
+/// frame each, the first ten compressed without a dictionary and the last six with the store's
+/// trained one (a `TLD1` row in `dictionaries`, id 1); no group records or tables. Kept under
+/// `tests/fixtures/store-v3`.
+#[tokio::test]
+async fn a_store_written_by_the_release_before_groups_opens_and_reads() {
+    fixture_opens_and_reads("store-v3", b"app-meta-v3").await;
+}
+
+/// Every store written before groups existed opens as group 0 alone, takes a second group, and
+/// both groups survive a clean reopen: group 1's log, hard state and metadata (written to the
+/// write-ahead log and to the fixture's cold file) read back, and group 0 still reads the
+/// fixture's log, hard state and metadata unchanged.
+#[tokio::test]
+async fn fixture_stores_written_before_groups_take_a_second_group() {
+    use tierlog::{HardState, VotedFor};
+    // Group 1's payloads differ from group 0's, so an entry read from the wrong group shows.
+    const GROUP_SEED: u64 = FIXTURE_SEED ^ 0x6801;
+    for (name, app_meta) in [
+        ("store-v1", &b"app-meta-v1"[..]),
+        ("store-v2", b"app-meta-v2"),
+        ("store-v3", b"app-meta-v3"),
+    ] {
+        let (dir, m0) = fixture_store(name);
+        let mut m1 = Model::default();
+        let hard1 = HardState {
+            current_term: 7,
+            voted_for: Some(VotedFor {
+                voted_for_id: 3,
+                voted_for_term: 7,
+                committed: false,
+            }),
+        };
+        let check = |e: &TieredEngine, m1: &Model, what: &str| {
+            assert_eq!(e.groups(), vec![0, 1], "{name} {what}");
+            let log0 = e.log_store();
+            assert_eq!(log0.last_index(), m0.last_index(), "{name} {what}");
+            assert_eq!(log0.load_purge_boundary().unwrap(), m0.boundary, "{name} {what}");
+            let got = log0.get_entries(0..=1000).unwrap();
+            if let Some(d) = diff_entries(&got, &m0.slice(0, 1000, FIXTURE_SEED)) {
+                panic!("{name} {what}, group 0: {d}");
+            }
+            let meta0 = e.meta_store();
+            let hard0 = meta0.load_hard_state().unwrap().expect("hard state");
+            assert_eq!(hard0.current_term, 31, "{name} {what}");
+            assert_eq!(
+                meta0.load_app_meta().unwrap().as_deref(),
+                Some(app_meta),
+                "{name} {what}"
+            );
+            let g1 = e.group(1).unwrap();
+            let log1 = g1.log_store();
+            assert_eq!(log1.last_index(), m1.last_index(), "{name} {what}");
+            let got = log1.get_entries(0..=1000).unwrap();
+            if let Some(d) = diff_entries(&got, &m1.slice(0, 1000, GROUP_SEED)) {
+                panic!("{name} {what}, group 1: {d}");
+            }
+            let meta1 = g1.meta_store();
+            assert_eq!(meta1.load_hard_state().unwrap(), Some(hard1), "{name} {what}");
+            assert_eq!(
+                meta1.load_app_meta().unwrap().as_deref(),
+                Some(&b"group-1-meta"[..]),
+                "{name} {what}"
+            );
+        };
+        let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
+        assert_eq!(
+            e.groups(),
+            vec![0],
+            "{name}: a store written before groups hosts group 0 only"
+        );
+        let g1 = e.create_group(1).await.unwrap();
+        assert_eq!(g1.id(), 1);
+        let log1 = g1.log_store();
+        // The first 200 entries reach the fixture's cold file, the rest stay in the write-ahead log.
+        for (k, first) in (1..=240u64).step_by(40).enumerate() {
+            log1.persist_entries(crate::support::batch(first, 40, k as u64 + 1, GROUP_SEED))
+                .await
+                .unwrap();
+            m1.persist(first, 40, k as u64 + 1);
+            if first == 161 {
+                log1.flush().unwrap();
+                let blocks_before = e.stats().cold_blocks;
+                e.compact_now().await.unwrap();
+                assert!(
+                    e.stats().cold_blocks > blocks_before,
+                    "{name}: group 1 wrote no cold block"
+                );
+            }
+        }
+        log1.flush().unwrap();
+        let meta1 = g1.meta_store();
+        meta1.save_hard_state(&hard1).unwrap();
+        meta1.save_app_meta(b"group-1-meta").unwrap();
+        check(&e, &m1, "before the reopen");
+        drop((log1, meta1, g1));
+        e.close().await.unwrap();
+        let report = tierlog::offline::verify(dir.path()).expect("the store with two groups verifies");
+        assert_eq!(
+            report.entries,
+            (m0.entries.len() + m1.entries.len()) as u64,
+            "{name}"
+        );
+        let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
+        check(&e, &m1, "after the reopen");
+        e.close().await.unwrap();
+    }
+}
+
 async fn fixture_opens_and_reads(name: &str, app_meta: &[u8]) {
     let (dir, mut m) = fixture_store(name);
     let check = |e: &TieredEngine, m: &Model| {
@@ -302,7 +413,8 @@ async fn fixture_opens_and_reads(name: &str, app_meta: &[u8]) {
     assert_eq!(report.entries, m.entries.len() as u64, "{name}");
     let e = TieredEngine::open(dir.path(), config::tiny()).await.unwrap();
     check(&e, &m);
-    // The entries came out of the fixture's `TLB1` blocks, not only the write-ahead log.
+    // The entries came out of the fixture's cold blocks (`TLB1` in store-v1 and store-v2, `TLB2` in
+    // store-v3), not only the write-ahead log.
     assert!(
         e.stats().cold_reads > 0,
         "{name}: no entry of the fixture was read from a cold block"

@@ -77,8 +77,8 @@ impl Rng {
 ///
 /// Lengths vary from empty to a few KiB (so blocks hold very different entry counts and block
 /// boundaries fall at irregular indexes) and the bytes are half repetitive, so zstd has something
-/// to compress. The store under `tests/fixtures/store-v1` was written with these bytes: changing
-/// this function fails the fixture test.
+/// to compress. The stores under `tests/fixtures/` were written with these bytes: changing this
+/// function fails the fixture tests.
 pub fn payload(index: u64, term: u64, seed: u64) -> Bytes {
     let h = mix(index ^ mix(term ^ mix(seed)));
     let len = match h % 32 {
