@@ -893,13 +893,12 @@ fn many_groups_bench_reports_consistent_json() {
     // One durable batch = one persist_entries and one flush, 16 per group.
     assert_eq!(u(&r["append"]["count"]), 8 * 16);
     assert_eq!(u(&r["flush"]["count"]), 8 * 16);
-    if let Some(syncs) = r["wal_syncs"].as_u64() {
-        // Concurrent flushes share fdatasyncs: at most one each.
-        assert!((1..=8 * 16).contains(&syncs), "{syncs} fdatasyncs");
-        assert!(f(&r["wal_syncs_per_sec"]) > 0.0);
-    } else {
-        assert!(r["wal_syncs_per_sec"].is_null());
-    }
+    // The write phase's fdatasyncs (group commits, and the zero-filled steps and sealed segments
+    // of the write-ahead log): some, and no more than the engine counted since it opened.
+    let syncs = u(&r["wal_syncs"]);
+    assert!(syncs >= 1);
+    assert!(syncs <= u(&r["final_stats"]["wal_syncs"]));
+    assert!((f(&r["wal_syncs_per_sec"]) - syncs as f64 / f(&r["seconds"])).abs() < 1e-6);
     // Group 1 is the lagging one; every entry it read was served by one tier or the other.
     let lag = &r["lag_reads"];
     assert_eq!(u(&lag["groups"]), 1);

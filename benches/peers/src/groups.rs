@@ -17,8 +17,6 @@ use raft_engine::{Config as ReConfig, Engine, LogBatch};
 use tierlog::{Config, Entry, LogId, LogStore, StorageEngine, TierLogStore, TieredEngine};
 use tokio::runtime::Runtime;
 
-#[allow(unused_imports)] // the spec's methods; unused once the real groups API is merged
-use crate::groups_shim::{CreateGroup, GroupOf, wal_syncs};
 use crate::others::{EntryMsg, messages, payload_len};
 use crate::payload::{PayloadGen, PayloadKind};
 use crate::peer::{Ent, R, runtime};
@@ -48,8 +46,8 @@ pub trait Groups: Sync {
     }
     /// Brings the store to its steady state before its disk is measured.
     fn settle(&mut self) -> R<()>;
-    /// Write-ahead fdatasyncs so far, when the store counts them.
-    fn syncs(&self) -> Option<u64>;
+    /// Write-ahead fdatasyncs so far.
+    fn syncs(&self) -> u64;
     /// Memory budget of all engines together, 0 when the store has none.
     fn budget(&self) -> u64;
     /// Closes everything and opens it again from the directory.
@@ -148,8 +146,8 @@ impl Groups for TierlogGroups {
         Ok(self.rt.block_on(self.engine()?.compact_now())?)
     }
 
-    fn syncs(&self) -> Option<u64> {
-        wal_syncs(&self.engine.as_ref()?.stats())
+    fn syncs(&self) -> u64 {
+        self.engine.as_ref().map_or(0, |e| e.stats().wal_syncs)
     }
 
     fn budget(&self) -> u64 {
@@ -240,8 +238,8 @@ impl Groups for RaftEngineGroups {
         self.housekeeping()
     }
 
-    fn syncs(&self) -> Option<u64> {
-        Some(raft_engine_syncs())
+    fn syncs(&self) -> u64 {
+        raft_engine_syncs()
     }
 
     fn budget(&self) -> u64 {
@@ -317,8 +315,8 @@ impl Groups for TierlogDirs {
         Ok(())
     }
 
-    fn syncs(&self) -> Option<u64> {
-        self.engines.iter().map(|(e, _)| wal_syncs(&e.stats())).sum()
+    fn syncs(&self) -> u64 {
+        self.engines.iter().map(|(e, _)| e.stats().wal_syncs).sum()
     }
 
     fn budget(&self) -> u64 {
@@ -480,10 +478,7 @@ pub fn many_groups(store: &mut dyn Groups, p: &Params, dir: &Path) -> R<Outcome>
             .collect()
     });
     let wall = start.elapsed();
-    let syncs = match (syncs_before, store.syncs()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let syncs = store.syncs().saturating_sub(syncs_before);
     let (mut append, mut read) = (Lat::new(), Lat::new());
     let (mut entries, mut entries_read) = (0, 0);
     let mut states = Vec::new();
@@ -525,7 +520,7 @@ pub fn many_groups(store: &mut dyn Groups, p: &Params, dir: &Path) -> R<Outcome>
         logical_bytes: retained * p.entry_size as u64,
         groups,
         concurrency: workers,
-        syncs_per_sec: syncs.map(|n| n as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE)),
+        syncs_per_sec: Some(syncs as f64 / wall.as_secs_f64()),
         budget: store.budget(),
         entries_read,
         lag_read_p50_us: if entries_read > 0 { read.us(0.5) } else { 0.0 },

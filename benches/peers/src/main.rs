@@ -9,7 +9,6 @@
 #![forbid(unsafe_code)]
 
 mod groups;
-mod groups_shim;
 mod native;
 mod others;
 #[allow(dead_code)] // shared with the tierlog CLI; the labels are unused here

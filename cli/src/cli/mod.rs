@@ -6,7 +6,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod bench;
 pub mod groups;
-mod groups_shim;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
