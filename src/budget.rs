@@ -10,6 +10,11 @@ pub(crate) const MAX_ROUND_RAW_BYTES: u64 = 8 << 20;
 /// Accounted memory of one block-index entry (BTreeMap node share plus the meta itself).
 const INDEX_ENTRY_COST: u64 = 96;
 
+/// Accounted memory of one group beside its entries and blocks: its `GroupLog` (locks, checkpoint,
+/// an empty ring, metadata), its share of the engine's group map and the first node of its block
+/// index (a B-tree leaf is allocated whole). Measured in docs/performance.md, "Many groups".
+const GROUP_COST: u64 = 1024;
+
 /// The fixed shares of one engine's budget.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Budget {
@@ -72,13 +77,20 @@ impl Budget {
         blocks as u64 * INDEX_ENTRY_COST
     }
 
-    /// Bytes the ring may hold while the block index has `blocks` entries.
-    pub(crate) fn ring_bytes(&self, blocks: usize) -> u64 {
+    /// Accounted memory of `groups` groups' own structures.
+    pub(crate) fn group_bytes(&self, groups: usize) -> u64 {
+        groups as u64 * GROUP_COST
+    }
+
+    /// Bytes the rings together may hold while the block indexes have `blocks` entries over
+    /// `groups` groups.
+    pub(crate) fn ring_bytes(&self, blocks: usize, groups: usize) -> u64 {
         self.ring_share
             .saturating_sub(self.redb_cache)
             .saturating_sub(self.round)
             .saturating_sub(self.unseen)
             .saturating_sub(self.dictionary)
             .saturating_sub(self.index_bytes(blocks))
+            .saturating_sub(self.group_bytes(groups))
     }
 }

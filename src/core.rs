@@ -140,8 +140,10 @@ impl Core {
     pub(crate) fn drop_groups(&self, ids: &[GroupId]) {
         let mut groups = self.groups.write();
         for id in ids {
-            if groups.get(id).is_some_and(|g| g.is_removed()) {
-                groups.remove(id);
+            if groups.get(id).is_some_and(|g| g.is_removed())
+                && let Some(g) = groups.remove(id)
+            {
+                g.unpublish(&self.totals);
             }
         }
     }
@@ -154,7 +156,8 @@ impl Core {
 
     /// Bytes every ring together may hold now.
     pub(crate) fn ring_budget(&self) -> u64 {
-        self.budget.ring_bytes(self.totals.blocks() as usize)
+        self.budget
+            .ring_bytes(self.totals.blocks() as usize, self.totals.groups() as usize)
     }
 
     /// Whether the rings together hold more than their budget.
@@ -219,6 +222,7 @@ impl Core {
             block_cache_bytes: cache.bytes(),
             redb_cache_bytes: self.budget.redb_cache_bytes(),
             block_index_bytes: self.budget.index_bytes(all_blocks.len()),
+            group_bytes: self.budget.group_bytes(self.totals.groups() as usize),
             compaction_reserve_bytes: self.budget.round_bytes(),
             unseen_reserve_bytes: self.budget.unseen_bytes(),
             dictionary_reserve_bytes: self.budget.dictionary_bytes(),

@@ -63,6 +63,7 @@ struct Published {
 pub(crate) struct Totals {
     ring_bytes: AtomicU64,
     blocks: AtomicU64,
+    groups: AtomicU64,
 }
 
 impl Totals {
@@ -74,6 +75,11 @@ impl Totals {
     /// Blocks in every group's index.
     pub(crate) fn blocks(&self) -> u64 {
         self.blocks.load(Ordering::Acquire)
+    }
+
+    /// Groups in memory (removed ones until their deletion commits).
+    pub(crate) fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Acquire)
     }
 }
 
@@ -104,6 +110,7 @@ impl GroupLog {
             unwritten: AtomicBool::new(o.unwritten),
             removed: AtomicBool::new(o.removed),
         };
+        totals.groups.fetch_add(1, Ordering::AcqRel);
         g.publish(&g.state.read(), totals);
         g
     }
@@ -129,8 +136,9 @@ impl GroupLog {
         *p = now;
     }
 
-    /// Takes the group's share out of the totals (it was removed).
+    /// Takes the group's share out of the totals (it is gone from memory).
     pub(crate) fn unpublish(&self, totals: &Totals) {
+        totals.groups.fetch_sub(1, Ordering::AcqRel);
         let p = std::mem::take(&mut *self.published.lock());
         totals.ring_bytes.fetch_sub(p.ring_bytes, Ordering::AcqRel);
         totals.blocks.fetch_sub(p.blocks, Ordering::AcqRel);

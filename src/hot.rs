@@ -97,8 +97,17 @@ impl Ring {
     /// Empties the ring; the next entry will be `first`.
     pub(crate) fn clear(&mut self, first: u64) {
         self.entries.clear();
+        self.release_if_empty();
         self.bytes = 0;
         self.first = first;
+    }
+
+    /// Gives an empty ring's slots back: an engine with thousands of groups keeps most of them
+    /// idle, and a deque keeps the capacity it once grew to.
+    fn release_if_empty(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > 0 {
+            self.entries = VecDeque::new();
+        }
     }
 
     /// Appends `e`, which must be `end()`.
@@ -140,6 +149,7 @@ impl Ring {
         let e = self.entries.pop_front()?;
         self.bytes -= entry_cost(&e);
         self.first += 1;
+        self.release_if_empty();
         Some(e)
     }
 

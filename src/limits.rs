@@ -23,12 +23,12 @@ pub const MAX_ENTRY_BYTES: usize =
 /// write-ahead record). See [`batch_bytes`].
 pub const BATCH_ENTRY_OVERHEAD_BYTES: usize = wal::ENTRY_FRAMING;
 
-/// Largest batch (`persist_entries` or `replace_range`), measured by [`batch_bytes`]: 1 GiB − 29
-/// bytes (1,073,741,795 bytes).
+/// Largest batch (`persist_entries` or `replace_range`), measured by [`batch_bytes`]: 1 GiB − 38
+/// bytes (1,073,741,786 bytes).
 ///
 /// A batch is written as one write-ahead record, and recovery reads a record body of at most
-/// 1 GiB; the body holds the batch plus 29 bytes of framing (sync watermark, kind, `from`, first
-/// index, count).
+/// 1 GiB; the body holds the batch plus 38 bytes of framing (sync watermark, the group prefix of a
+/// group other than 0, kind, `from`, first index, count).
 pub const MAX_BATCH_BYTES: usize = wal::MAX_BODY_LEN - wal::BATCH_FRAMING;
 
 // Every length and count a batch at the limits produces fits its u32 field in both formats.

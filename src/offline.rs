@@ -46,6 +46,9 @@ pub struct SegmentReport {
 pub struct Inspection {
     /// The directory.
     pub dir: PathBuf,
+    /// The groups the directory hosts, ascending (group 0 always). The log, hot and cold figures
+    /// below are group 0's; the file figures (`redb_*`, segments) are the directory's.
+    pub groups: Vec<crate::GroupId>,
     /// First and last index of the log (`None` when empty).
     pub index_range: Option<(u64, u64)>,
     /// `last_index()` as the engine would report it.
@@ -133,6 +136,9 @@ struct ReadOnlyLog {
     state: LogState,
     /// Every other group's log (verify checks them all).
     others: Vec<(crate::GroupId, LogState)>,
+    /// Groups the records removed whose deletion the file does not hold yet: their blocks are still
+    /// in it.
+    removed: Vec<(crate::GroupId, LogState)>,
     /// The write-ahead segments, summarised (recovery hands each record to replay as it reads it,
     /// so no segment's records are held).
     segments: Vec<SegmentReport>,
@@ -162,11 +168,9 @@ fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
         .remove(&0)
         .ok_or_else(|| Error::corruption_of_file(cold.store().path(), "the file holds no group 0"))?;
     let (cp, state) = (zero.checkpoint, zero.state);
-    let others = groups
-        .into_iter()
-        .filter(|(_, g)| !g.removed)
-        .map(|(id, g)| (id, g.state))
-        .collect();
+    let (removed, others): (Vec<_>, Vec<_>) = groups.into_iter().partition(|(_, g)| g.removed);
+    let others = others.into_iter().map(|(id, g)| (id, g.state)).collect();
+    let removed = removed.into_iter().map(|(id, g)| (id, g.state)).collect();
     let segments = recovered
         .segments()
         .iter()
@@ -197,6 +201,7 @@ fn open_read_only(dir: &Path, mode: RecoveryMode) -> Result<ReadOnlyLog> {
         cp,
         state,
         others,
+        removed,
         segments,
         bad_tails,
     })
@@ -272,9 +277,15 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
     let stored: u64 = live.iter().map(|m| m.stored_len).sum();
     let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
     let segments = log.segments.clone();
-    let redb = log.cold.store().footprint(&st.cold.blocks);
+    let all_blocks: crate::cold::store::BlockIndex = log
+        .groups()
+        .chain(log.removed.iter().map(|(id, st)| (*id, st)))
+        .flat_map(|(_, st)| st.cold.blocks.values().map(|m| (m.id, *m)))
+        .collect();
+    let redb = log.cold.store().footprint(&all_blocks);
     Ok(Inspection {
         dir: dir.to_path_buf(),
+        groups: log.groups().map(|(id, _)| id).collect(),
         index_range: (!st.is_empty()).then_some((st.first, st.last)),
         last_index: st.last_index(),
         purge_boundary: st.purged,
@@ -342,6 +353,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
     }
     let indexes: std::collections::HashMap<crate::GroupId, _> = log
         .groups()
+        .chain(log.removed.iter().map(|(id, st)| (*id, st)))
         .map(|(id, st)| (id, st.cold.blocks.clone()))
         .collect();
     let indexed: usize = indexes.values().map(|i| i.len()).sum();

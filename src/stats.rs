@@ -34,6 +34,9 @@ pub struct Stats {
     pub redb_cache_bytes: u64,
     /// Accounted memory of the block index (a fixed cost per block, inside the budget).
     pub block_index_bytes: u64,
+    /// Accounted memory of the groups' own structures (about 1 KiB each), also set aside from the
+    /// ring's share.
+    pub group_bytes: u64,
     /// Memory set aside in the budget for a compaction round (compressed blocks, redb's dirty pages).
     pub compaction_reserve_bytes: u64,
     /// Memory set aside in the budget for what no counter sees: memory the allocator keeps after

@@ -104,6 +104,11 @@ impl Wal {
         self.sync.sync()
     }
 
+    /// `sync` without holding the caller's thread while another caller's fdatasync is in flight.
+    pub(crate) async fn sync_async(&self) -> Result<()> {
+        self.sync.clone().sync_async().await
+    }
+
     /// How many of the oldest closed segments every group's replay can do without, given what
     /// each group's durable cold checkpoint covers (`covered`; `None` for a group that is gone),
     /// and the sequence number just before the first segment that would then remain: a checkpoint

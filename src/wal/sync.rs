@@ -24,6 +24,8 @@ pub(crate) struct SyncPoint {
     cv: Condvar,
     /// fdatasyncs that succeeded (`Stats::wal_syncs`).
     count: std::sync::atomic::AtomicU64,
+    /// Bumped whenever a group commit ends (synced or failed), for `sync_async` waiters.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -114,6 +116,36 @@ impl SyncPoint {
         self.count.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// `sync` for async callers: a caller arriving while a group commit is in flight awaits its end
+    /// without holding a thread (so thousands of groups flushing at once on a few runtime threads
+    /// still share one fdatasync); one that finds none runs it on the runtime's blocking pool.
+    pub(super) async fn sync_async(self: Arc<Self>) -> Result<()> {
+        let mut ended = self.ended.subscribe();
+        let target = self.state.lock().written;
+        loop {
+            let lead = {
+                let s = self.state.lock();
+                if let Some(f) = &s.failed {
+                    return Err(f.error());
+                }
+                if s.synced >= target {
+                    return Ok(());
+                }
+                !s.syncing
+            };
+            if lead {
+                let me = self.clone();
+                return tokio::task::spawn_blocking(move || me.sync())
+                    .await
+                    .unwrap_or_else(|e| Err(Error::Closed(format!("the flush task failed: {e}"))));
+            }
+            // Subscribed before the look above, so a commit ending since is not missed.
+            if ended.changed().await.is_err() {
+                return Err(Error::Closed("the write-ahead log was closed".into()));
+            }
+        }
+    }
+
     /// Returns once every record written before the call is on stable storage.
     pub(super) fn sync(&self) -> Result<()> {
         let mut s = self.state.lock();
@@ -142,6 +174,7 @@ impl SyncPoint {
             s = self.state.lock();
             s.syncing = false;
             self.cv.notify_all();
+            self.ended.send_modify(|n| *n += 1);
             match (res, &file) {
                 (Ok(()), f) => {
                     s.synced = s.synced.max(upto);
