@@ -1,9 +1,10 @@
 //! `tierlog bench --workload many-groups`: many Raft groups in one engine (issue 11).
 //!
 //! Groups 1..=G are created in one engine (group 0, which always exists, stays empty) and written
-//! concurrently by `--concurrency` writer threads, each cycling over every `concurrency`-th group:
-//! a `--batch`-entry `persist_entries` then a `flush()`, so up to `concurrency` flushes are in
-//! flight and can share the write-ahead log's fdatasyncs (group commit). One group in ten has a
+//! concurrently by `--concurrency` writer tasks on the bench's two-thread tokio runtime (as a Raft
+//! node drives its groups: tasks, not a thread per group), each cycling over every
+//! `concurrency`-th group: a `--batch`-entry `persist_entries` then a `flush_async()`, so up to
+//! `concurrency` flushes are in flight and share the write-ahead log's fdatasyncs (group commit). One group in ten has a
 //! lagging follower that, in the second half of the run, reads the group's log from its oldest
 //! retained entry in 4-batch ranges (faster than the group writes, so it catches up). Every group
 //! purges its prefix once it holds more than half of what it will write plus an eighth, never past
@@ -157,10 +158,9 @@ struct WriterOut {
 }
 
 /// Sizes every writer shares.
-struct Plan<'a> {
-    rt: &'a Runtime,
-    shared: &'a Shared,
-    bar: &'a ProgressBar,
+struct Plan {
+    shared: Arc<Shared>,
+    bar: ProgressBar,
     batch: u64,
     rounds: u64,
     /// Entries a group keeps after a purge.
@@ -212,39 +212,35 @@ pub fn run(
         shares[k % workers as usize].push(g);
     }
     let bar = phase_bar(&shared, progress, "many-groups", rounds * args.batch * groups);
-    let plan = Plan {
-        rt,
-        shared: &shared,
-        bar: &bar,
+    let plan = Arc::new(Plan {
+        shared: shared.clone(),
+        bar: bar.clone(),
         batch: args.batch,
         rounds,
         window: rounds.div_ceil(2) * args.batch,
         step: (rounds / 8).max(1) * args.batch,
-    };
+    });
     let before = engine.stats();
     let start = Instant::now();
-    let outs: Vec<CliResult<WriterOut>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares
-            .iter_mut()
-            .map(|share| {
-                let plan = &plan;
-                s.spawn(move || writer(plan, share))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a writer thread panicked".into()))
-            })
-            .collect()
-    });
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .map(|share| rt.spawn(writer(plan.clone(), share)))
+        .collect();
+    let outs: Vec<CliResult<(WriterOut, Vec<GroupRun>)>> = tasks
+        .into_iter()
+        .map(|t| {
+            rt.block_on(t)
+                .unwrap_or_else(|e| Err(format!("a writer task failed: {e}").into()))
+        })
+        .collect();
     let wall = start.elapsed().as_secs_f64();
     bar.finish();
     let final_stats = engine.stats();
     let mut total_out = WriterOut::default();
+    let mut groups_runs: Vec<GroupRun> = Vec::with_capacity(groups as usize);
     for out in outs {
-        let out = out?;
+        let (out, share) = out?;
+        groups_runs.extend(share);
         total_out.append.merge(&out.append);
         total_out.flush.merge(&out.flush);
         total_out.read.merge(&out.read);
@@ -264,7 +260,6 @@ pub fn run(
         dir_apparent_bytes: apparent,
         dir_allocated_bytes: allocated,
     };
-    let groups_runs: Vec<GroupRun> = shares.into_iter().flatten().collect();
     let retained: u64 = groups_runs
         .iter()
         .map(|g| {
@@ -343,9 +338,9 @@ pub fn run(
     })
 }
 
-/// One writer thread: `rounds` rounds over its groups, each round a durable batch per group, the
+/// One writer task: `rounds` rounds over its groups, each round a durable batch per group, the
 /// lagging followers' reads and the purges.
-fn writer(plan: &Plan, groups: &mut [GroupRun]) -> CliResult<WriterOut> {
+async fn writer(plan: Arc<Plan>, mut groups: Vec<GroupRun>) -> CliResult<(WriterOut, Vec<GroupRun>)> {
     let mut out = WriterOut::default();
     for round in 0..plan.rounds {
         for g in groups.iter_mut() {
@@ -359,9 +354,9 @@ fn writer(plan: &Plan, groups: &mut [GroupRun]) -> CliResult<WriterOut> {
                 })
                 .collect();
             let t = Instant::now();
-            plan.rt.block_on(g.log.persist_entries(entries))?;
+            g.log.persist_entries(entries).await?;
             let f = Instant::now();
-            g.log.flush()?;
+            g.log.flush_async().await?;
             out.flush.record(f.elapsed());
             out.append.record(t.elapsed());
             g.model.write_tail(from, plan.batch, 1);
@@ -402,14 +397,14 @@ fn writer(plan: &Plan, groups: &mut [GroupRun]) -> CliResult<WriterOut> {
                 };
                 let upto = (g.model.last() - plan.window).min(keep_from.saturating_sub(1));
                 if upto >= g.model.first() {
-                    plan.rt.block_on(g.log.purge(LogId::new(1, upto)))?;
+                    g.log.purge(LogId::new(1, upto)).await?;
                     g.model.purge(upto);
                     out.purges += 1;
                 }
             }
         }
     }
-    Ok(out)
+    Ok((out, groups))
 }
 
 /// Reads every group of the reopened engine back and compares it with its model.
@@ -450,7 +445,7 @@ pub fn table(r: &GroupsReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\ntierlog bench: many-groups | {} groups, {} writer threads | payload {} (~{} B) | batch {}, flush after each | {} batches per group | budget {} | dir {}{}\n",
+        "\ntierlog bench: many-groups | {} groups, {} writer tasks | payload {} (~{} B) | batch {}, flush after each | {} batches per group | budget {} | dir {}{}\n",
         r.groups,
         r.concurrency,
         r.payload,

@@ -87,8 +87,9 @@ pub struct BenchArgs {
     /// many-groups: Raft groups created in the engine (ids 1..=G; group 0 stays empty).
     #[arg(long, default_value_t = 100)]
     pub groups: u64,
-    /// many-groups: writer threads, each cycling over its share of the groups, so up to this many
-    /// flushes are in flight and share the write-ahead log's fdatasyncs (at most --groups).
+    /// many-groups: writer tasks (on the bench's two runtime threads), each cycling over its share
+    /// of the groups, so up to this many flushes are in flight and share the write-ahead log's
+    /// fdatasyncs (at most --groups).
     #[arg(long, default_value_t = 64)]
     pub concurrency: u64,
     /// Print the report as JSON on stdout instead of the table.
