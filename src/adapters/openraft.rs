@@ -264,14 +264,11 @@ where
         if self.shared.log.is_write_durable() {
             return Ok(());
         }
-        let log = self.shared.log.clone();
-        // fdatasync can take milliseconds: keep it off the async workers when a tokio runtime is there.
+        let log = &self.shared.log;
+        // fdatasync can take milliseconds: with a tokio runtime, `flush_async` runs it on the blocking
+        // pool, and a flush of another group arriving meanwhile awaits that one without a thread.
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
-                .spawn_blocking(move || log.flush())
-                .await
-                .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
-                .map_err(to_io),
+            Ok(_) => log.flush_async().await.map_err(to_io),
             Err(_) => log.flush().map_err(to_io),
         }
     }
