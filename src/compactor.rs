@@ -7,7 +7,7 @@
 //! mutation invalidated; on disk the checkpoint stays consistent because its `applied_seq` is the
 //! snapshot's and replay re-applies everything after it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -57,7 +57,8 @@ struct Snapshot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Urgency {
     /// Timer or trigger: move only full blocks beyond the protected tail. A writer waiting for memory
-    /// (`Backpressure::ask_for_room`) turns the run into a forced one up to the last index at its start.
+    /// (`Backpressure::ask_for_room`) makes the run a forced one, up to the last index at its start,
+    /// for the groups furthest behind (see `most_behind`).
     Normal,
     /// A caller asked (`compact_now`): move every group's entries up to its last index when the
     /// run starts, protected tail and partial last block included.
@@ -89,6 +90,34 @@ pub(crate) struct Compactor {
     train_at: Option<u64>,
     /// When the last reclamation started (see `maybe_reclaim`).
     last_reclaim: Option<Instant>,
+}
+
+/// The groups a writer waiting for memory needs compacted: those with the most hot bytes not yet
+/// in the cold tier, until they add up to what the rings hold over their budget and a sixteenth of
+/// it more (so the writers do not wait again at once). Forcing every group instead would, with
+/// thousands of groups, cut each one's newest entries into a tiny block.
+fn most_behind(core: &Core, groups: &[Arc<GroupLog>]) -> HashSet<GroupId> {
+    let budget = core.ring_budget();
+    let want = core.totals.ring_bytes().saturating_sub(budget) + budget / 16;
+    let mut behind: Vec<(u64, GroupId)> = groups
+        .iter()
+        .map(|g| {
+            let st = g.state.read();
+            (st.ring.estimate_bytes_from(st.cold.hi + 1), g.id)
+        })
+        .filter(|(bytes, _)| *bytes > 0)
+        .collect();
+    behind.sort_unstable_by(|a, b| b.cmp(a));
+    let mut sum = 0;
+    behind
+        .into_iter()
+        .take_while(|(bytes, _)| {
+            let more = sum < want;
+            sum += bytes;
+            more
+        })
+        .map(|(_, id)| id)
+        .collect()
 }
 
 impl Compactor {
@@ -130,7 +159,8 @@ impl Compactor {
             return;
         }
         // Every group's blocks, newest first: one dictionary serves the whole file.
-        let blocks: Vec<BlockMeta> = core.all_blocks().into_values().rev().collect();
+        let mut blocks = core.all_blocks();
+        blocks.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
         let cold_raw: u64 = blocks.iter().map(|m| m.raw_len).sum();
         let train_at = *self.train_at.get_or_insert(cfg.dictionary_training_bytes);
         if cold_raw < train_at {
@@ -254,12 +284,19 @@ impl Compactor {
     pub(crate) fn run(&mut self, core: &Core, urgency: Urgency) -> Result<bool> {
         // Taken, not peeked: a writer that still waits after this run sets it again.
         let urgent = core.backpressure.take_urgent();
-        let force = urgency == Urgency::Force || urgent;
-        let todo = core
-            .groups()
+        let groups = core.groups();
+        let forced = if urgency == Urgency::Force {
+            None
+        } else if urgent {
+            Some(most_behind(core, &groups))
+        } else {
+            Some(HashSet::new())
+        };
+        let todo = groups
             .into_iter()
             .map(|g| {
                 let upto = g.last_index();
+                let force = forced.as_ref().is_none_or(|f| f.contains(&g.id));
                 (g, Bound { force, upto, seq: 0 })
             })
             .collect();

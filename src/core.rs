@@ -12,8 +12,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backpressure::Backpressure;
 use crate::budget::Budget;
+use crate::cold::block::BlockMeta;
 use crate::cold::reader::ColdReader;
-use crate::cold::store::{BlockIndex, Head};
+use crate::cold::store::Head;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::{GroupLog, MetaHome, Opening, Totals};
@@ -175,6 +176,19 @@ impl Core {
         }
     }
 
+    /// Drops clean entries of `first`'s ring, then of every other group's, while the rings together
+    /// are over their budget; the caller holds the writer lock (a writer about to wait for room:
+    /// clean entries of idle groups free memory without any compaction).
+    pub(crate) fn evict_any(&self, first: &GroupLog) {
+        self.evict(first, &mut first.state.write());
+        for g in self.groups() {
+            if !self.over_budget() {
+                break;
+            }
+            self.evict(&g, &mut g.state.write());
+        }
+    }
+
     /// Drops cold (clean) ring entries of every group while the rings together are over their
     /// budget. A writer holding its lock may be rehydrating against the current ring, so eviction
     /// is skipped rather than waited for; the writer evicts after applying, and a writer waiting
@@ -183,12 +197,14 @@ impl Core {
         if !self.over_budget() {
             return;
         }
-        if let Some(_no_writer) = self.wal.try_writer() {
-            for g in self.groups() {
-                if !self.over_budget() {
-                    break;
-                }
-                self.evict(&g, &mut g.state.write());
+        for g in self.groups() {
+            if !self.over_budget() {
+                break;
+            }
+            // Per group, so writers never wait for a walk over thousands of groups.
+            match self.wal.try_writer() {
+                Some(_no_writer) => self.evict(&g, &mut g.state.write()),
+                None => return,
             }
         }
     }
@@ -252,12 +268,12 @@ impl Core {
         }
     }
 
-    /// Every group's blocks (removed groups' too, until their deletion commits), keyed by id: what
-    /// the cold-tier file holds.
-    pub(crate) fn all_blocks(&self) -> BlockIndex {
-        let mut all = BlockIndex::new();
+    /// Every group's blocks (removed groups' too, until their deletion commits): what the
+    /// cold-tier file holds.
+    pub(crate) fn all_blocks(&self) -> Vec<BlockMeta> {
+        let mut all = Vec::with_capacity(self.totals.blocks() as usize);
         for g in self.groups() {
-            all.extend(g.state.read().cold.blocks.values().map(|m| (m.id, *m)));
+            all.extend(g.state.read().cold.blocks.values().copied());
         }
         all
     }

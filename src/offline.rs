@@ -277,10 +277,10 @@ pub fn inspect_with(dir: impl AsRef<Path>, mode: RecoveryMode) -> Result<Inspect
     let stored: u64 = live.iter().map(|m| m.stored_len).sum();
     let (_, spares) = wal::list_segments(&dir.join(WAL_DIR))?;
     let segments = log.segments.clone();
-    let all_blocks: crate::cold::store::BlockIndex = log
+    let all_blocks: Vec<_> = log
         .groups()
         .chain(log.removed.iter().map(|(id, st)| (*id, st)))
-        .flat_map(|(_, st)| st.cold.blocks.values().map(|m| (m.id, *m)))
+        .flat_map(|(_, st)| st.cold.blocks.values().copied())
         .collect();
     let redb = log.cold.store().footprint(&all_blocks);
     Ok(Inspection {

@@ -186,6 +186,16 @@ fn bench_refuses_bad_input() {
 
     let out = tierlog(&["bench", "--batch", "0"]);
     assert!(!out.status.success());
+
+    // many-groups has no timeline to plot, and needs a group and a writer.
+    let out = tierlog(&["bench", "--workload", "many-groups", "--plot", "x.svg"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--plot"), "{}", stderr(&out));
+    for bad in [["--groups", "0"], ["--concurrency", "0"], ["--flush-every", "2"]] {
+        let out = tierlog(&["bench", "--workload", "many-groups", bad[0], bad[1]]);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(stderr(&out).contains(bad[0]), "{bad:?}: {}", stderr(&out));
+    }
 }
 
 /// A `--plot` path that cannot be written is refused before the workload runs: no log directory is
@@ -842,4 +852,74 @@ fn bench_serves_metrics_for_prometheus() {
         2.0,
         "the run's open and the reopen"
     );
+}
+
+#[test]
+fn many_groups_bench_reports_consistent_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny_config(tmp.path());
+    let dir = tmp.path().join("log").display().to_string();
+    // 8 groups x 16 batches of 64 entries (~2 MB) under the tiny 1 MiB budget: the lagging
+    // follower's old ranges reach the cold tier and every group purges.
+    let out = tierlog(&[
+        "bench",
+        "--workload",
+        "many-groups",
+        "--groups",
+        "8",
+        "--entries",
+        "8192",
+        "--json",
+        "--config",
+        &config,
+        "--dir",
+        &dir,
+    ]);
+    assert!(out.status.success(), "bench failed: {}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert_eq!(r["workload"], "many-groups");
+    assert_eq!(u(&r["groups"]), 8);
+    assert_eq!(u(&r["concurrency"]), 8, "no more writers than groups");
+    assert_eq!(u(&r["batches_per_group"]), 16);
+    assert_eq!(u(&r["entries_written"]), 8 * 16 * 64);
+    assert!(
+        u(&r["bytes_written"]) > 8 * 16 * 64 * 100,
+        "kv payloads average ~256 B"
+    );
+    assert!(f(&r["entries_per_sec"]) > 0.0);
+    assert!(f(&r["seconds"]) > 0.0);
+    // One durable batch = one persist_entries and one flush, 16 per group.
+    assert_eq!(u(&r["append"]["count"]), 8 * 16);
+    assert_eq!(u(&r["flush"]["count"]), 8 * 16);
+    // The write phase's fdatasyncs (group commits, and the zero-filled steps and sealed segments
+    // of the write-ahead log): some, and no more than the engine counted since it opened.
+    let syncs = u(&r["wal_syncs"]);
+    assert!(syncs >= 1);
+    assert!(syncs <= u(&r["final_stats"]["wal_syncs"]));
+    assert!((f(&r["wal_syncs_per_sec"]) - syncs as f64 / f(&r["seconds"])).abs() < 1e-6);
+    // Group 1 is the lagging one; every entry it read was served by one tier or the other.
+    let lag = &r["lag_reads"];
+    assert_eq!(u(&lag["groups"]), 1);
+    assert!(u(&lag["entries"]) > 0);
+    assert_eq!(u(&lag["hot_reads"]) + u(&lag["cold_reads"]), u(&lag["entries"]));
+    assert!(u(&r["purges"]) >= 8, "every group purges at least once");
+    let retained = u(&r["retained_logical_bytes"]);
+    assert!(
+        retained > 0 && retained < u(&r["bytes_written"]),
+        "purges drop a prefix"
+    );
+    let allocated = u(&r["disk"]["dir_allocated_bytes"]);
+    assert!(allocated > 0);
+    assert!((f(&r["disk_per_retained_byte"]) - allocated as f64 / retained as f64).abs() < 1e-9);
+    assert_eq!(u(&r["memory"]["budget_bytes"]), 1048576);
+    assert!(u(&r["memory"]["peak_rss_bytes"]) > 0);
+    let v = &r["verification"];
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["error"].is_null());
+    assert_eq!(u(&v["groups_checked"]), 8);
+    let checked = u(&v["entries_checked"]);
+    assert!(checked > 0 && checked < 8 * 16 * 64, "{checked} entries checked");
+    assert!(f(&v["reopen_seconds"]) > 0.0);
 }

@@ -1,7 +1,8 @@
 //! d-engine 0.2.4 storage adapter.
 //!
 //! [`DEngineStorage`] implements d-engine's `StorageEngine`, `LogStore` and `MetaStore` over a
-//! [`TieredEngine`], so a d-engine node keeps its Raft log and hard state in tierlog:
+//! [`TieredEngine`], so a d-engine node keeps its Raft log and hard state in tierlog. d-engine 0.2.4
+//! runs one Raft group per node, so the adapter serves the engine's group 0:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

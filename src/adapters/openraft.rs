@@ -17,15 +17,30 @@
 //! ```
 //! (`tests/adapters/tests/adapters/openraft_cluster.rs` is the complete, compiled version with an in-process network.)
 //!
+//! # Many groups on one engine
+//! A node hosting several Raft groups (several `Raft` instances) keeps them in one engine, one
+//! [`Group`] each, so all share one write-ahead stream, one fdatasync per flush, one cold tier and one
+//! memory budget:
+//!
+//! ```ignore
+//! let engine = tierlog::TieredEngine::open("/var/lib/node1/raft-log", tierlog::Config::default()).await?;
+//! let group = engine.create_group(7).await?; // after a restart: engine.group(7)?
+//! let log_store = OpenraftLogStore::<TypeConfig>::with_group(group, "/var/lib/node1/committed-7.json").await?;
+//! ```
+//! [`OpenraftLogStore::open`] and [`OpenraftLogStore::with_engine`] serve group 0, so a directory
+//! written before groups existed opens unchanged.
+//! (`tests/adapters/tests/adapters/openraft_groups.rs`: four groups on three nodes, one engine each.)
+//!
 //! # Mapping
 //! - openraft log index `i` is tierlog index `i + 1` (tierlog reserves 0 for "no entry").
 //! - Each openraft entry is serialized whole (serde_json) into tierlog's `payload`; tierlog's `term`
 //!   field holds the entry's term (via [`LeaderTerm`]) so `tierlog dump` shows it.
 //! - The vote (with its `committed` flag) and the full purged log id (leader id included) do not fit
 //!   tierlog's `HardState` / `LogId` for every openraft type configuration (node ids and leader ids
-//!   are generic), so they are kept, serialized with serde_json, in tierlog's meta store as its
-//!   application-metadata blob ([`TierMetaStore::save_app_meta`](crate::TierMetaStore::save_app_meta)):
-//!   two checksummed slots, fdatasync'ed on every save, never torn.
+//!   are generic), so they are kept, serialized with serde_json, in the group's meta store as its
+//!   application-metadata blob ([`TierMetaStore::save_app_meta`]): durable when the save returns,
+//!   never torn (group 0's in two checksummed slots of its own file, other groups' in the shared
+//!   write-ahead log).
 //!
 //! # Durability
 //! `append` hands its callback `Ok` only after `flush()` (one group-committed fdatasync) returned, or
@@ -55,7 +70,10 @@ use openraft::{NodeId, OptionalSend, RaftTypeConfig};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
-use crate::{Config, Entry, Error, LogId, LogStore, StorageEngine, TierLogStore, TieredEngine};
+use crate::{
+    Config, Entry, Error, Group, GroupId, LogId, LogStore, StorageEngine, TierLogStore, TierMetaStore,
+    TieredEngine,
+};
 
 /// Name of the best-effort file holding the last committed log id (see [`OpenraftLogStore`]'s
 /// `save_committed`).
@@ -100,7 +118,10 @@ pub struct OpenraftLogStore<C: RaftTypeConfig> {
 
 struct Shared<C: RaftTypeConfig> {
     engine: TieredEngine,
+    /// The tierlog group this store serves (0 for [`OpenraftLogStore::open`] / `with_engine`).
+    group: GroupId,
     log: Arc<TierLogStore>,
+    meta_store: Arc<TierMetaStore>,
     committed_path: PathBuf,
     committed: RwLock<Option<LogIdOf<C>>>,
     /// Serialises read-modify-write saves of the blob, so a vote and a purge never undo each other.
@@ -155,17 +176,42 @@ where
         Self::with_engine(engine, dir.join(COMMITTED_FILE)).await
     }
 
-    /// Wraps an open engine whose meta store holds (or will hold) the vote and purged log id;
-    /// `committed_path` is the best-effort committed-log-id hint file. Finishes a purge that a crash
-    /// interrupted after the purged log id was recorded.
+    /// Wraps an open engine and serves its group 0: the group's meta store holds (or will hold) the
+    /// vote and purged log id; `committed_path` is the best-effort committed-log-id hint file.
+    /// Finishes a purge that a crash interrupted after the purged log id was recorded.
     pub async fn with_engine(
         engine: TieredEngine,
         committed_path: impl Into<PathBuf>,
     ) -> crate::Result<Self> {
-        let meta = read_meta::<C>(&engine)?;
-        let committed_path = committed_path.into();
+        let (log, meta_store) = (engine.log_store(), engine.meta_store());
+        Self::with_handles(engine, 0, log, meta_store, committed_path.into()).await
+    }
+
+    /// Serves tierlog group `group` of its engine (see [`TieredEngine::create_group`]): the group's
+    /// meta store holds (or will hold) the vote and purged log id, `committed_path` is this group's
+    /// best-effort committed-log-id hint file (one per group; the caller picks it). Finishes a purge
+    /// that a crash interrupted after the purged log id was recorded. Build one store per group and
+    /// clone it; two stores built on the same group would each cache their own copy of the vote.
+    pub async fn with_group(group: Group, committed_path: impl Into<PathBuf>) -> crate::Result<Self> {
+        Self::with_handles(
+            group.engine().clone(),
+            group.id(),
+            group.log_store(),
+            group.meta_store(),
+            committed_path.into(),
+        )
+        .await
+    }
+
+    async fn with_handles(
+        engine: TieredEngine,
+        group: GroupId,
+        log: Arc<TierLogStore>,
+        meta_store: Arc<TierMetaStore>,
+        committed_path: PathBuf,
+    ) -> crate::Result<Self> {
+        let meta = read_meta::<C>(&engine, group, &meta_store)?;
         let committed = read_committed_hint::<C>(&committed_path);
-        let log = engine.log_store();
         if let Some(purged) = &meta.last_purged {
             let wanted = to_tier_log_id::<C>(purged);
             let have = log.load_purge_boundary()?.map_or(0, |b| b.index);
@@ -176,7 +222,9 @@ where
         Ok(OpenraftLogStore {
             shared: Arc::new(Shared {
                 engine,
+                group,
                 log,
+                meta_store,
                 committed_path,
                 committed: RwLock::new(committed),
                 meta_write: Mutex::new(()),
@@ -185,9 +233,15 @@ where
         })
     }
 
-    /// The wrapped engine (for [`TieredEngine::stats`] and [`TieredEngine::compact_now`]).
+    /// The wrapped engine (for [`TieredEngine::stats`] and [`TieredEngine::compact_now`]), shared
+    /// by every group the engine hosts.
     pub fn engine(&self) -> &TieredEngine {
         &self.shared.engine
+    }
+
+    /// The tierlog group this store serves.
+    pub fn group_id(&self) -> GroupId {
+        self.shared.group
     }
 
     /// Durably replaces the blob in tierlog's meta store, then publishes the new value to readers.
@@ -201,11 +255,7 @@ where
             last_purged: next.last_purged.as_ref(),
         };
         let bytes = serde_json::to_vec(&blob).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.shared
-            .engine
-            .meta_store()
-            .save_app_meta(&bytes)
-            .map_err(to_io)?;
+        self.shared.meta_store.save_app_meta(&bytes).map_err(to_io)?;
         *self.shared.meta.write() = next;
         Ok(())
     }
@@ -214,14 +264,11 @@ where
         if self.shared.log.is_write_durable() {
             return Ok(());
         }
-        let log = self.shared.log.clone();
-        // fdatasync can take milliseconds: keep it off the async workers when a tokio runtime is there.
+        let log = &self.shared.log;
+        // fdatasync can take milliseconds: with a tokio runtime, `flush_async` runs it on the blocking
+        // pool, and a flush of another group arriving meanwhile awaits that one without a thread.
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
-                .spawn_blocking(move || log.flush())
-                .await
-                .map_err(|e| io::Error::other(format!("flush task failed: {e}")))?
-                .map_err(to_io),
+            Ok(_) => log.flush_async().await.map_err(to_io),
             Err(_) => log.flush().map_err(to_io),
         }
     }
@@ -287,21 +334,32 @@ pub fn to_io(e: Error) -> io::Error {
     io::Error::new(kind, e)
 }
 
-fn read_meta<C: RaftTypeConfig>(engine: &TieredEngine) -> crate::Result<RaftMeta<C>> {
-    let Some(bytes) = engine.meta_store().load_app_meta()? else {
+fn read_meta<C: RaftTypeConfig>(
+    engine: &TieredEngine,
+    group: GroupId,
+    meta_store: &TierMetaStore,
+) -> crate::Result<RaftMeta<C>> {
+    let Some(bytes) = meta_store.load_app_meta()? else {
         return Ok(RaftMeta {
             vote: None,
             last_purged: None,
         });
     };
-    // The blob passed its checksum, so a parse failure is a blob some other program stored.
-    let path = engine.dir().join(crate::layout::APP_META_FILE);
-    let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::corruption_of_file(&path, format!("not the openraft adapter's metadata: {e}")))?;
+    // The blob passed its checksum, so a parse failure is a blob some other program stored. Group
+    // 0's blob has a file of its own; other groups' blobs live in the write-ahead log, so the error
+    // names the engine directory and the group.
+    let (path, whose) = if group == 0 {
+        (engine.dir().join(crate::layout::APP_META_FILE), String::new())
+    } else {
+        (engine.dir().to_path_buf(), format!("group {group}: "))
+    };
+    let blob: MetaBlob<VoteOf<C>, LogIdOf<C>> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::corruption_of_file(&path, format!("{whose}not the openraft adapter's metadata: {e}"))
+    })?;
     if blob.format != META_FORMAT {
         return Err(Error::corruption_of_file(
             &path,
-            format!("unknown openraft metadata format {}", blob.format),
+            format!("{whose}unknown openraft metadata format {}", blob.format),
         ));
     }
     Ok(RaftMeta {

@@ -648,13 +648,13 @@ pub(crate) struct Footprint {
 impl ColdStore {
     /// The file's footprint against `index`, every block the file holds (purged ones included until
     /// their deletion commits).
-    pub(crate) fn footprint(&self, index: &BlockIndex) -> Footprint {
+    pub(crate) fn footprint(&self, blocks: &[BlockMeta]) -> Footprint {
         let file_bytes = self.file_bytes();
-        let stored: u64 = index.values().map(|m| m.stored_len).sum();
+        let stored: u64 = blocks.iter().map(|m| m.stored_len).sum();
         Footprint {
             file_bytes,
             fragmented_bytes: file_bytes.saturating_sub(stored),
-            free_bytes: file_bytes.saturating_sub(estimated_bytes_in_use(index.values())),
+            free_bytes: file_bytes.saturating_sub(estimated_bytes_in_use(blocks)),
         }
     }
 }

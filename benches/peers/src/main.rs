@@ -1,11 +1,14 @@
 //! `peers`: the same Raft-log workloads on tierlog, raft-engine, raft-log, a plain redb store, d-engine's
 //! `FileStorageEngine` and the raw disk, in one command, with every figure as a ratio to tierlog.
+//! The many-groups workload compares tierlog's groups in one engine with raft-engine's regions in
+//! one engine and with one tierlog directory per group (`src/groups.rs`).
 //!
 //! Every (store, workload) pair runs in a child process of this binary (so peak RSS is that
 //! pair's alone, and a crash of one store does not hide the others); the parent orchestrates,
 //! rotates the order between rounds, and prints markdown tables.
 #![forbid(unsafe_code)]
 
+mod groups;
 mod native;
 mod others;
 #[allow(dead_code)] // shared with the tierlog CLI; the labels are unused here
@@ -30,14 +33,16 @@ struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
     /// Stores to run (comma-separated): tierlog, raft-engine, raft-log, redb, d-engine, raw-append,
-    /// raw-prealloc.
+    /// raw-prealloc, tierlog-dirs (one tierlog directory per group; many-groups only). many-groups
+    /// runs only tierlog, raft-engine and tierlog-dirs.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tierlog,raft-engine,raft-log,redb,d-engine,raw-append,raw-prealloc"
+        default_value = "tierlog,raft-engine,raft-log,redb,d-engine,raw-append,raw-prealloc,tierlog-dirs"
     )]
     peers: Vec<String>,
-    /// Workloads to run (comma-separated): leader-append, follower-catchup, long-retention.
+    /// Workloads to run (comma-separated): leader-append, follower-catchup, long-retention,
+    /// many-groups (not run unless named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -83,6 +88,23 @@ struct Cli {
     /// Payload seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// many-groups: the group counts to run, one child per (store, count) (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    groups: Vec<u64>,
+    /// many-groups: durable 64-entry batches written, all groups together (each group writes at
+    /// least 4).
+    #[arg(long, default_value_t = 16_000)]
+    group_batches: u64,
+    /// many-groups: writer threads (durable appends in flight), each cycling over its share of the groups.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u64,
+    /// many-groups: tierlog's memory budget for all groups (bytes); tierlog-dirs gives each engine
+    /// its share, at least 1 MiB.
+    #[arg(long, default_value_t = 256 << 20)]
+    groups_budget: u64,
+    /// many-groups: rounds per (store, group count).
+    #[arg(long, default_value_t = 1)]
+    group_rounds: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,8 +151,18 @@ fn open_peer(name: &str, dir: &Path, p: &Params, workload: &str) -> R<Box<dyn Pe
 }
 
 fn child(peer_name: &str, workload: &str, dir: &Path, params: &str) -> R<Outcome> {
-    let p: Params = serde_json::from_str(params)?;
+    let mut p: Params = serde_json::from_str(params)?;
     std::fs::create_dir_all(dir)?;
+    if let Some(n) = workload.strip_prefix("many-groups-") {
+        p.groups = n.parse()?;
+        let mut store = groups::open(peer_name, dir, &p)?;
+        let mut out = groups::many_groups(store.as_mut(), &p, dir)?;
+        drop(store);
+        out.peer = peer_name.to_string();
+        out.workload = workload.to_string();
+        out.peak_rss = peak_rss();
+        return Ok(out);
+    }
     let mut peer = open_peer(peer_name, dir, &p, workload)?;
     let mut out = match workload {
         "leader-append" => workloads::leader_append(peer.as_mut(), &p, dir)?,
@@ -218,6 +250,10 @@ fn main() {
         tierlog_budget: cli.tierlog_budget,
         seed: cli.seed,
         payload: cli.payload.clone(),
+        groups: 0,
+        group_batches: cli.group_batches,
+        concurrency: cli.concurrency,
+        groups_budget: cli.groups_budget,
     };
     let params_json = serde_json::to_string(&params).unwrap_or_default();
     let base = cli
@@ -226,16 +262,33 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("tierlog-peers-{}", std::process::id()));
     let mut results = table::Results::default();
-    for workload in &cli.workloads {
+    // many-groups runs once per group count, each its own "workload" many-groups-<G>.
+    let workloads: Vec<String> = cli
+        .workloads
+        .iter()
+        .flat_map(|w| match w.as_str() {
+            "many-groups" => cli.groups.iter().map(|g| format!("many-groups-{g}")).collect(),
+            _ => vec![w.clone()],
+        })
+        .collect();
+    for workload in &workloads {
+        let many = workload.starts_with("many-groups-");
         let rounds = if workload == "leader-append" {
             cli.rounds
+        } else if many {
+            cli.group_rounds
         } else {
             cli.read_rounds
         };
         let peers: Vec<&String> = cli
             .peers
             .iter()
-            .filter(|p| workload == "leader-append" || p.as_str() != "raw-prealloc")
+            .filter(|p| match p.as_str() {
+                _ if many => groups::PEERS.contains(&p.as_str()),
+                "raw-prealloc" => workload == "leader-append",
+                "tierlog-dirs" => false,
+                _ => true,
+            })
             .collect();
         for round in 0..rounds {
             for k in 0..peers.len() {
@@ -250,5 +303,5 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&base);
-    print!("{}", table::render(&results, &params, &cli.peers));
+    print!("{}", table::render(&results, &params, &cli.peers, &cli.groups));
 }

@@ -32,8 +32,25 @@ impl MessageExt for EntryMsg {
 }
 
 /// Bytes of an entry's payload (what follows index and term).
-fn payload_len(e: &BytesValue) -> usize {
+pub fn payload_len(e: &BytesValue) -> usize {
     e.value.len().saturating_sub(16)
+}
+
+/// raft-engine's form of a batch (see [`EntryMsg`]).
+pub fn messages(batch: &[Ent]) -> Vec<BytesValue> {
+    batch
+        .iter()
+        .map(|e| {
+            let mut value = Vec::with_capacity(16 + e.payload.len());
+            value.extend_from_slice(&e.index.to_le_bytes());
+            value.extend_from_slice(&e.term.to_le_bytes());
+            value.extend_from_slice(&e.payload);
+            BytesValue {
+                value,
+                ..BytesValue::default()
+            }
+        })
+        .collect()
 }
 
 /// One Raft group, as TiKV uses the engine.
@@ -66,19 +83,7 @@ impl RaftEngine {
 
 impl Peer for RaftEngine {
     fn append(&mut self, batch: &[Ent], sync: bool) -> R<()> {
-        let entries: Vec<BytesValue> = batch
-            .iter()
-            .map(|e| {
-                let mut value = Vec::with_capacity(16 + e.payload.len());
-                value.extend_from_slice(&e.index.to_le_bytes());
-                value.extend_from_slice(&e.term.to_le_bytes());
-                value.extend_from_slice(&e.payload);
-                BytesValue {
-                    value,
-                    ..BytesValue::default()
-                }
-            })
-            .collect();
+        let entries = messages(batch);
         let mut lb = LogBatch::default();
         lb.add_entries::<EntryMsg>(REGION, &entries)?;
         self.engine()?.write(&mut lb, sync)?;

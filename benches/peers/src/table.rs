@@ -49,6 +49,17 @@ impl Results {
             disk_bytes: med(|o| o.disk_bytes as f64) as u64,
             logical_bytes: runs[0].logical_bytes,
             peak_rss: med(|o| o.peak_rss as f64) as u64,
+            groups: runs[0].groups,
+            concurrency: runs[0].concurrency,
+            syncs_per_sec: if runs.iter().all(|o| o.syncs_per_sec.is_some()) {
+                Some(med(|o| o.syncs_per_sec.unwrap_or(0.0)))
+            } else {
+                None
+            },
+            budget: runs[0].budget,
+            entries_read: runs[0].entries_read,
+            lag_read_p50_us: med(|o| o.lag_read_p50_us),
+            lag_read_p99_us: med(|o| o.lag_read_p99_us),
         })
     }
 }
@@ -69,7 +80,7 @@ fn per_logical(o: &Outcome) -> f64 {
 }
 
 /// The report: one table per workload, then the targets.
-pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
+pub fn render(r: &Results, p: &Params, peers: &[String], group_counts: &[u64]) -> String {
     let mut s = String::new();
     let base = |w: &str| r.median(w, "tierlog");
     let rows = |w: &str| -> Vec<(String, Outcome)> {
@@ -176,7 +187,114 @@ pub fn render(r: &Results, p: &Params, peers: &[String]) -> String {
         }
         errors(&mut s, "long-retention");
     }
-    s.push_str(&targets(r, p));
+    let single = ["leader-append", "follower-catchup", "long-retention"];
+    if single.iter().any(|w| !rows(w).is_empty()) {
+        s.push_str(&targets(r, p));
+    }
+    let many: Vec<(u64, String)> = group_counts
+        .iter()
+        .map(|g| (*g, format!("many-groups-{g}")))
+        .filter(|(_, w)| !rows(w).is_empty() || r.errors.keys().any(|(ew, _)| ew == w))
+        .collect();
+    if !many.is_empty() {
+        s.push_str(&many_groups(r, p, &many, &rows));
+    }
+    s
+}
+
+/// The many-groups table (one row per group count and store) and issue 11's targets.
+fn many_groups(
+    r: &Results,
+    p: &Params,
+    many: &[(u64, String)],
+    rows: &dyn Fn(&str) -> Vec<(String, Outcome)>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### many-groups: G groups on one node, {} x {} B batches each durable before the group's next, {} batches in all (at least {} per group), {} writer threads; 1 group in {} has a lagging follower reading old ranges; every group purges behind a window of half its writes\n",
+        p.batch,
+        p.entry_size,
+        p.group_batches,
+        crate::groups::MIN_GROUP_BATCHES,
+        p.concurrency,
+        10,
+    );
+    let _ = writeln!(
+        s,
+        "| groups | store | entries/s | fdatasyncs/s | append p50 / p99 µs | lag read p50 µs | peak RSS | budget | RSS / budget | disk / retained logical byte | reopen ms | entries/s vs tierlog |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (g, w) in many {
+        let base = r.median(w, "tierlog");
+        for (peer, o) in rows(w) {
+            let budget = if o.budget > 0 { mib(o.budget) } else { "-".into() };
+            let to_budget = if o.budget > 0 {
+                format!("{:.2}", o.peak_rss as f64 / o.budget as f64)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                s,
+                "| {g} | {peer} | {:.0} | {} | {:.0} / {:.0} | {:.0} | {} | {budget} | {to_budget} | {:.3} | {:.1} | {} |",
+                o.entries_per_sec,
+                o.syncs_per_sec
+                    .map_or_else(|| "not counted".to_string(), |v| format!("{v:.0}")),
+                o.p50_us,
+                o.p99_us,
+                o.lag_read_p50_us,
+                mib(o.peak_rss),
+                per_logical(&o),
+                o.reopen_ms,
+                ratio(o.entries_per_sec, base.as_ref().map(|b| b.entries_per_sec)),
+            );
+        }
+        for ((ew, peer), e) in &r.errors {
+            if ew == w {
+                let _ = writeln!(s, "| {g} | {peer} | failed: {e} |");
+            }
+        }
+    }
+
+    let _ = writeln!(s, "\n### targets (issue 11)\n");
+    let div = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let eps = |w: &str, peer: &str| r.median(w, peer).map(|o| o.entries_per_sec);
+    let at = |g: u64| format!("many-groups-{g}");
+    if many.iter().any(|(g, _)| *g == 1000) {
+        let w = at(1000);
+        check(
+            &mut s,
+            "1,000 groups aggregate durable entries/s, tierlog / raft-engine",
+            div(eps(&w, "tierlog"), eps(&w, "raft-engine")),
+            ">= 1.5",
+            |v| v >= 1.5,
+            &[],
+        );
+        check(
+            &mut s,
+            "1,000 groups aggregate durable entries/s, tierlog / tierlog-dirs (one directory per group)",
+            div(eps(&w, "tierlog"), eps(&w, "tierlog-dirs")),
+            ">= 10",
+            |v| v >= 10.0,
+            &[],
+        );
+    } else {
+        let _ = writeln!(s, "- 1,000 groups entries/s: not run (add 1000 to --groups)");
+    }
+    for (g, w) in many {
+        let rss = r
+            .median(w, "tierlog")
+            .filter(|o| o.budget > 0)
+            .map(|o| o.peak_rss as f64 / o.budget as f64);
+        check(
+            &mut s,
+            &format!("{g} groups peak RSS / memory budget, tierlog"),
+            rss,
+            "<= 1.10",
+            |v| v <= 1.10,
+            &[],
+        );
+    }
     s
 }
 

@@ -34,6 +34,20 @@ pub struct Params {
     pub seed: u64,
     /// `kv` or `random`.
     pub payload: String,
+    /// many-groups: Raft groups (set per child from the `--groups` list).
+    #[serde(default)]
+    pub groups: u64,
+    /// many-groups: durable batches written, all groups together (each group writes at least
+    /// `MIN_GROUP_BATCHES`).
+    #[serde(default)]
+    pub group_batches: u64,
+    /// many-groups: writer threads, each driving its share of the groups (in-flight durable appends).
+    #[serde(default)]
+    pub concurrency: u64,
+    /// many-groups: tierlog's memory budget for all groups together (one engine's budget; one
+    /// directory per group gives each engine its share, at least the 1 MiB `Config::validate` accepts).
+    #[serde(default)]
+    pub groups_budget: u64,
 }
 
 /// What one (peer, workload) run measured. Unmeasured fields stay 0.
@@ -69,19 +83,49 @@ pub struct Outcome {
     pub logical_bytes: u64,
     /// Peak RSS of the child process.
     pub peak_rss: u64,
+    /// many-groups: groups held.
+    #[serde(default)]
+    pub groups: u64,
+    /// many-groups: writer threads.
+    #[serde(default)]
+    pub concurrency: u64,
+    /// many-groups: write-ahead fdatasyncs per second of the write phase, when the store counts them.
+    #[serde(default)]
+    pub syncs_per_sec: Option<f64>,
+    /// many-groups: the memory budget of the store (all engines together), 0 when it has none.
+    #[serde(default)]
+    pub budget: u64,
+    /// many-groups: entries the lagging followers read.
+    #[serde(default)]
+    pub entries_read: u64,
+    /// many-groups: median time of one lagging-follower range read (µs).
+    #[serde(default)]
+    pub lag_read_p50_us: f64,
+    /// many-groups: 99th percentile of the same (µs).
+    #[serde(default)]
+    pub lag_read_p99_us: f64,
 }
 
-struct Lat(Histogram<u64>);
+/// A latency histogram (ns).
+pub struct Lat(Histogram<u64>);
 
 impl Lat {
-    fn new() -> Lat {
+    /// An empty histogram.
+    pub fn new() -> Lat {
         Lat(Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("constant bounds are valid"))
     }
-    fn rec(&mut self, d: Duration) {
+    /// Records one duration.
+    pub fn rec(&mut self, d: Duration) {
         self.0.saturating_record(d.as_nanos().max(1) as u64);
     }
-    fn us(&self, q: f64) -> f64 {
+    /// The `q` quantile in µs.
+    pub fn us(&self, q: f64) -> f64 {
         self.0.value_at_quantile(q) as f64 / 1e3
+    }
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Lat) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.0.add(&other.0);
     }
 }
 

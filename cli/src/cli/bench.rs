@@ -13,8 +13,8 @@ use super::payload::{PayloadGen, Rng};
 use super::report::{Disk, Memory, Report, Tiers, table};
 use super::runner::{PhaseReport, Run, Shape, phase_bar};
 use super::verify::verify;
-use super::workload::run_phase;
-use super::{BenchArgs, CliResult, plot, sys};
+use super::workload::{Workload, run_phase};
+use super::{BenchArgs, CliResult, groups, plot, sys};
 
 /// Entry point of `tierlog bench`; returns the exit code (1 when verification failed).
 pub fn main(args: BenchArgs) -> CliResult<i32> {
@@ -28,6 +28,18 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
     if let Some(budget) = args.memory_budget {
         config.memory_budget_bytes = budget;
         config.validate()?;
+    }
+    let many_groups = args.workload == Workload::ManyGroups;
+    if many_groups {
+        if args.plot.is_some() {
+            return Err("--plot draws one log's phases; many-groups has none (use --json)".into());
+        }
+        if args.groups == 0 || args.concurrency == 0 {
+            return Err("--groups and --concurrency must be at least 1".into());
+        }
+        if args.flush_every != 1 {
+            return Err("many-groups flushes after every batch: --flush-every must be 1".into());
+        }
     }
     if let Some(path) = &args.plot {
         check_writable(path)?;
@@ -55,6 +67,18 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    if many_groups {
+        let report = groups::run(&args, config, &dir, payloads, temp.is_none(), &runtime)?;
+        drop(on_signal);
+        drop(temp);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", groups::table(&report));
+        }
+        linger(&args);
+        return Ok(if report.verification.ok { 0 } else { 1 });
+    }
     let report = runtime.block_on(run_bench(&args, config, &dir, payloads, temp.is_none()))?;
     drop(on_signal);
     drop(temp); // removes the temporary directory
@@ -67,12 +91,17 @@ pub fn main(args: BenchArgs) -> CliResult<i32> {
         plot::draw(path, &report.timeline, report.config.memory_budget_bytes)?;
         eprintln!("plot written to {}", path.display());
     }
+    linger(&args);
+    Ok(if report.verification.ok { 0 } else { 1 })
+}
+
+/// With `--metrics-linger`, keeps serving the metrics until standard input is closed.
+fn linger(args: &BenchArgs) {
     if let (true, Some(addr)) = (args.metrics_linger, args.metrics_addr) {
         eprintln!("metrics: serving at http://{addr}/metrics until standard input is closed");
         // Any end of input, an error included, ends the wait.
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
     }
-    Ok(if report.verification.ok { 0 } else { 1 })
 }
 
 /// Installs the Prometheus exporter as the process's metrics recorder, with its HTTP listener on

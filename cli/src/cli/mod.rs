@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod bench;
+pub mod groups;
 pub mod inspect;
 pub mod metrics;
 pub mod model;
@@ -61,7 +62,8 @@ pub struct BenchArgs {
     /// Engine configuration file (TOML, see config/default.toml). Default: the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Entries written by each phase (default: 1.5M, 1.5M and 4M for the three phases).
+    /// Entries written by each phase (default: 1.5M, 1.5M and 4M for the three phases); for
+    /// many-groups, by all groups together (default 2M; each group writes at least 4 batches).
     #[arg(long)]
     pub entries: Option<u64>,
     /// Average payload size in bytes.
@@ -82,6 +84,14 @@ pub struct BenchArgs {
     /// Seed of payloads and read positions (same seed, same bytes).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// many-groups: Raft groups created in the engine (ids 1..=G; group 0 stays empty).
+    #[arg(long, default_value_t = 100)]
+    pub groups: u64,
+    /// many-groups: writer tasks (on the bench's two runtime threads), each cycling over its share
+    /// of the groups, so up to this many flushes are in flight and share the write-ahead log's
+    /// fdatasyncs (at most --groups).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u64,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     pub json: bool,

@@ -127,6 +127,19 @@ impl PayloadGen {
         self
     }
 
+    /// The same generator with another seed: `tierlog bench --workload many-groups` gives each
+    /// Raft group its own, so groups do not hold identical logs.
+    #[allow(dead_code)] // not used by the peers benchmark, which includes this file
+    pub fn reseeded(&self, seed: u64) -> PayloadGen {
+        PayloadGen { seed, ..self.clone() }
+    }
+
+    /// The seed.
+    #[allow(dead_code)] // not used by the peers benchmark, which includes this file
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// Report label of the payload kind.
     pub fn label(&self) -> String {
         self.kind.label()

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 use serde::Serialize;
-use tierlog::{LogStore, StorageEngine, TieredEngine};
+use tierlog::{LogStore, StorageEngine, TierLogStore, TieredEngine};
 
 use super::CliResult;
 use super::model::Model;
@@ -66,7 +66,19 @@ fn check(
     bar: &ProgressBar,
     checked: &mut u64,
 ) -> CliResult<Result<(), String>> {
-    let log = engine.log_store();
+    check_log(&engine.log_store(), model, payloads, bar, checked)
+}
+
+/// Checks one log (a group's, for many-groups) against its model: last index, purge boundary,
+/// purged entries gone, every retained entry's index, term and payload. Outer error: the engine
+/// failed; inner error: the content is not what was written.
+pub fn check_log(
+    log: &TierLogStore,
+    model: &Model,
+    payloads: &PayloadGen,
+    bar: &ProgressBar,
+    checked: &mut u64,
+) -> CliResult<Result<(), String>> {
     if log.last_index() != model.last() {
         return Ok(Err(format!(
             "last_index() is {} after reopen, expected {}",

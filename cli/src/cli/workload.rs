@@ -24,6 +24,10 @@ pub enum Workload {
     LongRetention,
     /// The three phases above in sequence, on one log.
     Mixed,
+    /// `--groups` Raft groups in one engine, written concurrently: each appends batches with a
+    /// flush after every batch, one group in ten has a lagging follower reading old ranges, every
+    /// group purges its prefix behind a retained window (see `groups.rs`).
+    ManyGroups,
 }
 
 /// Entries written by each phase when `--entries` is not given (sized for ~1 minute of `mixed`).
@@ -57,6 +61,7 @@ impl Workload {
             Workload::FollowerCatchup => "follower-catchup",
             Workload::LongRetention => "long-retention",
             Workload::Mixed => "mixed",
+            Workload::ManyGroups => "many-groups",
         }
     }
 }
@@ -71,6 +76,7 @@ pub async fn run_phase(run: &mut Run, phase: Workload) -> CliResult<PhaseReport>
         Workload::FollowerCatchup => follower_catchup(run, &mut rec).await?,
         Workload::LongRetention => long_retention(run, &mut rec).await?,
         Workload::Mixed => return Err("mixed is not a single phase".into()),
+        Workload::ManyGroups => return Err("many-groups is not a phase of one log".into()),
     }
     let after = run.engine.stats();
     rec.finish(start.elapsed(), &before, &after);

@@ -1,6 +1,6 @@
 //! A 3-node openraft 0.10.0-alpha.37 cluster in one process, every node's log on tierlog (through
 //! `OpenraftLogStore`) with a 1 MiB memory budget, openraft-memstore's state machine, and an
-//! in-process network that calls the target node's `Raft` handle directly.
+//! in-process network (`openraft_net`) that calls the target node's `Raft` handle directly.
 //!
 //! Scenario: write entries; stop a follower; write several MiB more, so the leader's copies of
 //! the entries that follower lacks are compacted into the cold tier and evicted from the hot ring;
@@ -8,118 +8,28 @@
 //! the leader served the catch-up from its cold tier (`Stats::cold_reads` grows while it happens), and
 //! that all three state machines end equal and hold every write.
 //!
-//! Run: `cargo test --features openraft-tests --test adapters openraft_cluster` (no protoc needed).
+//! Run: `cargo test -p tierlog-adapter-tests openraft_cluster` (the binary needs `protoc`, see main.rs).
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::Cursor;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::Raft;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
-use openraft::type_config::alias::{SnapshotOf, VoteOf};
-use openraft::{Raft, RaftNetworkFactory, RaftNetworkV2, SnapshotPolicy};
-use openraft_memstore::{BlockConfig, ClientRequest, MemStateMachine, TypeConfig};
-use parking_lot::Mutex;
+use openraft_memstore::{BlockConfig, ClientRequest, MemStateMachine};
 use tierlog::Config;
 use tierlog::adapters::openraft::OpenraftLogStore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-type C = TypeConfig;
-type RaftNode = Raft<C, Arc<MemStateMachine>>;
+use crate::openraft_net::{C, RaftNode, Router, raft_config};
 
+/// The only Raft group of this cluster (the network routes by group).
+const GROUP: u64 = 0;
 const BEFORE_STOP: u64 = 1000;
 const WHILE_STOPPED: u64 = 3000;
 const WRITERS: u64 = 8;
-
-/// Routes RPCs to whichever nodes are running; a stopped node is unreachable.
-#[derive(Clone, Default)]
-struct Router {
-    nodes: Arc<Mutex<HashMap<u64, RaftNode>>>,
-}
-
-struct Connection {
-    target: u64,
-    router: Router,
-}
-
-impl Router {
-    fn get(&self, id: u64) -> Option<RaftNode> {
-        self.nodes.lock().get(&id).cloned()
-    }
-}
-
-impl RaftNetworkFactory<C> for Router {
-    type Network = Connection;
-
-    async fn new_client(&mut self, target: u64, _node: &()) -> Connection {
-        Connection {
-            target,
-            router: self.clone(),
-        }
-    }
-}
-
-fn unreachable(target: u64) -> Unreachable<C> {
-    Unreachable::new(&std::io::Error::new(
-        std::io::ErrorKind::NotConnected,
-        format!("node {target} is stopped"),
-    ))
-}
-
-impl RaftNetworkV2<C> for Connection {
-    type SnapshotData = Cursor<Vec<u8>>;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<C>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let raft = self
-            .router
-            .get(self.target)
-            .ok_or_else(|| unreachable(self.target))?;
-        raft.append_entries(rpc)
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<C>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let raft = self
-            .router
-            .get(self.target)
-            .ok_or_else(|| unreachable(self.target))?;
-        raft.vote(rpc)
-            .await
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: VoteOf<C>,
-        snapshot: SnapshotOf<C, Cursor<Vec<u8>>>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
-    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let raft = self
-            .router
-            .get(self.target)
-            .ok_or_else(|| unreachable(self.target))?;
-        raft.install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
-    }
-}
 
 struct Node {
     id: u64,
@@ -138,19 +48,6 @@ fn tier_config() -> Config {
     }
 }
 
-fn raft_config() -> Arc<openraft::Config> {
-    let config = openraft::Config {
-        heartbeat_interval: 100,
-        election_timeout_min: 400,
-        election_timeout_max: 800,
-        // No snapshots: the lagging follower must be fed from the log, not from a snapshot.
-        snapshot_policy: SnapshotPolicy::Never,
-        max_payload_entries: 128,
-        ..Default::default()
-    };
-    Arc::new(config.validate().unwrap())
-}
-
 /// Starts (or restarts) a node on `dir` with a fresh in-memory state machine. A just-stopped node may
 /// release its directory a moment after `shutdown` returns, so opening is retried for a while.
 async fn start_node(id: u64, dir: &Path, router: &Router) -> Node {
@@ -166,10 +63,10 @@ async fn start_node(id: u64, dir: &Path, router: &Router) -> Node {
         }
     };
     let sm = Arc::new(MemStateMachine::new(BlockConfig::default()));
-    let raft = Raft::new(id, raft_config(), router.clone(), store.clone(), sm.clone())
+    let raft = Raft::new(id, raft_config(), router.group(GROUP), store.clone(), sm.clone())
         .await
         .unwrap();
-    router.nodes.lock().insert(id, raft.clone());
+    router.register(GROUP, id, raft.clone());
     Node { id, raft, store, sm }
 }
 
@@ -206,11 +103,7 @@ async fn write_range(leader: &RaftNode, range: std::ops::Range<u64>) {
 }
 
 async fn wait_applied(node: &Node, index: u64) {
-    node.raft
-        .wait(Some(Duration::from_secs(60)))
-        .applied_index_at_least(Some(index), format!("node {} applies up to {index}", node.id))
-        .await
-        .unwrap();
+    crate::openraft_net::wait_applied(&node.raft, index, &format!("node {}", node.id)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -243,7 +136,7 @@ async fn three_node_openraft_cluster_catch_up_from_cold_tier() {
     let stopped = nodes.remove(follower);
     let stopped_id = stopped.id;
     let leader = nodes.iter().position(|n| n.id == leader_id).unwrap();
-    router.nodes.lock().remove(&stopped_id);
+    router.unregister(GROUP, stopped_id);
     stopped.raft.shutdown().await.unwrap();
     drop(stopped);
 
@@ -310,7 +203,7 @@ async fn three_node_openraft_cluster_catch_up_from_cold_tier() {
     }
 
     for n in nodes {
-        router.nodes.lock().remove(&n.id);
+        router.unregister(GROUP, n.id);
         n.raft.shutdown().await.unwrap();
     }
 }

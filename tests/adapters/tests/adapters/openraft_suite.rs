@@ -1,7 +1,7 @@
 //! openraft 0.10.0-alpha.37's own log-storage conformance suite (`openraft::testing::log::Suite`, 45
 //! cases) against tierlog through the openraft adapter, with openraft-memstore's state machine.
 //!
-//! Run: `cargo test --features openraft-tests --test adapters openraft_suite` (no protoc needed).
+//! Run: `cargo test -p tierlog-adapter-tests openraft_suite` (the binary needs `protoc`, see main.rs).
 
 use std::sync::Arc;
 
