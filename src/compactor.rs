@@ -603,6 +603,7 @@ impl Compactor {
             for (m, _) in gp.trim.iter().chain(gp.inserts.iter()) {
                 index.insert(m.first, *m);
             }
+            index.shrink_to_fit();
             out.push((index, gp.checkpoint.cold_hi, gone));
         }
         Ok((out, retire))

@@ -160,7 +160,7 @@ impl Db {
 /// Tries of a block read that redb refused after an I/O error (see `ColdStore::read`).
 const READ_ATTEMPTS: usize = 3;
 
-pub(crate) type BlockIndex = BTreeMap<u64, BlockMeta>;
+pub(crate) use super::index::BlockIndex;
 
 /// redb's page cache for the offline tools. redb's default is 1 GiB, and `verify` reads every block
 /// once, so with the default the cache grew toward the size of the whole file; the engine's own
@@ -801,6 +801,9 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<Opened> {
                 },
             );
         }
+    }
+    for g in groups.values_mut() {
+        g.index.shrink_to_fit();
     }
     Ok(Opened { head, groups })
 }
