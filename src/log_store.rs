@@ -535,4 +535,55 @@ mod tests {
         let syncs = engine.stats().wal_syncs - before;
         assert!(syncs <= 40, "200 concurrent flushes took {syncs} fdatasyncs");
     }
+
+    /// The fdatasync that concurrent async flushes share runs on one blocking thread: a flush that
+    /// arrives after another has claimed the commit awaits it instead of starting a blocking task
+    /// of its own (each of those was a thread: about 60 at once in the many-groups bench; this test
+    /// caught it in 3 of 10 runs before the fix, with 10, 14 and 18 threads, since it is a race).
+    #[test]
+    fn concurrent_async_flushes_start_few_blocking_threads() {
+        use std::sync::atomic::AtomicUsize;
+        let started = Arc::new(AtomicUsize::new(0));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .on_thread_start({
+                let started = started.clone();
+                move || {
+                    started.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let engine = engine_without_background_rounds(dir.path(), 64 << 20).await;
+            let mut groups = Vec::new();
+            for id in 1..=200 {
+                groups.push(engine.create_group(id).await.unwrap());
+            }
+            for round in 1..=10 {
+                let tasks: Vec<_> = groups
+                    .iter()
+                    .map(|g| {
+                        let log = g.log_store();
+                        tokio::spawn(async move {
+                            let from = round * 64 - 63;
+                            log.persist_entries((from..from + 64).map(entry).collect())
+                                .await
+                                .unwrap();
+                            log.flush_async().await.unwrap();
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+            drop(groups);
+            engine.close().await.unwrap();
+        });
+        let threads = started.load(Ordering::Relaxed);
+        // The runtime's 2 workers, and a blocking thread or two for the commits.
+        assert!(threads <= 8, "2,000 async flushes started {threads} threads");
+    }
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 
@@ -124,18 +124,20 @@ impl SyncPoint {
         let target = self.state.lock().written;
         loop {
             let lead = {
-                let s = self.state.lock();
+                let mut s = self.state.lock();
                 if let Some(f) = &s.failed {
                     return Err(f.error());
                 }
                 if s.synced >= target {
                     return Ok(());
                 }
-                !s.syncing
+                // Claimed here, before the blocking task starts: callers arriving meanwhile wait
+                // for this commit instead of each starting a blocking task of their own.
+                !std::mem::replace(&mut s.syncing, true)
             };
             if lead {
-                let me = self.clone();
-                return tokio::task::spawn_blocking(move || me.sync())
+                let claim = Claim(Some(self.clone()));
+                return tokio::task::spawn_blocking(move || claim.lead(target))
                     .await
                     .unwrap_or_else(|e| Err(Error::Closed(format!("the flush task failed: {e}"))));
             }
@@ -148,8 +150,14 @@ impl SyncPoint {
 
     /// Returns once every record written before the call is on stable storage.
     pub(super) fn sync(&self) -> Result<()> {
+        let target = self.state.lock().written;
+        self.sync_to(target)
+    }
+
+    /// Returns once every record up to `target` is on stable storage: waits for a commit in flight,
+    /// or runs one.
+    fn sync_to(&self, target: u64) -> Result<()> {
         let mut s = self.state.lock();
-        let target = s.written;
         loop {
             if let Some(f) = &s.failed {
                 return Err(f.error());
@@ -162,33 +170,66 @@ impl SyncPoint {
                 continue;
             }
             s.syncing = true;
-            let upto = s.written;
-            let file = s.file.clone();
-            drop(s);
-            let res = match &file {
-                Some((f, _)) => crate::failpoints::io_fault("wal::sync")
-                    .and_then(|_| f.sync_data())
-                    .inspect(|_| crate::failpoints::synced()),
-                None => Ok(()),
-            };
-            s = self.state.lock();
-            s.syncing = false;
-            self.cv.notify_all();
-            self.ended.send_modify(|n| *n += 1);
-            match (res, &file) {
-                (Ok(()), f) => {
-                    s.synced = s.synced.max(upto);
-                    if f.is_some() {
-                        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
+            s = self.commit(s)?;
+        }
+    }
+
+    /// One group commit: fdatasyncs everything written so far with the lock released, then ends
+    /// the commit (`syncing` was set by the caller, who leads it) and wakes every waiter.
+    fn commit<'a>(&'a self, s: MutexGuard<'a, SyncState>) -> Result<MutexGuard<'a, SyncState>> {
+        let upto = s.written;
+        let file = s.file.clone();
+        drop(s);
+        let res = match &file {
+            Some((f, _)) => crate::failpoints::io_fault("wal::sync")
+                .and_then(|_| f.sync_data())
+                .inspect(|_| crate::failpoints::synced()),
+            None => Ok(()),
+        };
+        let mut s = self.state.lock();
+        s.syncing = false;
+        self.cv.notify_all();
+        self.ended.send_modify(|n| *n += 1);
+        match (res, &file) {
+            (Ok(()), f) => {
+                s.synced = s.synced.max(upto);
+                if f.is_some() {
+                    self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                (Err(e), Some((_, path))) => {
-                    s.failed = Some(Failure::new(path, &e));
-                    // The caller whose fsync failed gets the OS error itself.
-                    return Err(Error::io(path, e));
-                }
-                (Err(_), None) => {}
             }
+            (Err(e), Some((_, path))) => {
+                s.failed = Some(Failure::new(path, &e));
+                // The caller whose fsync failed gets the OS error itself.
+                return Err(Error::io(path, e));
+            }
+            (Err(_), None) => {}
+        }
+        Ok(s)
+    }
+}
+
+/// A group commit claimed by `sync_async` for a blocking task: the task leads it, and if the task
+/// never runs (its runtime shutting down), dropping the claim ends the commit, so no later `sync`
+/// waits forever for it.
+struct Claim(Option<Arc<SyncPoint>>);
+
+impl Claim {
+    fn lead(mut self, target: u64) -> Result<()> {
+        let Some(point) = self.0.take() else {
+            return Ok(());
+        };
+        let s = point.state.lock();
+        drop(point.commit(s)?);
+        point.sync_to(target)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(point) = self.0.take() {
+            point.state.lock().syncing = false;
+            point.cv.notify_all();
+            point.ended.send_modify(|n| *n += 1);
         }
     }
 }
