@@ -176,7 +176,18 @@ impl SyncPoint {
 
     /// One group commit: fdatasyncs everything written so far with the lock released, then ends
     /// the commit (`syncing` was set by the caller, who leads it) and wakes every waiter.
-    fn commit<'a>(&'a self, s: MutexGuard<'a, SyncState>) -> Result<MutexGuard<'a, SyncState>> {
+    fn commit<'a>(&'a self, mut s: MutexGuard<'a, SyncState>) -> Result<MutexGuard<'a, SyncState>> {
+        // Let writers that are appending right now join this commit: give up the CPU while the log
+        // keeps growing, a few times at most.
+        for _ in 0..LINGER_YIELDS {
+            let before = s.written;
+            drop(s);
+            std::thread::yield_now();
+            s = self.state.lock();
+            if s.written == before {
+                break;
+            }
+        }
         let upto = s.written;
         let file = s.file.clone();
         drop(s);
@@ -207,6 +218,9 @@ impl SyncPoint {
         Ok(s)
     }
 }
+
+/// How many times a commit's leader yields while other writers keep appending before it syncs.
+const LINGER_YIELDS: usize = 4;
 
 /// A group commit claimed by `sync_async` for a blocking task: the task leads it, and if the task
 /// never runs (its runtime shutting down), dropping the claim ends the commit, so no later `sync`
