@@ -668,11 +668,12 @@ fn estimated_bytes_in_use<'a>(blocks: impl IntoIterator<Item = &'a BlockMeta>) -
     blocks
         .into_iter()
         .map(|m| {
-            let pages = (m.stored_len + LEAF_OVERHEAD).div_ceil(PAGE).next_power_of_two();
-            pages * PAGE + META_PER_BLOCK
+            let pages = (m.stored_len.saturating_add(LEAF_OVERHEAD))
+                .div_ceil(PAGE)
+                .next_power_of_two();
+            pages.saturating_mul(PAGE).saturating_add(META_PER_BLOCK)
         })
-        .sum::<u64>()
-        + FIXED_OVERHEAD
+        .fold(FIXED_OVERHEAD, u64::saturating_add)
 }
 
 /// Runs a call into redb, turning a panic into [`Error::Corruption`] of the whole file. redb 4.6
@@ -729,9 +730,12 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<Opened> {
     let tx = db.begin_read().map_err(|e| err(e.into()))?;
     let (cp0, head) = read_checkpoint(&tx, path)?;
     let mut groups = BTreeMap::new();
+    // A row the encoder could not have written (a block ending before it starts, or larger than
+    // a block may be) is damage: reported here, not carried into arithmetic on block sizes.
     let meta_of = |first: u64, row: (u64, u64, u64, u64)| {
         let (id, last, raw_len, stored_len) = row;
-        (last >= first).then_some((id, last, raw_len, stored_len))
+        let max = block::MAX_RAW_LEN as u64;
+        (last >= first && raw_len <= max && stored_len <= max).then_some((id, last, raw_len, stored_len))
     };
     let mut index0 = BlockIndex::new();
     let idx = tx.open_table(INDEX).map_err(|e| err(e.into()))?;
@@ -739,7 +743,7 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<Opened> {
         let (k, v) = row.map_err(|e| err(e.into()))?;
         let first = k.value();
         let (id, last, raw_len, stored_len) = meta_of(first, v.value()).ok_or_else(|| {
-            Error::corruption_at_index(path, first, "block index entry ends before it starts")
+            Error::corruption_at_index(path, first, "block index entry is impossible (it ends before it starts, or is larger than a block can be)")
         })?;
         index0.insert(
             first,
@@ -782,7 +786,7 @@ fn read_state(db: &impl ReadableDatabase, path: &Path) -> Result<Opened> {
             let (k, v) = row.map_err(|e| err(e.into()))?;
             let (g, first) = k.value();
             let (id, last, raw_len, stored_len) = meta_of(first, v.value()).ok_or_else(|| {
-                Error::corruption_at_index(path, first, "block index entry ends before it starts")
+                Error::corruption_at_index(path, first, "block index entry is impossible (it ends before it starts, or is larger than a block can be)")
             })?;
             // Blocks of a group whose removal was committed are deleted in the same transaction; a
             // row without its group is damage.
@@ -1054,4 +1058,47 @@ fn read_checkpoint(tx: &ReadTransaction, path: &Path) -> Result<(Checkpoint, Hea
         wal_floor: get("wal_floor")?,
     };
     Ok((cp, head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block index row that damage made impossible (here a stored size near `u64::MAX`, as a
+    /// damaged redb page gave the reliability suite's `damaged_redb_pages_give_errors_not_panics`
+    /// in one run: "attempt to multiply with overflow" in the footprint, on the compactor's thread
+    /// and on the caller's) is reported when the file is opened, not carried into arithmetic.
+    #[test]
+    fn an_impossible_block_index_row_is_corruption_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cold.redb");
+        drop(ColdStore::open(&path, 1 << 20).unwrap());
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(INDEX)
+                .unwrap()
+                .insert(7, (1, 9, 100, u64::MAX - 3))
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        match ColdStore::open(&path, 1 << 20) {
+            Err(e) => assert!(e.is_corruption(), "{e}"),
+            Ok(_) => panic!("a block index row with an impossible size was accepted"),
+        }
+    }
+
+    /// The footprint's arithmetic saturates: whatever sizes the blocks claim, it never panics.
+    #[test]
+    fn the_footprint_of_absurd_sizes_saturates() {
+        let m = BlockMeta {
+            id: 1,
+            group: 0,
+            first: 1,
+            last: 2,
+            raw_len: u64::MAX,
+            stored_len: u64::MAX - 3,
+        };
+        assert_eq!(estimated_bytes_in_use(&[m, m]), u64::MAX);
+    }
 }
