@@ -490,26 +490,10 @@ fn check_models(e: &TieredEngine, models: &BTreeMap<GroupId, Model>) -> Result<(
     for (g, m) in models {
         let grp = e.group(*g).map_err(|err| format!("group({g}): {err}"))?;
         let (log, meta) = (grp.log_store(), grp.meta_store());
-        if log.last_index() != m.last_index() {
-            return Err(format!(
-                "group {g}: last_index {} vs {}",
-                log.last_index(),
-                m.last_index()
-            ));
-        }
-        let b = log.load_purge_boundary().map_err(|e| e.to_string())?;
-        if b != m.boundary {
-            return Err(format!("group {g}: boundary {b:?} vs {:?}", m.boundary));
-        }
+        log_matches(&log, m, SEED ^ mix(*g)).map_err(|d| format!("group {g}: {d}"))?;
         let hard = meta.load_hard_state().map_err(|e| e.to_string())?;
         if hard != m.hard {
             return Err(format!("group {g}: hard state {hard:?} vs {:?}", m.hard));
-        }
-        let got = log
-            .get_entries(0..=m.last_index() + 5)
-            .map_err(|e| e.to_string())?;
-        if let Some(d) = diff_entries(&got, &m.slice(0, m.last_index() + 5, SEED ^ mix(*g))) {
-            return Err(format!("group {g}: {d}"));
         }
     }
     Ok(())

@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use crate::support::{Model, batch, config, diff_entries};
+use crate::support::{Model, batch, config, log_matches};
 use fail::FailScenario;
 use tierlog::{Config, Error, HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
@@ -45,15 +45,7 @@ async fn setup(dir: &Path, config: Config) -> (TieredEngine, Model) {
 }
 
 fn check(e: &TieredEngine, m: &Model, what: &str) {
-    let log = e.log_store();
-    assert_eq!(log.last_index(), m.last_index(), "{what}: last_index");
-    assert_eq!(
-        log.load_purge_boundary().unwrap(),
-        m.boundary,
-        "{what}: purge boundary"
-    );
-    let got = log.get_entries(0..=m.last_index() + 10).unwrap();
-    if let Some(d) = diff_entries(&got, &m.slice(0, m.last_index() + 10, SEED)) {
+    if let Err(d) = log_matches(&e.log_store(), m, SEED) {
         panic!("{what}: {d}");
     }
 }

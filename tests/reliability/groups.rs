@@ -24,7 +24,7 @@ use crate::power_loss::{
     Event, Mode, Snapshot, copy_at_rest, cut_power, open_recorded, pick_event, read_wal, record_synced_wal,
     record_synced_wal_from,
 };
-use crate::support::{Model, Rng, batch, config, diff_entries, env_u64, mix};
+use crate::support::{Model, Rng, batch, config, env_u64, log_matches, mix};
 use fail::FailScenario;
 use tierlog::{
     Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore,
@@ -94,23 +94,7 @@ impl History {
         for &g in &ids {
             let m = self.states[k].get(&g).unwrap_or(&empty);
             let (log, meta) = handles(e, g).map_err(|err| format!("group {g}: {err}"))?;
-            if log.last_index() != m.last_index() {
-                return Err(format!(
-                    "group {g}: last_index {} vs {}",
-                    log.last_index(),
-                    m.last_index()
-                ));
-            }
-            let b = log.load_purge_boundary().map_err(|e| e.to_string())?;
-            if b != m.boundary {
-                return Err(format!("group {g}: boundary {b:?} vs {:?}", m.boundary));
-            }
-            let got = log
-                .get_entries(0..=m.last_index() + 10)
-                .map_err(|e| e.to_string())?;
-            if let Some(d) = diff_entries(&got, &m.slice(0, m.last_index() + 10, seed_of(g))) {
-                return Err(format!("group {g}: {d}"));
-            }
+            log_matches(&log, m, seed_of(g)).map_err(|d| format!("group {g}: {d}"))?;
             let hard = meta.load_hard_state().map_err(|e| e.to_string())?;
             if hard != self.hard.get(&g).copied() {
                 return Err(format!(

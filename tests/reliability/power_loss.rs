@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{Model, Rng, batch, config, copy_dir, diff_entries, env_u64};
+use crate::support::{Model, Rng, batch, config, copy_dir, env_u64, log_matches};
 use fail::FailScenario;
 use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
 
@@ -83,21 +83,7 @@ pub(crate) fn cut_power(wal: &Path, synced: &HashMap<String, Vec<u8>>, mode: Mod
 }
 
 fn matches(e: &TieredEngine, m: &Model) -> Result<(), String> {
-    let log = e.log_store();
-    if log.last_index() != m.last_index() {
-        return Err(format!("last_index {} vs {}", log.last_index(), m.last_index()));
-    }
-    let b = log.load_purge_boundary().map_err(|e| e.to_string())?;
-    if b != m.boundary {
-        return Err(format!("boundary {b:?} vs {:?}", m.boundary));
-    }
-    let got = log
-        .get_entries(0..=m.last_index() + 10)
-        .map_err(|e| e.to_string())?;
-    match diff_entries(&got, &m.slice(0, m.last_index() + 10, SEED)) {
-        Some(d) => Err(d),
-        None => Ok(()),
-    }
+    log_matches(&e.log_store(), m, SEED)
 }
 
 /// Keeps, after every successful write-ahead fdatasync, a copy of `dir`'s segment files: what a

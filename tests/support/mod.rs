@@ -16,7 +16,7 @@ mod model;
 
 pub use files::{copy_dir, damage_block, offline_store};
 pub use harness::{Harness, Mode, Snapshot, cat, indexes};
-pub use model::{Model, diff_entries};
+pub use model::{Model, diff_entries, log_matches};
 
 use bytes::Bytes;
 use tierlog::Entry;

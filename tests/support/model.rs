@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use tierlog::{Entry, HardState, LogId};
+use tierlog::{Entry, HardState, LogId, LogStore, TierLogStore};
 
 use super::entry;
 
@@ -108,6 +108,25 @@ impl Model {
             .range(lo..=hi)
             .map(|(i, t)| entry(*i, *t, *self.seeds.get(i).unwrap_or(&seed)))
             .collect()
+    }
+}
+
+/// Whether `log` holds exactly the log `m` describes (payloads from `seed`): its last index, its
+/// purge boundary and every entry, none past the last. `Err` says the first difference.
+pub fn log_matches(log: &TierLogStore, m: &Model, seed: u64) -> Result<(), String> {
+    if log.last_index() != m.last_index() {
+        return Err(format!("last_index {} vs {}", log.last_index(), m.last_index()));
+    }
+    let b = log.load_purge_boundary().map_err(|e| e.to_string())?;
+    if b != m.boundary {
+        return Err(format!("boundary {b:?} vs {:?}", m.boundary));
+    }
+    let got = log
+        .get_entries(0..=m.last_index() + 10)
+        .map_err(|e| e.to_string())?;
+    match diff_entries(&got, &m.slice(0, m.last_index() + 10, seed)) {
+        Some(d) => Err(d),
+        None => Ok(()),
     }
 }
 
