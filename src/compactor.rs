@@ -103,7 +103,7 @@ fn most_behind(core: &Core, groups: &[Arc<GroupLog>]) -> HashSet<GroupId> {
         .iter()
         .map(|g| {
             let st = g.state.read();
-            (st.ring.estimate_bytes_from(st.cold.hi + 1), g.id)
+            (st.lag_bytes(), g.id)
         })
         .filter(|(bytes, _)| *bytes > 0)
         .collect();
@@ -158,14 +158,15 @@ impl Compactor {
         if cfg.dictionary_bytes == 0 || !dicts.is_empty() {
             return;
         }
-        // Every group's blocks, newest first: one dictionary serves the whole file.
+        // Every group's blocks: one dictionary serves the whole file.
         let mut blocks = core.all_blocks();
-        blocks.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
         let cold_raw: u64 = blocks.iter().map(|m| m.raw_len).sum();
         let train_at = *self.train_at.get_or_insert(cfg.dictionary_training_bytes);
         if cold_raw < train_at {
             return;
         }
+        // Newest first: the samples are the store's latest data.
+        blocks.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
         let started = Instant::now();
         let trained = self
             .samples(core, &blocks, cfg.dictionary_training_bytes)
@@ -381,7 +382,7 @@ impl Compactor {
                 && (if bound.force {
                     st.last_index().min(bound.upto) <= st.cold.hi
                 } else {
-                    st.ring.estimate_bytes_from(st.cold.hi + 1) < threshold
+                    st.lag_bytes() < threshold
                 });
             if idle {
                 return None;

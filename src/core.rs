@@ -230,6 +230,8 @@ impl Core {
             first_index: zero.first_index,
             last_index: zero.last_index,
             hot_entries: sum(|g| g.hot_entries),
+            compaction_lag_entries: sum(|g| g.compaction_lag_entries),
+            compaction_lag_bytes: sum(|g| g.compaction_lag_bytes),
             hot_bytes: sum(|g| g.hot_bytes),
             cold_blocks: sum(|g| g.cold_blocks),
             cold_raw_bytes: sum(|g| g.cold_raw_bytes),
@@ -280,13 +282,6 @@ impl Core {
 
     /// Copies the figures into the metrics recorder (see `crate::metrics`).
     pub(crate) fn publish_metrics(&self) {
-        let (mut lag_entries, mut lag_bytes) = (0, 0);
-        for g in self.groups() {
-            let st = g.state.read();
-            let hi = st.cold.hi;
-            lag_entries += st.last_index().saturating_sub(hi);
-            lag_bytes += st.ring.estimate_bytes_from(hi + 1);
-        }
-        self.metrics.publish(&self.stats(), (lag_entries, lag_bytes));
+        self.metrics.publish(&self.stats());
     }
 }

@@ -171,7 +171,8 @@ impl GroupLog {
             cold_raw_bytes: raw,
             cold_stored_bytes: stored,
             compaction_high_water: self.checkpoint.lock().cold_hi,
-            compaction_lag_entries: st.last_index().saturating_sub(st.cold.hi),
+            compaction_lag_entries: st.lag_entries(),
+            compaction_lag_bytes: st.lag_bytes(),
         }
     }
 

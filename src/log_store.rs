@@ -160,7 +160,7 @@ fn log_and_apply(core: &Core, g: &GroupLog, rec: Record) -> Result<()> {
     st.apply(seq, rec, rehydrated);
     g.publish(&st, &core.totals);
     core.evict(g, &mut st);
-    let uncompacted = st.ring.estimate_bytes_from(st.cold.hi + 1);
+    let uncompacted = st.lag_bytes();
     drop(st);
     drop(w);
     if uncompacted >= core.config.compaction_trigger_bytes {

@@ -298,9 +298,8 @@ pub(crate) struct Mirror {
 }
 
 impl Mirror {
-    /// Copies the levels and the increase of the totals into the recorder. `lag` is the compaction
-    /// lag in entries and accounted bytes.
-    pub(crate) fn publish(&self, s: &Stats, lag: (u64, u64)) {
+    /// Copies the levels and the increase of the totals into the recorder.
+    pub(crate) fn publish(&self, s: &Stats) {
         let totals = [
             s.backpressure_waits,
             s.compactions,
@@ -329,14 +328,14 @@ impl Mirror {
         counter!(READ_ENTRIES, "tier" => "hot").increment(d[6]);
         counter!(READ_ENTRIES, "tier" => "cold").increment(d[7]);
         counter!(WAL_SYNCS).increment(d[8]);
-        publish_levels(s, lag);
+        publish_levels(s);
     }
 }
 
-fn publish_levels(s: &Stats, lag: (u64, u64)) {
+fn publish_levels(s: &Stats) {
     let levels = [
-        (COMPACTION_LAG_ENTRIES, lag.0),
-        (COMPACTION_LAG_BYTES, lag.1),
+        (COMPACTION_LAG_ENTRIES, s.compaction_lag_entries),
+        (COMPACTION_LAG_BYTES, s.compaction_lag_bytes),
         (HOT_ENTRIES, s.hot_entries),
         (HOT_BYTES, s.hot_bytes),
         (COLD_BLOCKS, s.cold_blocks),

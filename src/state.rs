@@ -337,6 +337,17 @@ impl LogState {
         }
     }
 
+    /// Entries above the cold tier's high-water mark (in the ring only): the compaction lag.
+    pub(crate) fn lag_entries(&self) -> u64 {
+        self.last_index().saturating_sub(self.cold.hi)
+    }
+
+    /// Accounted ring bytes above the cold tier's high-water mark (estimated from the ring's mean
+    /// entry size): what compaction has still to move.
+    pub(crate) fn lag_bytes(&self) -> u64 {
+        self.ring.estimate_bytes_from(self.cold.hi + 1)
+    }
+
     /// Highest ring index that may be dropped from memory: its cold copy is committed and current.
     pub(crate) fn evictable_upto(&self) -> u64 {
         let clean = self.cold.dirty_from.map_or(self.cold.hi, |d| d - 1);

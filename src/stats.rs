@@ -19,6 +19,10 @@ pub struct Stats {
     pub hot_entries: u64,
     /// Accounted bytes of the hot ring (payloads plus per-entry overhead).
     pub hot_bytes: u64,
+    /// Entries above the cold tier's high-water mark, summed over the groups (hot only).
+    pub compaction_lag_entries: u64,
+    /// Accounted bytes of those entries (estimated from each ring's mean entry size).
+    pub compaction_lag_bytes: u64,
     /// Cold blocks in redb.
     pub cold_blocks: u64,
     /// Uncompressed bytes of the cold blocks.
@@ -126,4 +130,6 @@ pub struct GroupStats {
     pub compaction_high_water: u64,
     /// Entries above the cold tier's high-water mark (hot only).
     pub compaction_lag_entries: u64,
+    /// Accounted bytes of those entries (estimated from the ring's mean entry size).
+    pub compaction_lag_bytes: u64,
 }
