@@ -19,6 +19,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::env_u64;
@@ -29,6 +31,51 @@ const ENTRIES_PER_GROUP: u64 = 4;
 const PAYLOAD_BYTES: usize = 64;
 /// Groups created, written and compacted at once (their creations and flushes share fdatasyncs).
 const CHUNK: u64 = 250;
+
+/// The system allocator, counting the heap it holds live: what each idle group's structures take,
+/// apart from what the allocator keeps of freed memory and from caches filling up to their caps,
+/// which `VmRSS` also shows.
+struct Counting;
+
+/// Live heap bytes as glibc's malloc lays them out: each block takes its size plus an 8-byte
+/// header, rounded up to 16 bytes, at least 32.
+static LIVE_HEAP: AtomicU64 = AtomicU64::new(0);
+
+fn chunk(layout: Layout) -> u64 {
+    ((layout.size() as u64 + 8).div_ceil(16) * 16).max(32)
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds `GlobalAlloc`'s contract;
+// the counter is only a side effect and never changes what is returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_HEAP.fetch_add(chunk(layout), Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_HEAP.fetch_sub(chunk(layout), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this `layout` (the caller's contract).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc` is passed on unchanged.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // SAFETY: `new_size` is valid for `layout.align()`: `realloc`'s contract.
+            let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            LIVE_HEAP.fetch_add(chunk(new), Ordering::Relaxed);
+            LIVE_HEAP.fetch_sub(chunk(layout), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// The process's resident set, from `/proc/self/status`.
 fn rss_bytes() -> u64 {
@@ -80,20 +127,20 @@ async fn memory_per_idle_group() {
         ..Config::default()
     };
     let e = TieredEngine::open(dir.path(), cfg).await.unwrap();
-    let idle = |e: &TieredEngine| (rss_bytes(), e.stats());
+    let idle = |e: &TieredEngine| (rss_bytes(), e.stats(), LIVE_HEAP.load(Ordering::Relaxed));
     add_idle_groups(&e, 1..1 + warm_up).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (rss0, st0) = idle(&e);
+    let (rss0, st0, heap0) = idle(&e);
 
     let t = Instant::now();
     add_idle_groups(&e, 1 + warm_up..1 + warm_up + n).await;
     let took = t.elapsed();
     // Idle: a few background rounds pass with nothing to do.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss1, st1) = idle(&e);
+    let (rss1, st1, heap1) = idle(&e);
     add_idle_groups(&e, 1 + warm_up + n..1 + warm_up + 2 * n).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss2, st2) = idle(&e);
+    let (rss2, st2, heap2) = idle(&e);
     assert_eq!(e.groups().len() as u64, 1 + warm_up + 2 * n, "every group exists");
 
     let per = |a: u64, b: u64| (b as f64 - a as f64) / n as f64;
@@ -104,7 +151,8 @@ async fn memory_per_idle_group() {
         "memory per idle group ({budget_mib} MiB budget; groups of {ENTRIES_PER_GROUP} entries of \
          {PAYLOAD_BYTES} bytes, created, written, flushed and compacted; {n} groups took {:.1} s): \
          VmRSS {:.1} MiB ({warm_up} groups) -> {:.1} MiB (+{n}) -> {:.1} MiB (+{n} more): \
-         {first:.0} bytes per group for the first {n}, {marginal:.0} for the next {n}; engine figures \
+         {first:.0} bytes per group for the first {n}, {marginal:.0} for the next {n}; live heap \
+         {:.0} and {:.0} bytes per group; engine figures \
          per group, first and next: hot ring {:.0} and {:.0} bytes (hot entries {} -> {} -> {}), \
          block index {:.0} and {:.0} bytes, block cache {:.0} and {:.0} bytes, the groups' own \
          structures as accounted {:.0} and {:.0} bytes; redb file {:.1} -> {:.1} -> {:.1} MiB, {} \
@@ -113,6 +161,8 @@ async fn memory_per_idle_group() {
         mib(rss0),
         mib(rss1),
         mib(rss2),
+        per(heap0, heap1),
+        per(heap1, heap2),
         per(st0.hot_bytes, st1.hot_bytes),
         per(st1.hot_bytes, st2.hot_bytes),
         st0.hot_entries,
