@@ -409,6 +409,14 @@ pub(crate) struct Block<'a> {
     dict: Option<&'a Dictionary>,
 }
 
+impl Block<'_> {
+    /// Id of the dictionary its frames were compressed with, 0 for none.
+    #[cfg(test)]
+    pub(crate) fn dictionary_id(&self) -> u32 {
+        self.dict.map_or(0, Dictionary::id)
+    }
+}
+
 /// Parses and checks a stored block's header: for version 1 the checksum of the whole block, for
 /// version 2 that of the header and frame table (each frame's own is checked when it is decoded).
 /// A version-2 block naming a dictionary `dicts` lacks (or holds damaged) is an error.
