@@ -103,7 +103,8 @@ pub struct Config {
     /// Default: 60000 (one minute). Accepted: any value.
     pub reclaim_interval_ms: u64,
     /// Largest zstd dictionary trained for the cold tier's frames (one per store, trained once
-    /// from the store's own frames, then used by every block written after it); 0: none.
+    /// from the store's own frames, then used by the blocks written after it, except in rounds the
+    /// writers force, which compress faster without it); 0: none.
     ///
     /// Default: 16384 (16 KiB; 32 and 64 KiB measured no better on KV payloads). Accepted: 0, or
     /// 1024 (1 KiB) to 131072 (128 KiB), both included.

@@ -6,8 +6,9 @@
 //! (default 10,000), each created, given four 64-byte entries, flushed and compacted to the cold
 //! tier, then left idle. The growth of `VmRSS` (`/proc/self/status`) from the baseline to the idle
 //! state, divided by `N`, is the cost per idle group, printed beside issue 11's target (at most
-//! 2 KiB). The same figure for `N` more groups (lower when memory the ring freed is reused) and
-//! the engine's own figures (`stats()`: bytes in the hot ring, which keeps compacted entries until
+//! 2 KiB). The same figure for `N` more groups (lower when memory the ring freed is reused), the
+//! growth of the live heap per group (this binary's allocator counts it: what the groups hold,
+//! without the freed memory the allocator keeps and `VmRSS` still shows), and the engine's own figures (`stats()`: bytes in the hot ring, which keeps compacted entries until
 //! memory is needed, block index bytes, the groups' own structures as the budget accounts them) are
 //! printed beside it.
 //!
