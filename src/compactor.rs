@@ -516,6 +516,7 @@ impl Compactor {
             }
         }
         core.drop_groups(&removed);
+        core.note_clean();
         core.evict_clean();
         // Writers waiting for memory re-check after every round, not only when the run ends.
         core.backpressure.announce_room();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -43,6 +43,14 @@ pub(crate) struct Core {
     /// The directory lock, released on close (not when the last handle drops) so the directory can
     /// be reopened at once.
     lock: Mutex<Option<File>>,
+    /// Some ring may hold clean entries that no eviction walk has seen since: set when a round
+    /// publishes (or a write brings cold entries back into a ring), cleared by a walk that starts.
+    /// Without it every writer waiting for memory walked every group, also when nothing was clean
+    /// (at 1,000 groups that was 7 % of the CPU of the many-groups bench).
+    maybe_clean: AtomicBool,
+    /// The group the last eviction walk stopped at; the next one starts there, so walks do not
+    /// keep revisiting the groups they have already emptied.
+    walk_from: AtomicU64,
 }
 
 /// What an engine is made of once its directory is recovered.
@@ -79,6 +87,8 @@ impl Core {
             metrics: Default::default(),
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(p.lock)),
+            maybe_clean: AtomicBool::new(true),
+            walk_from: AtomicU64::new(0),
         }
     }
 
@@ -181,35 +191,60 @@ impl Core {
         }
     }
 
-    /// Drops clean entries of `first`'s ring, then of every other group's, while the rings together
+    /// Some ring may now hold clean entries (see `maybe_clean`).
+    pub(crate) fn note_clean(&self) {
+        self.maybe_clean.store(true, Ordering::Release);
+    }
+
+    /// Drops clean entries of `first`'s ring, then of the other groups', while the rings together
     /// are over their budget; the caller holds the writer lock (a writer about to wait for room:
     /// clean entries of idle groups free memory without any compaction).
     pub(crate) fn evict_any(&self, first: &GroupLog) {
         self.evict(first, &mut first.state.write());
-        for g in self.groups() {
-            if !self.over_budget() {
-                break;
-            }
-            self.evict(&g, &mut g.state.write());
-        }
+        self.walk(|g| {
+            self.evict(g, &mut g.state.write());
+            true
+        });
     }
 
-    /// Drops cold (clean) ring entries of every group while the rings together are over their
+    /// Drops cold (clean) ring entries of any group while the rings together are over their
     /// budget. A writer holding its lock may be rehydrating against the current ring, so eviction
     /// is skipped rather than waited for; the writer evicts after applying, and a writer waiting
     /// for room evicts before it waits.
     pub(crate) fn evict_clean(&self) {
-        if !self.over_budget() {
-            return;
-        }
-        for g in self.groups() {
-            if !self.over_budget() {
-                break;
-            }
+        self.walk(|g| {
             // Per group, so writers never wait for a walk over thousands of groups.
             match self.wal.try_writer() {
-                Some(_no_writer) => self.evict(&g, &mut g.state.write()),
-                None => return,
+                Some(_no_writer) => {
+                    self.evict(g, &mut g.state.write());
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+
+    /// Calls `evict` on every group, from where the last walk stopped, while the rings are over
+    /// their budget and some ring may hold clean entries (`maybe_clean`); `evict` returns false to
+    /// stop. A walk that stops early leaves `maybe_clean` set, since the groups after it were not
+    /// seen; one that ends over budget has found every clean entry there was when it started.
+    fn walk(&self, mut evict: impl FnMut(&Arc<GroupLog>) -> bool) {
+        if !self.over_budget() || !self.maybe_clean.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let from = self.walk_from.load(Ordering::Relaxed);
+        let groups: Vec<Arc<GroupLog>> = {
+            let map = self.groups.read();
+            map.range(from..)
+                .chain(map.range(..from))
+                .map(|(_, g)| g.clone())
+                .collect()
+        };
+        for g in &groups {
+            if !self.over_budget() || !evict(g) {
+                self.walk_from.store(g.id, Ordering::Relaxed);
+                self.note_clean();
+                return;
             }
         }
     }

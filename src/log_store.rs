@@ -157,6 +157,10 @@ fn log_and_apply(core: &Core, g: &GroupLog, rec: Record) -> Result<()> {
     };
     let seq = w.append(g.id, &rec)?;
     let mut st = g.state.write();
+    if !rehydrated.is_empty() {
+        // Entries read back from the cold tier are clean: an eviction walk may drop them again.
+        core.note_clean();
+    }
     st.apply(seq, rec, rehydrated);
     g.publish(&st, &core.totals);
     core.evict(g, &mut st);
