@@ -8,8 +8,10 @@ use std::collections::VecDeque;
 
 use crate::proto::Entry;
 
-/// Accounted cost of one ring slot beyond its payload: the `Entry` struct inline in the deque plus the
-/// shared header and allocator rounding of its `Bytes` payload.
+/// Accounted cost of one ring slot beyond its payload: the `Entry` struct inline in the deque (48
+/// bytes) plus the payload buffer's header and allocator rounding, which a payload sharing its buffer
+/// (`wal::record::SHARED_PAYLOAD_BYTES`) pays only a share of; the margin covers a shared buffer
+/// that outlives some of its entries.
 pub(crate) const ENTRY_OVERHEAD: u64 = 96;
 
 pub(crate) fn entry_cost(e: &Entry) -> u64 {

@@ -76,6 +76,50 @@ pub(crate) enum Record {
     RemoveGroup,
 }
 
+/// Most bytes of payloads that [`Record::into_owned`] copies into one shared buffer. Sharing saves
+/// the ring two allocations per entry (its own buffer, and the shared header that the compactor's
+/// clone of the entry adds), which showed in the many-groups profile. Kept small because a buffer
+/// lives until the ring has dropped its last entry: an eviction or truncation that drops only some
+/// of its entries keeps up to this much per group that the budget no longer counts (the budget's
+/// per-entry overhead, [`crate::hot::ENTRY_OVERHEAD`], counts about 45 bytes per entry more than a
+/// shared buffer costs, which covers it for entries of a few hundred bytes).
+pub(crate) const SHARED_PAYLOAD_BYTES: usize = 4 << 10;
+
+/// `entries` with their payloads copied into buffers of their own, consecutive ones sharing a
+/// buffer of at most [`SHARED_PAYLOAD_BYTES`] (a bigger payload gets a buffer to itself).
+fn own(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut rest = entries.as_slice();
+    while let Some(first) = rest.first() {
+        let mut len = first.payload.len();
+        let n = 1 + rest[1..]
+            .iter()
+            .take_while(|e| {
+                len += e.payload.len();
+                len <= SHARED_PAYLOAD_BYTES
+            })
+            .count();
+        let (run, after) = rest.split_at(n);
+        if let [e] = run {
+            out.push(Entry::new(e.index, e.term, Bytes::copy_from_slice(&e.payload)));
+        } else {
+            let mut buf = bytes::BytesMut::with_capacity(run.iter().map(|e| e.payload.len()).sum());
+            for e in run {
+                buf.extend_from_slice(&e.payload);
+            }
+            let buf = buf.freeze();
+            let mut at = 0;
+            for e in run {
+                let end = at + e.payload.len();
+                out.push(Entry::new(e.index, e.term, buf.slice(at..end)));
+                at = end;
+            }
+        }
+        rest = after;
+    }
+    out
+}
+
 impl Record {
     fn encode_body(&self, group: GroupId, out: &mut Vec<u8>) {
         if group != 0 {
@@ -179,18 +223,11 @@ impl Record {
         }
     }
 
-    /// Gives every payload its own exact-size buffer. A payload may be a slice of a larger buffer (a
-    /// caller's network read, a whole write-ahead frame read back by recovery): kept as is in the
-    /// ring, it would pin memory the budget cannot see. One memcpy per entry keeps the accounting true.
+    /// Copies the payloads into buffers of the engine's own. A payload may be a slice of a larger
+    /// buffer (a caller's network read, a whole write-ahead frame read back by recovery): kept as
+    /// is in the ring, it would pin memory the budget cannot see. Consecutive small payloads share
+    /// a buffer of at most [`SHARED_PAYLOAD_BYTES`] (see there).
     pub(crate) fn into_owned(self) -> Record {
-        let own = |es: Vec<Entry>| {
-            es.into_iter()
-                .map(|e| Entry {
-                    payload: Bytes::copy_from_slice(&e.payload),
-                    ..e
-                })
-                .collect()
-        };
         match self {
             Record::Append(es) => Record::Append(own(es)),
             Record::Replace { from, entries } => Record::Replace {
@@ -365,6 +402,47 @@ pub(crate) fn parse_frame(segment_id: u64, buf: &Bytes) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ring never keeps a caller's buffer: every payload is copied, byte for byte; runs of
+    /// small payloads share one buffer of at most `SHARED_PAYLOAD_BYTES`, and a payload bigger
+    /// than that has one to itself.
+    #[test]
+    fn owned_payloads_are_copies_small_ones_sharing_bounded_buffers() {
+        let sizes = [100, 0, 3000, 1500, 5000, 10, 20, 4096, 1];
+        let caller = Bytes::from(
+            (0..sizes.iter().sum::<usize>())
+                .map(|i| i as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let mut at = 0;
+        let entries: Vec<Entry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                at += n;
+                Entry::new(i as u64 + 1, 7, caller.slice(at - n..at))
+            })
+            .collect();
+        let Record::Append(owned) = Record::Append(entries.clone()).into_owned() else {
+            panic!("an append stays an append");
+        };
+        assert_eq!(owned, entries, "indexes, terms and payload bytes are kept");
+        let inside = |b: &Bytes| caller.as_ptr_range().contains(&b.as_ptr());
+        assert!(owned.iter().all(|e| e.payload.is_empty() || !inside(&e.payload)));
+        // Lengths of the runs of (non-empty) payloads that lie back to back in one buffer.
+        let mut runs: Vec<usize> = Vec::new();
+        let mut end = std::ptr::null();
+        for p in owned.iter().map(|e| &e.payload).filter(|p| !p.is_empty()) {
+            match runs.last_mut() {
+                Some(n) if p.as_ptr() == end => *n += p.len(),
+                _ => runs.push(p.len()),
+            }
+            end = p.as_ptr_range().end;
+        }
+        assert_eq!(runs, [100 + 3000, 1500, 5000, 10 + 20, 4096, 1]);
+        // The sizes above are chosen around the limit.
+        const { assert!(SHARED_PAYLOAD_BYTES >= 4096 && SHARED_PAYLOAD_BYTES < 5000) };
+    }
 
     fn all_kinds() -> Vec<Record> {
         let es = vec![Entry::new(5, 2, "abc"), Entry::new(6, 2, "")];
