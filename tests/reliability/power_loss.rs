@@ -199,8 +199,8 @@ async fn random_op(e: &TieredEngine, rng: &mut Rng, m: &mut Model, term: u64) ->
 /// The history of one log: the model after every acknowledged operation since the last reopen, and
 /// the hard state last saved.
 struct OneLog {
-    /// `durable` indexes the last state a `flush()` (or an open) made durable.
     states: Vec<Model>,
+    /// Indexes the last state a `flush()` (or an open) made durable.
     durable: usize,
     hard: Option<HardState>,
     what: String,
