@@ -16,15 +16,12 @@
 //! compare even where index and term agree. Group ids are never reused within a test here (the
 //! crash loop, `tests/crash/`, reuses them).
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::power_loss::{
-    Event, Mode, Snapshot, copy_at_rest, cut_power, open_recorded, pick_event, read_wal, record_synced_wal,
-    record_synced_wal_from,
-};
-use crate::support::{Model, Rng, batch, config, env_u64, log_matches, mix};
+use crate::chain::{Chains, Tracked};
+use crate::power_loss::{Mode, crash, open_recorded, power_cut, read_wal, record_synced_wal_from};
+use crate::support::{Model, Rng, batch, env_u64, log_matches, mix};
 use fail::FailScenario;
 use tierlog::{
     Error, GroupId, HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TierMetaStore,
@@ -80,73 +77,6 @@ impl History {
 
     fn latest(&self) -> Logs {
         self.states.last().cloned().unwrap_or_default()
-    }
-
-    /// The store holds the latest groups, hard states and blobs, and logs equal to `self.states[k]`
-    /// (a group created after state `k` is empty there).
-    fn matches(&self, e: &TieredEngine, k: usize) -> Result<(), String> {
-        let latest = self.states.last().expect("a state");
-        let ids: Vec<GroupId> = latest.keys().copied().collect();
-        if e.groups() != ids {
-            return Err(format!("groups() = {:?}, expected {ids:?}", e.groups()));
-        }
-        let empty = Model::default();
-        for &g in &ids {
-            let m = self.states[k].get(&g).unwrap_or(&empty);
-            let (log, meta) = handles(e, g).map_err(|err| format!("group {g}: {err}"))?;
-            log_matches(&log, m, seed_of(g)).map_err(|d| format!("group {g}: {d}"))?;
-            let hard = meta.load_hard_state().map_err(|e| e.to_string())?;
-            if hard != self.hard.get(&g).copied() {
-                return Err(format!(
-                    "group {g}: hard state {hard:?} vs {:?}",
-                    self.hard.get(&g)
-                ));
-            }
-            let blob = meta.load_app_meta().map_err(|e| e.to_string())?;
-            if blob.as_deref() != self.app_meta.get(&g).map(|v| v.as_slice()) {
-                return Err(format!(
-                    "group {g}: app meta {blob:?} vs {:?}",
-                    self.app_meta.get(&g)
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Opens `dir` and checks it holds a state at or after the last durable one (exactly the latest
-    /// when `exact`); the recovered state is the only one from then on. Returns how many of the
-    /// states after the durable one were lost.
-    async fn reopen(&mut self, dir: &Path, exact: bool) -> (TieredEngine, usize) {
-        let what = &self.what;
-        let e = TieredEngine::open(dir, config::quiet())
-            .await
-            .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
-        let from = if exact {
-            self.states.len() - 1
-        } else {
-            self.durable
-        };
-        let k = (from..self.states.len())
-            .rev()
-            .find(|&k| self.matches(&e, k).is_ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: the store matches no state at or after {from} of {}: {}",
-                    self.states.len() - 1,
-                    self.matches(&e, from).unwrap_err()
-                )
-            });
-        let lost = self.states.len() - 1 - k;
-        // Groups created after state `k` exist (creation is durable), empty; removed ones are gone.
-        let latest = self.latest();
-        let mut kept = self.states.swap_remove(k);
-        kept.retain(|g, _| latest.contains_key(g));
-        for g in latest.keys() {
-            kept.entry(*g).or_default();
-        }
-        self.states = vec![kept];
-        self.durable = 0;
-        (e, lost)
     }
 
     /// Appends `len` entries of `term` at the end of group `g`.
@@ -282,6 +212,77 @@ impl History {
     }
 }
 
+impl Tracked for History {
+    /// Three groups beside group 0.
+    async fn start(e: &TieredEngine, what: String) -> History {
+        let mut h = History::new(what);
+        for _ in 0..3 {
+            h.create(e).await.unwrap();
+        }
+        h
+    }
+
+    fn what(&mut self) -> &mut String {
+        &mut self.what
+    }
+
+    fn span(&self) -> (usize, usize) {
+        (self.durable, self.states.len() - 1)
+    }
+
+    /// The store holds the latest groups, hard states and blobs, and logs equal to `self.states[k]`
+    /// (a group created after state `k` is empty there).
+    fn matches(&self, e: &TieredEngine, k: usize) -> Result<(), String> {
+        let latest = self.states.last().expect("a state");
+        let ids: Vec<GroupId> = latest.keys().copied().collect();
+        if e.groups() != ids {
+            return Err(format!("groups() = {:?}, expected {ids:?}", e.groups()));
+        }
+        let empty = Model::default();
+        for &g in &ids {
+            let m = self.states[k].get(&g).unwrap_or(&empty);
+            let (log, meta) = handles(e, g).map_err(|err| format!("group {g}: {err}"))?;
+            log_matches(&log, m, seed_of(g)).map_err(|d| format!("group {g}: {d}"))?;
+            let hard = meta.load_hard_state().map_err(|e| e.to_string())?;
+            if hard != self.hard.get(&g).copied() {
+                return Err(format!(
+                    "group {g}: hard state {hard:?} vs {:?}",
+                    self.hard.get(&g)
+                ));
+            }
+            let blob = meta.load_app_meta().map_err(|e| e.to_string())?;
+            if blob.as_deref() != self.app_meta.get(&g).map(|v| v.as_slice()) {
+                return Err(format!(
+                    "group {g}: app meta {blob:?} vs {:?}",
+                    self.app_meta.get(&g)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Groups created after state `k` exist (creation is durable), empty; removed ones are gone.
+    fn keep(&mut self, _: &TieredEngine, k: usize) {
+        let latest = self.latest();
+        let mut kept = self.states.swap_remove(k);
+        kept.retain(|g, _| latest.contains_key(g));
+        for g in latest.keys() {
+            kept.entry(*g).or_default();
+        }
+        self.states = vec![kept];
+        self.durable = 0;
+    }
+
+    async fn random_op(&mut self, e: &TieredEngine, rng: &mut Rng, term: u64) -> tierlog::Result<()> {
+        random_op(e, rng, self, term).await
+    }
+
+    /// While fdatasyncs fail, a failed save may have taken effect.
+    fn io_errors(&mut self, point: Option<&str>) {
+        self.fsync_failing = point == Some("wal::sync");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixed sequences
 
@@ -310,9 +311,7 @@ async fn a_flush_of_one_group_makes_every_groups_earlier_appends_survive_a_power
     h.append(&e, g2, 5, 12).await.unwrap();
     h.matches(&e, h.states.len() - 1).unwrap();
     let cut = root.path().join("cut");
-    let synced = copy_at_rest(&live, &cut, &snap);
-    drop(e);
-    cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(3));
+    power_cut(e, &live, &cut, &snap, Mode::Synced, &mut Rng::new(3));
     let (e, lost_first) = h.reopen(&cut, false).await;
 
     // On the cut copy: operations durable on their own, no flush after them.
@@ -327,9 +326,7 @@ async fn a_flush_of_one_group_makes_every_groups_earlier_appends_survive_a_power
     h.save_meta(&e, g4, b"g4 meta").unwrap();
     h.append(&e, g4, 5, 16).await.unwrap();
     let cut2 = root.path().join("cut2");
-    let synced = copy_at_rest(&cut, &cut2, &snap);
-    drop(e);
-    cut_power(&cut2.join("wal"), &synced, Mode::Synced, &mut Rng::new(4));
+    power_cut(e, &cut, &cut2, &snap, Mode::Synced, &mut Rng::new(4));
     let (e, lost_second) = h.reopen(&cut2, false).await;
     assert_eq!(
         e.groups(),
@@ -419,8 +416,7 @@ async fn groups_keep_every_flushed_operation_through_io_errors_a_crash_and_a_pow
 
     // Process crash: the next process sees what the page cache holds.
     let crashed = root.path().join("crashed");
-    let on_disk = copy_at_rest(&live, &crashed, &snap);
-    drop(e);
+    let on_disk = crash(e, &live, &crashed, &snap);
     let snap = record_synced_wal_from(&crashed, on_disk);
     let (e, _) = h.reopen(&crashed, true).await;
     // Work on the reopened directory: one group's truncate and reset beside the others, a new group,
@@ -444,9 +440,7 @@ async fn groups_keep_every_flushed_operation_through_io_errors_a_crash_and_a_pow
 
     // Power cut: everything not synced is lost.
     let cut = root.path().join("cut");
-    let synced = copy_at_rest(&crashed, &cut, &snap);
-    drop(e);
-    cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(11));
+    power_cut(e, &crashed, &cut, &snap, Mode::Synced, &mut Rng::new(11));
     let (e, lost) = h.reopen(&cut, false).await;
     let ids: Vec<GroupId> = h.latest().keys().copied().collect();
     assert!(!ids.contains(&g3), "the removed group came back: {ids:?}");
@@ -511,69 +505,6 @@ async fn random_op(e: &TieredEngine, rng: &mut Rng, h: &mut History, term: u64) 
     }
 }
 
-/// A directory under a chain of faults: its write-ahead "disk" state and its engine.
-struct Chain {
-    root: PathBuf,
-    dir: PathBuf,
-    copies: u64,
-    snap: Snapshot,
-    engine: Option<TieredEngine>,
-    h: History,
-}
-
-impl Chain {
-    fn engine(&self) -> &TieredEngine {
-        self.engine.as_ref().expect("engine open")
-    }
-
-    /// Copies the live directory as a crash (`None`) or a power cut would leave it and continues on
-    /// the copy.
-    fn leave_dir(&mut self, power: Option<(Mode, &mut Rng)>) {
-        let next = self.root.join(format!("gen{}", self.copies + 1));
-        let synced = copy_at_rest(&self.dir, &next, &self.snap);
-        self.copies += 1;
-        drop(self.engine.take());
-        std::fs::remove_dir_all(&self.dir).ok();
-        self.dir = next;
-        let on_disk = match power {
-            Some((mode, rng)) => {
-                cut_power(&self.dir.join("wal"), &synced, mode, rng);
-                read_wal(&self.dir.join("wal"))
-            }
-            None => synced,
-        };
-        self.snap = record_synced_wal_from(&self.dir, on_disk);
-    }
-
-    async fn reopen(&mut self, exact: bool) {
-        let (e, _) = self.h.reopen(&self.dir, exact).await;
-        self.engine = Some(e);
-    }
-
-    /// Random operations; with `faulty`, an operation may fail, and then must have changed nothing
-    /// (a group's creation or removal may have happened or not). `Err` when writes are refused
-    /// after a failed fdatasync.
-    async fn work(&mut self, rng: &mut Rng, term: &mut u64, ops: u64, faulty: bool) -> Result<(), Error> {
-        for _ in 0..ops {
-            *term += 1;
-            let e = self.engine.clone().expect("engine open");
-            match random_op(&e, rng, &mut self.h, *term).await {
-                Ok(()) => {}
-                Err(err) if faulty => {
-                    if let Err(d) = self.h.matches(&e, self.h.states.len() - 1) {
-                        panic!("{}: a failed operation ({err}) changed a group: {d}", self.h.what);
-                    }
-                    if matches!(err, Error::Poisoned { .. }) {
-                        return Err(err);
-                    }
-                }
-                Err(err) => panic!("{}: operation failed with no fault injected: {err}", self.h.what),
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Chains of 2-4 faults (process crash, power cut in any writeback model, I/O errors at a random
 /// failpoint for a few operations, clean restart) on one directory holding several groups, between
 /// random workloads over all of them (appends, flushes through any group, truncates, purges,
@@ -588,78 +519,19 @@ impl Chain {
 async fn chains_of_faults_keep_every_groups_flushed_operations() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
-    let trials = env_u64("TIERLOG_GROUP_CHAIN_TRIALS").unwrap_or(12);
-    let seed = env_u64("TIERLOG_GROUP_CHAIN_SEED").unwrap_or(SEED);
-    // Replays one chain of a failed run: TIERLOG_GROUP_CHAIN_FIRST=<its number>.
-    let first = env_u64("TIERLOG_GROUP_CHAIN_FIRST").unwrap_or(0);
-    let root = tempfile::tempdir().unwrap();
-    let mut tally: HashMap<String, u64> = HashMap::new();
+    let chains = Chains {
+        name: "group chain",
+        // Replays one chain of a failed run: TIERLOG_GROUP_CHAIN_FIRST=<its number>.
+        first: env_u64("TIERLOG_GROUP_CHAIN_FIRST").unwrap_or(0),
+        trials: env_u64("TIERLOG_GROUP_CHAIN_TRIALS").unwrap_or(12),
+        seed: env_u64("TIERLOG_GROUP_CHAIN_SEED").unwrap_or(SEED),
+        ops: (20, 80),
+    };
     let mut most_groups = 0;
-    for trial in first..first + trials {
-        let mut rng = Rng::new(seed ^ trial.wrapping_mul(0x9E37));
-        let tdir = root.path().join(format!("chain{trial}"));
-        let dir = tdir.join("gen0");
-        let snap = record_synced_wal(&dir);
-        let engine = TieredEngine::open(&dir, config::quiet()).await.unwrap();
-        let mut c = Chain {
-            root: tdir.clone(),
-            dir,
-            copies: 0,
-            snap,
-            engine: Some(engine),
-            h: History::new(format!("group chain {trial} (seed {seed})")),
-        };
-        // Start with three groups beside group 0.
-        let e = c.engine().clone();
-        for _ in 0..3 {
-            c.h.create(&e).await.unwrap();
-        }
-        drop(e);
-        let mut term = 0;
-        let events = rng.range(2, 4);
-        for _ in 0..events {
-            let ops = rng.range(20, 80);
-            c.work(&mut rng, &mut term, ops, false).await.unwrap();
-            most_groups = most_groups.max(c.h.latest().len());
-            let ev = pick_event(&mut rng);
-            c.h.what = format!("{} → {ev:?}", c.h.what);
-            *tally
-                .entry(format!("{ev:?}").split('(').next().unwrap().to_string())
-                .or_default() += 1;
-            match ev {
-                Event::ProcessCrash => {
-                    c.leave_dir(None);
-                    c.reopen(true).await;
-                }
-                Event::PowerCut(mode) => {
-                    c.leave_dir(Some((mode, &mut rng)));
-                    c.reopen(false).await;
-                }
-                Event::CleanRestart => {
-                    c.engine.take().unwrap().close().await.unwrap();
-                    c.reopen(true).await;
-                }
-                Event::IoErrors(point, code) => {
-                    fail::cfg(point, &format!("return({code})")).unwrap();
-                    c.h.fsync_failing = point == "wal::sync";
-                    let ops = rng.range(3, 15);
-                    let poisoned = c.work(&mut rng, &mut term, ops, true).await.is_err();
-                    c.h.fsync_failing = false;
-                    fail::remove(point);
-                    let ops = rng.range(3, 10);
-                    if poisoned || c.work(&mut rng, &mut term, ops, true).await.is_err() {
-                        assert_eq!(point, "wal::sync", "{}: writes refused after the fault", c.h.what);
-                        c.engine.take();
-                        c.reopen(true).await;
-                    }
-                }
-            }
-        }
-        c.engine.take().unwrap().close().await.unwrap();
-        c.reopen(true).await;
-        drop(c.engine.take());
-        std::fs::remove_dir_all(&tdir).ok();
-    }
+    let tally = chains
+        .run(|h: &History| most_groups = most_groups.max(h.latest().len()))
+        .await;
+    let trials = chains.trials;
     eprintln!("group chains: {trials} chains, events {tally:?}, up to {most_groups} groups at once");
     scenario.teardown();
 }

@@ -9,6 +9,8 @@
 //!   them: every group's flushed operations survive, creation and removal are durable, one group's
 //!   truncate never touches another's log.
 //! - `full_disk`: a small tmpfs and ext4 filesystem run full (as root; skipped otherwise).
+//! - `chain`: the fault-chain driver `power_loss` and `groups` share (crash, power cut, I/O
+//!   errors, clean restart on one directory, each reopen checked against a history).
 //!
 //! Failpoints are process-wide, and the tests of this binary share a process: a test that
 //! configures failpoints holds [`failpoints_exclusive`] (and `fail::FailScenario`) so it runs
@@ -22,6 +24,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chain;
 mod corruption;
 mod faults;
 mod full_disk;

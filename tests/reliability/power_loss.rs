@@ -24,9 +24,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::chain::{Chains, Tracked};
 use crate::support::{Model, Rng, batch, config, copy_dir, env_u64, log_matches};
 use fail::FailScenario;
-use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TieredEngine, VotedFor};
+use tierlog::{HardState, LogId, LogStore, MetaStore, StorageEngine, TierLogStore, TieredEngine, VotedFor};
 
 const SEED: u64 = 0x90E8;
 
@@ -195,6 +196,73 @@ async fn random_op(e: &TieredEngine, rng: &mut Rng, m: &mut Model, term: u64) ->
     Ok(Op::Other)
 }
 
+/// The history of one log: the model after every acknowledged operation since the last reopen, and
+/// the hard state last saved.
+struct OneLog {
+    states: Vec<Model>,
+    /// Indexes the last state a `flush()` (or an open) made durable.
+    durable: usize,
+    hard: Option<HardState>,
+    what: String,
+}
+
+impl OneLog {
+    fn new(what: String) -> OneLog {
+        OneLog {
+            states: vec![Model::default()],
+            durable: 0,
+            hard: None,
+            what,
+        }
+    }
+
+    fn latest(&self) -> Model {
+        self.states.last().cloned().unwrap_or_default()
+    }
+}
+
+impl Tracked for OneLog {
+    async fn start(_: &TieredEngine, what: String) -> OneLog {
+        OneLog::new(what)
+    }
+
+    fn what(&mut self) -> &mut String {
+        &mut self.what
+    }
+
+    fn span(&self) -> (usize, usize) {
+        (self.durable, self.states.len() - 1)
+    }
+
+    fn matches(&self, e: &TieredEngine, k: usize) -> Result<(), String> {
+        matches(e, &self.states[k])
+    }
+
+    fn keep(&mut self, e: &TieredEngine, k: usize) {
+        assert_eq!(
+            e.meta_store().load_hard_state().unwrap(),
+            self.hard,
+            "{}: hard state",
+            self.what
+        );
+        self.states = vec![self.states[k].clone()];
+        self.durable = 0;
+    }
+
+    async fn random_op(&mut self, e: &TieredEngine, rng: &mut Rng, term: u64) -> tierlog::Result<()> {
+        let mut m = self.latest();
+        let op = random_op(e, rng, &mut m, term).await;
+        match op {
+            Ok(Op::Flushed) => self.durable = self.states.len() - 1,
+            Ok(Op::SavedHardState(h)) => self.hard = Some(h),
+            Ok(Op::Other) | Err(_) => {}
+        }
+        // A failed operation changed nothing: its state is the one before it.
+        self.states.push(m);
+        op.map(|_| ())
+    }
+}
+
 /// What one trial found: ops lost of those not flushed, ops not flushed, bytes reverted, and
 /// whether the store reopened after the cut holds a compression dictionary.
 type TrialResult = (usize, usize, u64, bool);
@@ -203,67 +271,31 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     let dir = root.join(format!("live{trial}"));
     let (snap, e) = open_recorded(&dir).await;
     let mut rng = Rng::new(seed ^ trial);
-    let log = e.log_store();
-    let meta = e.meta_store();
-    let mut m = Model::default();
-    let mut states = vec![m.clone()];
-    let mut durable = 0usize;
-    let mut hard: Option<HardState> = None;
     let ops = rng.range(20, 160);
-    let mut term = 0;
-    for _ in 0..ops {
-        term += 1;
-        match random_op(&e, &mut rng, &mut m, term).await.unwrap() {
-            Op::Flushed => durable = states.len() - 1,
-            Op::SavedHardState(h) => hard = Some(h),
-            Op::Other => {}
-        }
-        states.push(m.clone());
+    let mut h = OneLog::new(String::new());
+    for term in 1..=ops {
+        h.random_op(&e, &mut rng, term).await.unwrap();
     }
-    // The power cut: copy the directory as it is, then revert what was not synced.
+    let durable = h.durable;
+    let unflushed = h.states.len() - 1 - durable;
+    h.what = format!("trial {trial} (seed {seed}, {mode:?}, {ops} ops, flushed through op {durable})");
     let crashed = root.join(format!("cut{trial}"));
-    let synced = copy_at_rest(&dir, &crashed, &snap);
-    drop(log);
-    drop(meta);
-    drop(e);
-    let lost = cut_power(&crashed.join("wal"), &synced, mode, &mut rng);
+    let lost = power_cut(e, &dir, &crashed, &snap, mode, &mut rng);
     if std::env::var_os("TIERLOG_POWER_KEEP").is_some() {
         copy_dir(&crashed, &root.join(format!("cut{trial}.pristine")));
     }
-
-    let what = format!("trial {trial} (seed {seed}, {mode:?}, {ops} ops, flushed through op {durable})");
-    let e = TieredEngine::open(&crashed, config::quiet())
-        .await
-        .unwrap_or_else(|err| panic!("{what}: open after power loss failed: {err}"));
-    let k = (durable..states.len())
-        .rev()
-        .find(|&k| matches(&e, &states[k]).is_ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "{what}: the log matches no state at or after the last flush: {}",
-                matches(&e, &states[durable]).unwrap_err()
-            )
-        });
-    assert_eq!(
-        e.meta_store().load_hard_state().unwrap(),
-        hard,
-        "{what}: hard state"
-    );
+    let (e, lost_ops) = h.reopen(&crashed, false).await;
     let with_dictionary = e.stats().dictionary_bytes > 0;
 
     if !after_writes {
         drop(e);
         std::fs::remove_dir_all(&dir).ok();
         std::fs::remove_dir_all(&crashed).ok();
-        return (
-            states.len() - 1 - k,
-            states.len() - 1 - durable,
-            lost,
-            with_dictionary,
-        );
+        return (lost_ops, unflushed, lost, with_dictionary);
     }
     // Life goes on after the power cut: these writes must survive a clean reopen exactly.
-    let mut m = states[k].clone();
+    let mut m = h.latest();
+    let what = &h.what;
     let log = e.log_store();
     if let Some(first) = m.first_index() {
         let cut = first + (m.last_index() - first) / 2;
@@ -276,8 +308,7 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     } else {
         m.last_index() + 1
     };
-    log.persist_entries(batch(first, 7, 1 << 40, SEED)).await.unwrap();
-    m.persist(first, 7, 1 << 40);
+    persist(&log, &mut m, first, 7, 1 << 40).await;
     log.flush().unwrap();
     drop(log);
     drop(e);
@@ -290,12 +321,22 @@ async fn trial(root: &Path, trial: u64, seed: u64, mode: Mode, after_writes: boo
     drop(e);
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&crashed).ok();
-    (
-        states.len() - 1 - k,
-        states.len() - 1 - durable,
-        lost,
-        with_dictionary,
-    )
+    (lost_ops, unflushed, lost, with_dictionary)
+}
+
+/// [`open_recorded`], with entries 1-50 of term 1 flushed; their model.
+async fn open_flushed(dir: &Path) -> (Snapshot, TieredEngine, Model) {
+    let (snap, e) = open_recorded(dir).await;
+    let mut m = Model::default();
+    persist(&e.log_store(), &mut m, 1, 50, 1).await;
+    e.log_store().flush().unwrap();
+    (snap, e, m)
+}
+
+/// Appends `len` entries of `term` from `first` to `log` and to `m`.
+async fn persist(log: &TierLogStore, m: &mut Model, first: u64, len: u64, term: u64) {
+    log.persist_entries(batch(first, len, term, SEED)).await.unwrap();
+    m.persist(first, len, term);
 }
 
 async fn power_cuts(mode: Mode, after_writes: bool) {
@@ -365,26 +406,17 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("live");
-    let (snap, e) = open_recorded(&dir).await;
+    let (snap, e, mut m) = open_flushed(&dir).await;
     let log = e.log_store();
-    let mut m = Model::default();
-    log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
-    m.persist(1, 50, 1);
-    log.flush().unwrap();
     // ~100 KiB more: at least one rotation (which syncs the old segment and the new header), and
     // unsynced records at the end of the newest segment; then a checkpoint that covers them all.
     for k in 0..40 {
-        log.persist_entries(batch(51 + k * 10, 10, 2 + k, SEED))
-            .await
-            .unwrap();
-        m.persist(51 + k * 10, 10, 2 + k);
+        persist(&log, &mut m, 51 + k * 10, 10, 2 + k).await;
     }
     e.compact_now().await.unwrap();
     let crashed = root.path().join("cut");
-    let synced = copy_at_rest(&dir, &crashed, &snap);
     drop(log);
-    drop(e);
-    cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
+    power_cut(e, &dir, &crashed, &snap, Mode::Synced, &mut Rng::new(1));
 
     let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     // Either the compacted (unflushed) entries survived in the cold tier, or only the flushed ones.
@@ -400,8 +432,7 @@ async fn records_written_after_a_power_cut_are_not_mistaken_for_checkpointed_one
     log.purge(id).await.unwrap();
     m.purge(id);
     let first = m.last_index() + 1;
-    log.persist_entries(batch(first, 7, 100, SEED)).await.unwrap();
-    m.persist(first, 7, 100);
+    persist(&log, &mut m, first, 7, 100).await;
     log.flush().unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("live after the power cut: {d}"));
     drop(log);
@@ -432,6 +463,29 @@ pub(crate) fn copy_at_rest(dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<St
             return before;
         }
     }
+}
+
+/// kill -9 of the engine `e` (its handles already dropped) live on `dir`: the next process finds the
+/// files as the page cache holds them, copied to `to`. Returns the write-ahead files the disk holds
+/// for sure there (what a power cut would fall back to).
+pub(crate) fn crash(e: TieredEngine, dir: &Path, to: &Path, snap: &Snapshot) -> HashMap<String, Vec<u8>> {
+    let synced = copy_at_rest(dir, to, snap);
+    drop(e);
+    synced
+}
+
+/// A power cut under the engine `e` (its handles already dropped) live on `dir`: `to` holds what
+/// the disk keeps, in writeback model `mode`. Returns how many unsynced bytes it reverted.
+pub(crate) fn power_cut(
+    e: TieredEngine,
+    dir: &Path,
+    to: &Path,
+    snap: &Snapshot,
+    mode: Mode,
+    rng: &mut Rng,
+) -> u64 {
+    let synced = crash(e, dir, to, snap);
+    cut_power(&to.join("wal"), &synced, mode, rng)
 }
 
 /// Encoded size of an append record of `entries` (record header, watermark, kind, batch header).
@@ -468,16 +522,13 @@ async fn a_batch_flushed_after_a_failed_rotation_survives_a_power_cut() {
     assert!(log.persist_entries(batch(41, n, 2, SEED)).await.is_err());
     fail::remove("wal::segment_create");
     // The disk has room again; this batch fits the old segment.
-    log.persist_entries(batch(41, 5, 3, SEED)).await.unwrap();
-    m.persist(41, 5, 3);
+    persist(&log, &mut m, 41, 5, 3).await;
     log.flush().unwrap();
     matches(&e, &m).unwrap();
 
     let crashed = root.path().join("cut");
-    let synced = copy_at_rest(&dir, &crashed, &snap);
     drop(log);
-    drop(e);
-    cut_power(&crashed.join("wal"), &synced, Mode::Synced, &mut Rng::new(1));
+    power_cut(e, &dir, &crashed, &snap, Mode::Synced, &mut Rng::new(1));
     let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("the flushed batch did not survive the power cut: {d}"));
     scenario.teardown();
@@ -506,8 +557,7 @@ async fn a_rotation_that_fails_after_creating_its_file_leaves_a_store_that_opens
     fail::cfg("wal::sync_dir", "return(5)").unwrap();
     assert!(log.persist_entries(batch(41, n, 2, SEED)).await.is_err());
     fail::remove("wal::sync_dir");
-    log.persist_entries(batch(41, 2, 3, SEED)).await.unwrap();
-    m.persist(41, 2, 3);
+    persist(&log, &mut m, 41, 2, 3).await;
     log.flush().unwrap();
     drop(log);
     e.close().await.unwrap();
@@ -530,35 +580,26 @@ async fn a_tail_recovered_after_a_process_crash_is_synced_before_a_checkpoint_co
     let scenario = FailScenario::setup();
     let root = tempfile::tempdir().unwrap();
     let live = root.path().join("live");
-    let (snap, e) = open_recorded(&live).await;
+    let (snap, e, mut m) = open_flushed(&live).await;
     let log = e.log_store();
-    let mut m = Model::default();
-    log.persist_entries(batch(1, 50, 1, SEED)).await.unwrap();
-    log.flush().unwrap();
-    log.persist_entries(batch(51, 50, 2, SEED)).await.unwrap();
-    m.persist(1, 50, 1);
-    m.persist(51, 50, 2);
+    persist(&log, &mut m, 51, 50, 2).await;
     // kill -9: the next process finds the files as the page cache holds them, and the disk holds
     // only what was synced.
     let crashed = root.path().join("crashed");
-    let on_disk = copy_at_rest(&live, &crashed, &snap);
     drop(log);
-    drop(e);
+    let on_disk = crash(e, &live, &crashed, &snap);
 
     let snap = record_synced_wal_from(&crashed, on_disk);
     let e = TieredEngine::open(&crashed, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap();
     e.compact_now().await.unwrap();
     let cut = root.path().join("cut");
-    let synced = copy_at_rest(&crashed, &cut, &snap);
-    drop(e);
-    cut_power(&cut.join("wal"), &synced, Mode::Synced, &mut Rng::new(2));
+    power_cut(e, &crashed, &cut, &snap, Mode::Synced, &mut Rng::new(2));
 
     let e = TieredEngine::open(&cut, config::quiet()).await.unwrap();
     matches(&e, &m).unwrap_or_else(|d| panic!("after the power cut: {d}"));
     let log = e.log_store();
-    log.persist_entries(batch(101, 7, 3, SEED)).await.unwrap();
-    m.persist(101, 7, 3);
+    persist(&log, &mut m, 101, 7, 3).await;
     log.flush().unwrap();
     drop(log);
     drop(e);
@@ -626,9 +667,8 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
         .await
         .unwrap();
     let cut = root.path().join("cut");
-    let synced = copy_at_rest(&dir, &cut, &snap);
     drop(log);
-    drop(e);
+    let synced = crash(e, &dir, &cut, &snap);
     lose_the_trailer_of_the_first_unsynced_record(&cut.join("wal"), &synced);
 
     let e = TieredEngine::open(&cut, config::quiet()).await.unwrap();
@@ -642,147 +682,6 @@ async fn records_after_a_zeroed_page_never_come_back_behind_new_writes() {
     scenario.teardown();
 }
 
-/// One event of a fault chain.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Event {
-    /// kill -9: the next process sees the files as the page cache holds them; the disk still holds
-    /// only what was synced.
-    ProcessCrash,
-    /// The machine stops: every segment file reverts to its synced bytes plus some of the rest.
-    PowerCut(Mode),
-    /// A failpoint returns this OS error for a few operations, then the disk recovers.
-    IoErrors(&'static str, i32),
-    /// `close()` and open again.
-    CleanRestart,
-}
-
-pub(crate) fn pick_event(rng: &mut Rng) -> Event {
-    const IO: [(&str, i32); 7] = [
-        ("wal::append", 28),
-        ("wal::segment_create", 28),
-        ("wal::sync_dir", 5),
-        ("wal::sync", 5),
-        ("wal::segment_retire", 5),
-        ("wal::spare_create", 28),
-        ("cold::commit", 28),
-    ];
-    match rng.below(10) {
-        0..=2 => Event::ProcessCrash,
-        3..=5 => Event::PowerCut([Mode::Synced, Mode::InOrder, Mode::AnyPages][rng.below(3) as usize]),
-        6..=8 => {
-            let (point, code) = IO[rng.below(IO.len() as u64) as usize];
-            Event::IoErrors(point, code)
-        }
-        _ => Event::CleanRestart,
-    }
-}
-
-/// A directory under test with its write-ahead "disk" state and its model history.
-struct Chain {
-    root: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    copies: u64,
-    snap: Snapshot,
-    engine: Option<TieredEngine>,
-    /// The model after every acknowledged operation since the last reopen; `durable` indexes the
-    /// last state a `flush()` (or an open) made durable.
-    states: Vec<Model>,
-    durable: usize,
-    hard: Option<HardState>,
-    what: String,
-}
-
-impl Chain {
-    fn engine(&self) -> &TieredEngine {
-        self.engine.as_ref().expect("engine open")
-    }
-
-    fn latest(&self) -> Model {
-        self.states.last().cloned().unwrap_or_default()
-    }
-
-    /// Copies the live directory as `how` would leave it and continues on the copy.
-    fn leave_dir(&mut self, power: Option<(Mode, &mut Rng)>) {
-        let next = self.root.join(format!("gen{}", self.copies + 1));
-        let synced = copy_at_rest(&self.dir, &next, &self.snap);
-        self.copies += 1;
-        drop(self.engine.take());
-        std::fs::remove_dir_all(&self.dir).ok();
-        self.dir = next;
-        let on_disk = match power {
-            Some((mode, rng)) => {
-                cut_power(&self.dir.join("wal"), &synced, mode, rng);
-                read_wal(&self.dir.join("wal"))
-            }
-            None => synced,
-        };
-        self.snap = record_synced_wal_from(&self.dir, on_disk);
-    }
-
-    /// Opens the directory and checks it holds a state at or after the last durable one (exactly the
-    /// latest when `exact`); the recovered log is durable from then on.
-    async fn reopen(&mut self, exact: bool) {
-        let what = &self.what;
-        let e = TieredEngine::open(&self.dir, config::quiet())
-            .await
-            .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
-        let from = if exact {
-            self.states.len() - 1
-        } else {
-            self.durable
-        };
-        let k = (from..self.states.len())
-            .rev()
-            .find(|&k| matches(&e, &self.states[k]).is_ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: the log matches no state at or after {from} of {}: {}",
-                    self.states.len() - 1,
-                    matches(&e, &self.states[from]).unwrap_err()
-                )
-            });
-        assert_eq!(
-            e.meta_store().load_hard_state().unwrap(),
-            self.hard,
-            "{what}: hard state"
-        );
-        self.states = vec![self.states[k].clone()];
-        self.durable = 0;
-        self.engine = Some(e);
-    }
-
-    /// Random operations; with `faulty`, an operation may fail (and then must have changed nothing).
-    async fn work(
-        &mut self,
-        rng: &mut Rng,
-        term: &mut u64,
-        ops: u64,
-        faulty: bool,
-    ) -> Result<(), tierlog::Error> {
-        let mut m = self.latest();
-        for _ in 0..ops {
-            *term += 1;
-            match random_op(self.engine(), rng, &mut m, *term).await {
-                Ok(Op::Flushed) => self.durable = self.states.len() - 1,
-                Ok(Op::SavedHardState(h)) => self.hard = Some(h),
-                Ok(Op::Other) => {}
-                Err(err) if faulty => {
-                    // A failed operation leaves the log as it was.
-                    if let Err(d) = matches(self.engine(), &m) {
-                        panic!("{}: a failed operation ({err}) changed the log: {d}", self.what);
-                    }
-                    if matches!(err, tierlog::Error::Poisoned { .. }) {
-                        return Err(err);
-                    }
-                }
-                Err(err) => panic!("{}: operation failed with no fault injected: {err}", self.what),
-            }
-            self.states.push(m.clone());
-        }
-        Ok(())
-    }
-}
-
 /// Chains of 2-4 faults on one directory, each between random workloads, each checked against the
 /// model: acknowledged-and-flushed operations survive, the log is always the state after some
 /// operation (never half of one, never a later one without an earlier one), the hard state is the
@@ -792,69 +691,15 @@ impl Chain {
 async fn chains_of_faults_keep_every_flushed_operation() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
-    let trials = env_u64("TIERLOG_CHAIN_TRIALS").unwrap_or(24);
-    let seed = env_u64("TIERLOG_CHAIN_SEED").unwrap_or(SEED);
-    let root = tempfile::tempdir().unwrap();
-    let mut tally: HashMap<String, u64> = HashMap::new();
-    for trial in 0..trials {
-        let mut rng = Rng::new(seed ^ trial.wrapping_mul(0x9E37));
-        let tdir = root.path().join(format!("chain{trial}"));
-        let dir = tdir.join("gen0");
-        let mut c = Chain {
-            root: tdir.clone(),
-            snap: record_synced_wal(&dir),
-            engine: Some(TieredEngine::open(&dir, config::quiet()).await.unwrap()),
-            dir,
-            copies: 0,
-            states: vec![Model::default()],
-            durable: 0,
-            hard: None,
-            what: format!("chain {trial} (seed {seed})"),
-        };
-        let mut term = 0;
-        let events = rng.range(2, 4);
-        for _ in 0..events {
-            let ops = rng.range(10, 60);
-            c.work(&mut rng, &mut term, ops, false).await.unwrap();
-            let ev = pick_event(&mut rng);
-            c.what = format!("{} → {ev:?}", c.what);
-            *tally
-                .entry(format!("{ev:?}").split('(').next().unwrap().to_string())
-                .or_default() += 1;
-            match ev {
-                Event::ProcessCrash => {
-                    c.leave_dir(None);
-                    c.reopen(true).await;
-                }
-                Event::PowerCut(mode) => {
-                    c.leave_dir(Some((mode, &mut rng)));
-                    c.reopen(false).await;
-                }
-                Event::CleanRestart => {
-                    c.engine.take().unwrap().close().await.unwrap();
-                    c.reopen(true).await;
-                }
-                Event::IoErrors(point, code) => {
-                    fail::cfg(point, &format!("return({code})")).unwrap();
-                    let ops = rng.range(3, 15);
-                    let poisoned = c.work(&mut rng, &mut term, ops, true).await.is_err();
-                    fail::remove(point);
-                    // The disk is back: writes work again without a restart, unless an fdatasync
-                    // failed (then the log refuses writes and the application restarts).
-                    let ops = rng.range(3, 10);
-                    if poisoned || c.work(&mut rng, &mut term, ops, true).await.is_err() {
-                        assert_eq!(point, "wal::sync", "{}: writes refused after the fault", c.what);
-                        c.engine.take();
-                        c.reopen(true).await;
-                    }
-                }
-            }
-        }
-        c.engine.take().unwrap().close().await.unwrap();
-        c.reopen(true).await;
-        drop(c.engine.take());
-        std::fs::remove_dir_all(&tdir).ok();
-    }
+    let chains = Chains {
+        name: "chain",
+        first: 0,
+        trials: env_u64("TIERLOG_CHAIN_TRIALS").unwrap_or(24),
+        seed: env_u64("TIERLOG_CHAIN_SEED").unwrap_or(SEED),
+        ops: (10, 60),
+    };
+    let tally = chains.run(|_: &OneLog| {}).await;
+    let trials = chains.trials;
     eprintln!("power_loss chains: {trials} chains, events {tally:?}");
     scenario.teardown();
 }
