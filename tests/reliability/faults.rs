@@ -572,6 +572,17 @@ async fn write_flushed(e: &TieredEngine, m: &mut Model, n: u64) -> tierlog::Resu
     Ok(())
 }
 
+/// [`config::tiny`] with no recycled segments: every new segment is a new file, which the
+/// write-ahead log zero-fills ahead of the writer. A recycled segment needs no zero-filling, and
+/// with spares at hand (whether there are any depends on how fast the compactor retires segments)
+/// the zero-fill tests below could run without a single zero-filled step.
+fn zero_filled() -> Config {
+    Config {
+        recycle_segments: 0,
+        ..config::tiny()
+    }
+}
+
 /// Zero-filling ahead of the writer fails (a full disk): appends grow the file themselves, every
 /// write and flush succeeds, and everything reads back, also after a reopen.
 #[tokio::test]
@@ -579,7 +590,7 @@ async fn zero_fill_write_failure_only_stops_zero_filling() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), config::tiny()).await;
+    let (e, mut m) = setup(dir.path(), zero_filled()).await;
     fail::cfg("wal::zero_ahead", "return(28)").unwrap();
     // Several 64 KiB segments' worth, each zero-filled in 8 KiB steps.
     write_flushed(&e, &mut m, 150).await.unwrap();
@@ -598,7 +609,7 @@ async fn zero_fill_fdatasync_failure_poisons_the_log() {
     let _alone = crate::failpoints_exclusive();
     let scenario = FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let (e, mut m) = setup(dir.path(), config::tiny()).await;
+    let (e, mut m) = setup(dir.path(), zero_filled()).await;
     fail::cfg("wal::zero_ahead::sync", "return(5)").unwrap();
     let res = write_flushed(&e, &mut m, 150).await;
     fail::remove("wal::zero_ahead::sync");
