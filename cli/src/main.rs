@@ -13,22 +13,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc's option for how long freed memory stays committed before it goes back to the OS.
-const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
-/// Its value here, in milliseconds (see `purge_freed_memory_soon`).
-const PURGE_DELAY_MS: &str = "10";
+/// mimalloc's options this binary sets, unless the user set them (see `tune_the_allocator`).
+const ALLOCATOR_OPTIONS: [(&str, &str); 2] = [
+    // mimalloc 3 keeps freed memory committed for 1 s before giving it back. The engine decodes
+    // cold blocks at a high rate (every cache miss allocates a block-sized buffer that the cache
+    // frees later), so a second's worth of freed buffers stayed resident: 20-35 MiB of the default
+    // bench's peak (docs/performance.md, "Where the RSS goes"). 10 ms (mimalloc 2's default) kept
+    // throughput and reopen time; 0 made the bench's reopen 15-30x slower.
+    ("MIMALLOC_PURGE_DELAY", "10"),
+    // Committing each new arena whole up front showed as resident memory the engine never used:
+    // `bench --workload many-groups --groups 1000` peaked at 1.15-1.19x its budget with it and at
+    // 1.04-1.05x without (and wrote faster), the default bench at 255.0 against 234.5 MiB.
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
 
-/// mimalloc 3 keeps freed memory committed for 1 s before giving it back. The engine decodes cold
-/// blocks at a high rate (every cache miss allocates a block-sized buffer that the cache frees
-/// later), so a second's worth of freed buffers stayed resident: 20-35 MiB of the default bench's
-/// peak (docs/performance.md, "Where the RSS goes"). 10 ms (mimalloc 2's default) kept throughput
-/// and reopen time; 0 made the bench's reopen 15-30x slower. mimalloc reads the option from the
-/// environment when it starts, before `main`, and setting it from inside needs `unsafe`; so the
-/// process starts itself once more with the variable set (unless the user set it). If that fails it
+/// mimalloc reads its options from the environment when it starts, before `main`, and setting
+/// them from inside needs `unsafe`; so the process starts itself once more with them set, unless
+/// the user set the first one (then the user's environment is taken as it is). If that fails it
 /// just goes on.
-fn purge_freed_memory_soon() {
+fn tune_the_allocator() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os(PURGE_DELAY_VAR).is_some() {
+    if std::env::var_os(ALLOCATOR_OPTIONS[0].0).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -39,12 +44,17 @@ fn purge_freed_memory_soon() {
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
+    for (var, value) in ALLOCATOR_OPTIONS {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, value);
+        }
+    }
     // Only returns on failure.
-    let _ = cmd.args(args).env(PURGE_DELAY_VAR, PURGE_DELAY_MS).exec();
+    let _ = cmd.args(args).exec();
 }
 
 fn main() {
-    purge_freed_memory_soon();
+    tune_the_allocator();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
