@@ -180,8 +180,8 @@ impl Core {
     /// their budget; the caller holds the writer lock (no writer rehydrates against the ring).
     pub(crate) fn evict(&self, g: &GroupLog, st: &mut LogState) {
         let excess = self.totals.ring_bytes().saturating_sub(self.ring_budget());
-        let before = st.ring.bytes();
         if excess > 0 {
+            let before = st.ring.bytes();
             st.evict(before.saturating_sub(excess));
             // A writer over budget calls this after every append, mostly with nothing clean to
             // drop: publishing only a change keeps it off the group's lock and the shared totals.

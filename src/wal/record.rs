@@ -80,9 +80,10 @@ pub(crate) enum Record {
 /// the ring two allocations per entry (its own buffer, and the shared header that the compactor's
 /// clone of the entry adds), which showed in the many-groups profile. Kept small because a buffer
 /// lives until the ring has dropped its last entry: an eviction or truncation that drops only some
-/// of its entries keeps up to this much per group that the budget no longer counts (the budget's
-/// per-entry overhead, [`crate::hot::ENTRY_OVERHEAD`], counts about 45 bytes per entry more than a
-/// shared buffer costs, which covers it for entries of a few hundred bytes).
+/// of its entries keeps up to this much per group that the budget no longer counts. The budget's
+/// per-entry overhead, [`crate::hot::ENTRY_OVERHEAD`], counts about 45 bytes per entry more than an
+/// entry sharing a buffer costs, which covers one such buffer in a ring of about 100 entries or
+/// more; what a smaller ring keeps beyond that falls to the budget's share for what no counter sees.
 pub(crate) const SHARED_PAYLOAD_BYTES: usize = 4 << 10;
 
 /// `entries` with their payloads copied into buffers of their own, consecutive ones sharing a
