@@ -263,15 +263,7 @@ async fn run_bench(
     }
     let final_stats = run.engine.stats();
     let peak_rss_workload = sys::peak_rss_bytes();
-    let (apparent, allocated) = sys::dir_bytes(dir);
-    let disk = Disk {
-        wal_bytes: final_stats.wal_bytes,
-        wal_segments: final_stats.wal_segments,
-        redb_file_bytes: final_stats.redb_file_bytes,
-        cold_live_bytes: final_stats.cold_stored_bytes,
-        dir_apparent_bytes: apparent,
-        dir_allocated_bytes: allocated,
-    };
+    let disk = Disk::measure(&final_stats, dir);
 
     // Close everything, reopen the directory and read every retained entry back.
     *shared.engine.lock() = None;

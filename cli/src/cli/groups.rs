@@ -251,15 +251,7 @@ pub fn run(
     }
     let syncs = final_stats.wal_syncs.saturating_sub(before.wal_syncs);
     let peak_rss_workload = sys::peak_rss_bytes();
-    let (apparent, allocated) = sys::dir_bytes(dir);
-    let disk = Disk {
-        wal_bytes: final_stats.wal_bytes,
-        wal_segments: final_stats.wal_segments,
-        redb_file_bytes: final_stats.redb_file_bytes,
-        cold_live_bytes: final_stats.cold_stored_bytes,
-        dir_apparent_bytes: apparent,
-        dir_allocated_bytes: allocated,
-    };
+    let disk = Disk::measure(&final_stats, dir);
     let retained: u64 = groups_runs
         .iter()
         .map(|g| {
@@ -319,7 +311,7 @@ pub fn run(
             cold_reads: final_stats.cold_reads.saturating_sub(before.cold_reads),
         },
         retained_logical_bytes: retained,
-        disk_per_retained_byte: allocated as f64 / retained.max(1) as f64,
+        disk_per_retained_byte: disk.dir_allocated_bytes as f64 / retained.max(1) as f64,
         memory: Memory {
             peak_rss_bytes: peak,
             peak_rss_workload_bytes: peak_rss_workload,

@@ -77,6 +77,21 @@ pub struct Disk {
     pub dir_allocated_bytes: u64,
 }
 
+impl Disk {
+    /// The engine's figures from `stats` beside what the directory `dir` takes on disk.
+    pub fn measure(stats: &Stats, dir: &std::path::Path) -> Disk {
+        let (apparent, allocated) = super::sys::dir_bytes(dir);
+        Disk {
+            wal_bytes: stats.wal_bytes,
+            wal_segments: stats.wal_segments,
+            redb_file_bytes: stats.redb_file_bytes,
+            cold_live_bytes: stats.cold_stored_bytes,
+            dir_apparent_bytes: apparent,
+            dir_allocated_bytes: allocated,
+        }
+    }
+}
+
 /// Everything `tierlog bench` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
