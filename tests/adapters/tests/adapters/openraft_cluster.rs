@@ -18,12 +18,11 @@ use std::time::Duration;
 use openraft::Raft;
 use openraft::async_runtime::WatchReceiver;
 use openraft_memstore::{BlockConfig, ClientRequest, MemStateMachine};
-use tierlog::Config;
 use tierlog::adapters::openraft::OpenraftLogStore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use crate::openraft_net::{C, RaftNode, Router, raft_config};
+use crate::openraft_net::{C, RaftNode, Router, raft_config, tier_config};
 
 /// The only Raft group of this cluster (the network routes by group).
 const GROUP: u64 = 0;
@@ -36,16 +35,6 @@ struct Node {
     raft: RaftNode,
     store: OpenraftLogStore<C>,
     sm: Arc<MemStateMachine>,
-}
-
-fn tier_config() -> Config {
-    Config {
-        memory_budget_bytes: 1 << 20,
-        compaction_trigger_bytes: 64 << 10,
-        hot_tail_entries: 64,
-        compaction_interval_ms: 50,
-        ..Config::default()
-    }
 }
 
 /// Starts (or restarts) a node on `dir` with a fresh in-memory state machine. A just-stopped node may

@@ -26,11 +26,11 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft_memstore::{BlockConfig, ClientRequest, MemStateMachine};
 use tierlog::adapters::openraft::OpenraftLogStore;
-use tierlog::{Config, Group, GroupStats, Stats, TieredEngine};
+use tierlog::{Group, GroupStats, Stats, TieredEngine};
 use tokio::task::JoinSet;
 use tokio::time::sleep;
 
-use crate::openraft_net::{C, GroupId, RaftNode, Router, raft_config, wait_applied};
+use crate::openraft_net::{C, GroupId, RaftNode, Router, raft_config, tier_config, wait_applied};
 
 /// Group 0 (the one every engine has, what `open` / `with_engine` serve) and three created groups.
 const GROUPS: [GroupId; 4] = [0, 1, 2, 3];
@@ -38,16 +38,6 @@ const NODES: [u64; 3] = [1, 2, 3];
 const BEFORE_STOP: u64 = 200;
 const WHILE_STOPPED: u64 = 1000;
 const WRITERS: u64 = 4;
-
-fn tier_config() -> Config {
-    Config {
-        memory_budget_bytes: 1 << 20,
-        compaction_trigger_bytes: 64 << 10,
-        hot_tail_entries: 64,
-        compaction_interval_ms: 50,
-        ..Config::default()
-    }
-}
 
 /// One node's tierlog engine, hosting that node's replica of every group, and each group's store
 /// (built once per open, as a node process would; clones share it).

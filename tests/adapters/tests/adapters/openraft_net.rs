@@ -143,6 +143,18 @@ pub fn raft_config() -> Arc<openraft::Config> {
     Arc::new(config.validate().unwrap())
 }
 
+/// The engine of every node: a 1 MiB budget and eager compaction, so a follower that fell behind
+/// is fed from the leader's cold tier.
+pub fn tier_config() -> tierlog::Config {
+    tierlog::Config {
+        memory_budget_bytes: 1 << 20,
+        compaction_trigger_bytes: 64 << 10,
+        hot_tail_entries: 64,
+        compaction_interval_ms: 50,
+        ..tierlog::Config::default()
+    }
+}
+
 /// Waits until `raft` (described by `what`) has applied up to `index`.
 pub async fn wait_applied(raft: &RaftNode, index: u64, what: &str) {
     raft.wait(Some(Duration::from_secs(60)))
